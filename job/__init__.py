@@ -1,0 +1,1 @@
+"""freshrank job: pipeline wiring, command line and the clients around it."""

@@ -1,0 +1,40 @@
+"""Job options: one frozen, typed object; names carry units. Flink settings live in flink-conf/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from udfs.learner_math import LearnerConfig
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What a freshrank run does, independent of where its events come from."""
+
+    window_s: float = 1800.0
+    max_disorder_s: float = 10.0
+    retention_s: float = 3600.0
+    snapshot_interval_s: float = 10.0
+    metrics_interval_s: float = 60.0
+    parallelism: int = 1
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window_s * 1000)
+
+    @property
+    def max_disorder_ms(self) -> int:
+        return int(self.max_disorder_s * 1000)
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_s * 1000)
+
+    @property
+    def snapshot_interval_ms(self) -> int:
+        return int(self.snapshot_interval_s * 1000)
+
+    @property
+    def metrics_interval_ms(self) -> int:
+        return int(self.metrics_interval_s * 1000)

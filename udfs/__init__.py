@@ -1,0 +1,1 @@
+"""freshrank operators: Flink function shells over plain, cluster-free logic."""

@@ -1,0 +1,192 @@
+"""The online ranking model: logistic loss on a dot product, AdaGrad per coordinate, L2 on vectors.
+
+    p(click) = sigmoid(user · item + item_bias + position_term + global_bias)
+
+Users live in Flink keyed state as one float64 array `[vector | accum | updates]` (see
+`UserCodec`); item-side parameters (item vectors and biases, position terms, global bias) live in
+an `ItemSide` object owned by each learner subtask. Every step scores first, then learns
+(progressive validation), and returns the score it computed before the update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Model hyper-parameters; names carry their meaning, not their units (all unitless)."""
+
+    dim: int = 32
+    learning_rate: float = 0.05
+    bias_learning_rate: float = 0.05
+    l2: float = 1e-4
+    init_accumulator: float = 0.1
+    init_std: float = 0.1
+    projection_seed: int = 20261128
+
+
+def sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+class Bias:
+    """A scalar parameter with its AdaGrad accumulator."""
+
+    __slots__ = ("value", "accum", "updates", "dirty")
+
+    def __init__(self, value: float = 0.0, accum: float = 0.0, updates: int = 0) -> None:
+        self.value = value
+        self.accum = accum
+        self.updates = updates
+        self.dirty = False
+
+    def step(self, grad: float, learning_rate: float) -> None:
+        self.accum += grad * grad
+        self.value -= learning_rate * grad / math.sqrt(self.accum)
+        self.updates += 1
+        self.dirty = True
+
+
+class ItemParams:
+    """Vector, bias and their optimizer state for one item."""
+
+    __slots__ = ("vector", "accum", "bias", "updates", "dirty")
+
+    def __init__(self, vector: np.ndarray, accum: np.ndarray, bias: Bias, updates: int = 0) -> None:
+        self.vector = vector
+        self.accum = accum
+        self.bias = bias
+        self.updates = updates
+        self.dirty = False
+
+
+def stable_seed(text: str) -> int:
+    """A seed from a string that is the same in every process (unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+class ItemSide:
+    """Item-side parameters of one learner replica, created on first use.
+
+    Item vectors start from the catalog embedding projected to `dim` (a fixed Gaussian random
+    projection, rescaled to the init scale) or, without one, from a hash-seeded Gaussian.
+    """
+
+    def __init__(self, config: LearnerConfig, embeddings: dict[str, list[float]] | None = None) -> None:
+        self.config = config
+        self.embeddings = embeddings or {}
+        self.items: dict[str, ItemParams] = {}
+        self.positions: dict[int, Bias] = {}
+        self.global_bias = Bias()
+        self._projections: dict[int, np.ndarray] = {}
+
+    def _projection(self, width: int) -> np.ndarray:
+        matrix = self._projections.get(width)
+        if matrix is None:
+            rng = np.random.default_rng(self.config.projection_seed + width)
+            matrix = rng.standard_normal((width, self.config.dim))
+            self._projections[width] = matrix
+        return matrix
+
+    def initial_vector(self, item_id: str) -> np.ndarray:
+        dim, scale = self.config.dim, self.config.init_std
+        embedding = self.embeddings.get(item_id)
+        if embedding:
+            projected = np.asarray(embedding, dtype=np.float64) @ self._projection(len(embedding))
+            norm = float(np.linalg.norm(projected))
+            if norm > 0:
+                return projected * (scale * math.sqrt(dim) / norm)
+        return np.random.default_rng(stable_seed(item_id)).normal(0.0, scale, dim)
+
+    def item(self, item_id: str) -> ItemParams:
+        params = self.items.get(item_id)
+        if params is None:
+            accum = np.full(self.config.dim, self.config.init_accumulator)
+            params = ItemParams(self.initial_vector(item_id), accum, Bias(accum=self.config.init_accumulator))
+            self.items[item_id] = params
+        return params
+
+    def position(self, position: int) -> Bias:
+        term = self.positions.get(position)
+        if term is None:
+            term = Bias(accum=self.config.init_accumulator)
+            self.positions[position] = term
+        return term
+
+
+class UserCodec:
+    """Packs a user's vector, AdaGrad accumulator and update count into one float64 array."""
+
+    def __init__(self, config: LearnerConfig) -> None:
+        self.dim = config.dim
+        self.init_accumulator = config.init_accumulator
+
+    def new(self) -> np.ndarray:
+        """The prior for an unseen user: zero vector, so only biases score it."""
+        state = np.zeros(2 * self.dim + 1)
+        state[self.dim : 2 * self.dim] = self.init_accumulator
+        return state
+
+    def from_bytes(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(data, dtype=np.float64).copy()
+
+    def pack(self, vector: np.ndarray, accum: np.ndarray, updates: int) -> np.ndarray:
+        return np.concatenate([vector, accum, [float(updates)]])
+
+    def vector(self, state: np.ndarray) -> np.ndarray:
+        return state[: self.dim]
+
+    def accum(self, state: np.ndarray) -> np.ndarray:
+        return state[self.dim : 2 * self.dim]
+
+    def updates(self, state: np.ndarray) -> int:
+        return int(state[2 * self.dim])
+
+
+def predict(user_vector: np.ndarray, item: ItemParams, position: Bias, global_bias: Bias) -> float:
+    """Click probability (serving drops the position term; see `udfs.model_store`)."""
+    z = float(user_vector @ item.vector) + item.bias.value + position.value + global_bias.value
+    return sigmoid(z)
+
+
+class OnlineRanker:
+    """Progressive validation learner: `score_then_learn` returns the pre-update prediction."""
+
+    def __init__(self, config: LearnerConfig, item_side: ItemSide) -> None:
+        self.config = config
+        self.item_side = item_side
+        self.codec = UserCodec(config)
+
+    def score_then_learn(self, user_state: np.ndarray, item_id: str, position: int, label: int) -> float:
+        """Score one example, then take one AdaGrad step on user and item side; mutates `user_state`."""
+        cfg = self.config
+        dim = cfg.dim
+        item = self.item_side.item(item_id)
+        term = self.item_side.position(position)
+        glob = self.item_side.global_bias
+        user = user_state[:dim]
+        user_accum = user_state[dim : 2 * dim]
+        score = predict(user, item, term, glob)
+        error = score - label
+
+        user_grad = error * item.vector + cfg.l2 * user
+        item_grad = error * user + cfg.l2 * item.vector
+        user_accum += user_grad * user_grad
+        user -= cfg.learning_rate * user_grad / np.sqrt(user_accum)
+        user_state[2 * dim] += 1.0
+        item.accum += item_grad * item_grad
+        item.vector -= cfg.learning_rate * item_grad / np.sqrt(item.accum)
+        item.updates += 1
+        item.dirty = True
+        item.bias.step(error, cfg.bias_learning_rate)
+        term.step(error, cfg.bias_learning_rate)
+        glob.step(error, cfg.bias_learning_rate)
+        return score

@@ -1,0 +1,98 @@
+"""Mergeable accumulators for progressive-validation metrics of a click model.
+
+`ExampleStats` sums what logloss, normalized entropy, calibration and CTR need; `BinnedAUC`
+keeps positive/negative counts per score bin (bins equally spaced in logit, so the low scores of
+a click model keep their resolution) and computes AUC from them, ties inside a bin counted half.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EPS = 1e-7
+
+
+class BinnedAUC:
+    """AUC over score histograms; exact up to ties within a bin (logit width `2*limit/bins`)."""
+
+    def __init__(self, bins: int = 4800, logit_limit: float = 12.0) -> None:
+        self.bins = bins
+        self.logit_limit = logit_limit
+        self.positives = np.zeros(bins, dtype=np.int64)
+        self.negatives = np.zeros(bins, dtype=np.int64)
+        self._scale = bins / (2 * logit_limit)
+
+    def bin_of(self, score: float) -> int:
+        p = min(max(score, EPS), 1 - EPS)
+        logit = math.log(p / (1 - p))
+        index = int((logit + self.logit_limit) * self._scale)
+        return min(max(index, 0), self.bins - 1)
+
+    def add(self, score: float, label: int) -> None:
+        if label:
+            self.positives[self.bin_of(score)] += 1
+        else:
+            self.negatives[self.bin_of(score)] += 1
+
+    def merge(self, other: BinnedAUC) -> None:
+        self.positives += other.positives
+        self.negatives += other.negatives
+
+    def value(self) -> float:
+        n_pos = int(self.positives.sum())
+        n_neg = int(self.negatives.sum())
+        if n_pos == 0 or n_neg == 0:
+            return math.nan
+        negatives_below = np.cumsum(self.negatives) - self.negatives
+        wins = float((self.positives * negatives_below).sum()) + 0.5 * float((self.positives * self.negatives).sum())
+        return wins / (n_pos * n_neg)
+
+
+class ExampleStats:
+    """Counts and sums over (score, label) pairs."""
+
+    __slots__ = ("examples", "positives", "logloss_sum", "score_sum")
+
+    def __init__(self) -> None:
+        self.examples = 0
+        self.positives = 0
+        self.logloss_sum = 0.0
+        self.score_sum = 0.0
+
+    def add(self, score: float, label: int) -> None:
+        p = min(max(score, EPS), 1 - EPS)
+        self.examples += 1
+        self.score_sum += score
+        if label:
+            self.positives += 1
+            self.logloss_sum -= math.log(p)
+        else:
+            self.logloss_sum -= math.log(1 - p)
+
+    def merge(self, other: ExampleStats) -> None:
+        self.examples += other.examples
+        self.positives += other.positives
+        self.logloss_sum += other.logloss_sum
+        self.score_sum += other.score_sum
+
+    def ctr(self) -> float:
+        return self.positives / self.examples if self.examples else math.nan
+
+    def logloss(self) -> float:
+        return self.logloss_sum / self.examples if self.examples else math.nan
+
+    def normalized_entropy(self) -> float:
+        """Logloss relative to always predicting the observed CTR (< 1 means better than that)."""
+        rate = self.ctr()
+        if not self.examples or rate <= 0 or rate >= 1:
+            return math.nan
+        base = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        return self.logloss() / base
+
+    def calibration(self) -> float:
+        """Mean predicted over observed click rate (1 is perfectly calibrated on average)."""
+        if not self.positives:
+            return math.nan
+        return self.score_sum / self.positives

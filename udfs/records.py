@@ -1,0 +1,86 @@
+"""Parse and validate input events: JSON text in, compact tuples out, or a reason why not.
+
+Field names and types come from the `.avsc` files; the extra rules (position >= 1, times >= 0)
+are the ones Avro cannot express.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastavro.validation import ValidationError, validate
+
+from job.schemas import field_names, parsed_schema
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot enter the job; its message is the dead-letter reason."""
+
+
+# Schema name per input stream.
+SOURCE_SCHEMAS = {"impressions": "Impression", "clicks": "Click", "items": "Item"}
+
+
+def _check_semantics(schema_name: str, record: dict[str, Any]) -> None:
+    if record.get("event_time", 0) < 0:
+        raise InvalidRecord(f"{schema_name}.event_time is negative: {record['event_time']}")
+    if schema_name == "Impression" and record["position"] < 1:
+        raise InvalidRecord(f"Impression.position must be >= 1, got {record['position']}")
+    for key in ("impression_id", "user_id", "item_id"):
+        if key in record and not record[key]:
+            raise InvalidRecord(f"{schema_name}.{key} is empty")
+
+
+def _reject_bool(schema_name: str, record: dict[str, Any]) -> None:
+    # JSON true/false are Python bools, which are ints to Avro validation.
+    for key, value in record.items():
+        if isinstance(value, bool):
+            raise InvalidRecord(f"{schema_name}.{key} is a boolean, not a number or string")
+
+
+def validate_record(schema_name: str, record: Any) -> dict[str, Any]:
+    """Check `record` against schema `schema_name`; return it with exactly the schema's fields."""
+    if not isinstance(record, dict):
+        raise InvalidRecord(f"{schema_name} must be a JSON object, got {type(record).__name__}")
+    names = field_names(schema_name)
+    unknown = set(record) - set(names)
+    if unknown:
+        raise InvalidRecord(f"{schema_name} has unknown field(s): {', '.join(sorted(unknown))}")
+    missing = [n for n in names if n not in record and n != "query" and n != "embedding"]
+    if missing:
+        raise InvalidRecord(f"{schema_name} is missing field(s): {', '.join(missing)}")
+    _reject_bool(schema_name, record)
+    try:
+        validate(record, parsed_schema(schema_name), raise_errors=True)
+    except ValidationError as error:
+        raise InvalidRecord(f"{schema_name} does not match its schema: {'; '.join(map(str, error.errors))}") from None
+    _check_semantics(schema_name, record)
+    return record
+
+
+def parse_json(schema_name: str, line: str | bytes) -> dict[str, Any]:
+    """Decode one JSON Lines record and validate it."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRecord(f"not valid JSON: {error}") from None
+    return validate_record(schema_name, record)
+
+
+def impression_tuple(record: dict[str, Any]) -> tuple:
+    """Impression as the tuple that flows through the job (schema field order)."""
+    return (
+        record["impression_id"],
+        record["request_id"],
+        record["user_id"],
+        record["item_id"],
+        record.get("query"),
+        record["position"],
+        record["event_time"],
+    )
+
+
+def click_tuple(record: dict[str, Any]) -> tuple:
+    """Click as the tuple that flows through the job (schema field order)."""
+    return (record["impression_id"], record["user_id"], record["item_id"], record["event_time"])
