@@ -1,10 +1,10 @@
 """Learner operator, keyed by user_id: score every example, then learn from it.
 
 Per-user vectors and their AdaGrad state live in Flink keyed state as one float64 array's raw
-bytes (PyFlink's primitive-array converter copies element by element; a bytes pickle is one copy). Item-side parameters live in this subtask's
-`ItemSide` (see the README's design section for why, and the staleness this implies). Changed
-entities are published as snapshot records every `snapshot_interval_ms` of wall-clock time and
-once more when the input ends.
+bytes (PyFlink's primitive-array converter copies element by element; a bytes pickle is one
+copy). Item-side parameters live in this subtask's `ItemSide` (see the README's design section
+for why, and the staleness this implies). Changed entities are published as snapshot records
+every `snapshot_interval_ms` of wall-clock time and once more when the input ends.
 """
 
 from __future__ import annotations
