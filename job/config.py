@@ -13,7 +13,7 @@ class JobConfig:
 
     window_s: float = 1800.0
     max_disorder_s: float = 10.0
-    retention_s: float = 3600.0
+    retention_s: float = 10800.0  # late clicks hours after the window still count as late
     snapshot_interval_s: float = 10.0
     metrics_interval_s: float = 60.0
     parallelism: int = 1

@@ -3,8 +3,8 @@
     impressions ─ parse ─ watermarks ─┐
                                       ├─ join (key: impression_id) ─ learn (key: user_id) ─ examples
     clicks ────── parse ─ watermarks ─┘        │                            ├─ snapshots
-                                               ├─ late clicks, orphan clicks └─ scored ─┐
-                                               └─ join events ─────────────────────────┴─ metrics
+                                               ├─ late clicks, orphan clicks └─ metric partials ─┐
+                                               └─ join events ──────────────────────────────────┴─ metrics
     parse rejects ─ dead letter
 """
 
@@ -22,7 +22,7 @@ from job.config import JobConfig
 from job.flink_types import row_type
 from udfs.encoding import RecordEncoder
 from udfs.join import JOIN_EVENT_TYPE, JOINED_TYPE, JoinImpressionsClicks
-from udfs.learner import SCORED_TYPE, LearnUserVectors
+from udfs.learner import PARTIAL_METRICS_TYPE, LearnUserVectors
 from udfs.metrics import ComputeMetrics
 from udfs.model_store import ModelStore
 from udfs.parse import ParseEvents
@@ -84,7 +84,7 @@ def build_pipeline(
     orphan_tag = OutputTag("orphan-clicks", out_type)
     join_event_tag = OutputTag("join-events", JOIN_EVENT_TYPE)
     snapshot_tag = OutputTag("snapshots", out_type)
-    scored_tag = OutputTag("scored", SCORED_TYPE)
+    partial_metrics_tag = OutputTag("partial-metrics", PARTIAL_METRICS_TYPE)
 
     # parse + watermarks: Row(Impression) / Row(Click)
     impressions, bad_impressions = _parsed(
@@ -105,24 +105,25 @@ def build_pipeline(
         .uid("join-impressions-clicks")
     )
 
-    # learn: encoded LabeledExample (score before update); snapshots and scored rows on the side
+    # learn: encoded LabeledExample (score before update); snapshots and metric partials on the side
     learned = (
         joined.key_by(lambda example: example[2], key_type=Types.STRING())
         .process(
-            LearnUserVectors(config.learner, config.snapshot_interval_ms, snapshot_tag, scored_tag,
-                             encoder, embeddings, initial_model),
+            LearnUserVectors(config.learner, config.snapshot_interval_ms, config.metrics_interval_ms,
+                             config.window_ms, snapshot_tag, partial_metrics_tag, encoder, embeddings,
+                             initial_model),
             output_type=out_type,
         )
         .name("learn-user-vectors")
         .uid("learn-user-vectors")
     )
 
-    # metrics: encoded Metric records per event-time interval (one subtask sees everything)
+    # metrics: encoded Metric records per event-time interval (one subtask merges the partials)
     metrics = (
-        learned.get_side_output(scored_tag)
+        learned.get_side_output(partial_metrics_tag)
         .connect(joined.get_side_output(join_event_tag))
         .key_by(lambda _: 0, lambda _: 0, key_type=Types.INT())
-        .process(ComputeMetrics(config.metrics_interval_ms, config.window_ms, encoder), output_type=out_type)
+        .process(ComputeMetrics(config.metrics_interval_ms, encoder), output_type=out_type)
         .name("compute-metrics")
         .uid("compute-metrics")
         .set_parallelism(1)

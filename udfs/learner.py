@@ -20,15 +20,13 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs.encoding import RecordEncoder
 from udfs.learner_math import Bias, ItemParams, LearnerConfig, OnlineRanker
+from udfs.metrics import IntervalBuckets, decision_time
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
 
 END_OF_INPUT = 2**63 - 1  # Flink's final watermark at the end of bounded input
 
-# What the metrics operator needs of each scored example.
-SCORED_TYPE = Types.ROW_NAMED(
-    ["label", "score", "impression_time", "click_time"],
-    [Types.INT(), Types.DOUBLE(), Types.LONG(), Types.LONG()],
-)
+# Per-interval metric partials for the metrics merger: Row(interval start, IntervalStats).
+PARTIAL_METRICS_TYPE = Types.ROW_NAMED(["start", "stats"], [Types.LONG(), Types.PICKLED_BYTE_ARRAY()])
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:
@@ -73,22 +71,26 @@ def snapshot_record(
 
 
 class LearnUserVectors(KeyedProcessFunction):
-    """Joined examples in; scored LabeledExample records out, snapshots and metric inputs on the side."""
+    """Joined examples in; scored LabeledExample records out, snapshots and metric partials on the side."""
 
     def __init__(
         self,
         config: LearnerConfig,
         snapshot_interval_ms: int,
+        metrics_interval_ms: int,
+        window_ms: int,
         snapshot_tag: OutputTag,
-        scored_tag: OutputTag,
+        partial_metrics_tag: OutputTag,
         encoder: RecordEncoder,
         embeddings: dict[str, list[float]] | None = None,
         initial_model: ModelStore | None = None,
     ) -> None:
         self.config = config
         self.snapshot_interval_ms = snapshot_interval_ms
+        self.metrics_interval_ms = metrics_interval_ms
+        self.window_ms = window_ms
         self.snapshot_tag = snapshot_tag
-        self.scored_tag = scored_tag
+        self.partial_metrics_tag = partial_metrics_tag
         self.encoder = encoder
         self.embeddings = embeddings
         self.initial_model = initial_model
@@ -107,6 +109,7 @@ class LearnUserVectors(KeyedProcessFunction):
         self.max_event_time = -(2**63)
         self.next_snapshot_ms = int(time.time() * 1000) + self.snapshot_interval_ms
         self.end_timer_set = False
+        self.metric_buckets = IntervalBuckets(self.metrics_interval_ms)
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group("learner")
         self.examples_counter = group.counter("examples")
         self.snapshot_counter = group.counter("snapshot_records")
@@ -147,9 +150,12 @@ class LearnUserVectors(KeyedProcessFunction):
                 "model_version": self.version,
             },
         )
-        yield self.scored_tag, Row(label, score, impression_time, click_time)
-
         timers = ctx.timer_service()
+        stats, new_end = self.metric_buckets.bucket(decision_time(label, impression_time, click_time, self.window_ms))
+        stats.add_example(score, label)
+        if new_end is not None:  # any key's timer will do: it only marks the interval's end
+            timers.register_event_time_timer(new_end)
+
         self.watermark = max(self.watermark, timers.current_watermark())
         if not self.end_timer_set:
             timers.register_event_time_timer(END_OF_INPUT)
@@ -160,6 +166,9 @@ class LearnUserVectors(KeyedProcessFunction):
             yield from self._snapshot(now_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator:
+        # Partials leave before the watermark that closes their interval reaches the merger.
+        for start, stats in self.metric_buckets.pop_until(timestamp):
+            yield self.partial_metrics_tag, Row(start, stats)
         if timestamp == END_OF_INPUT:
             # The input is complete up to the newest event learned from.
             self.watermark = max(self.watermark, self.max_event_time)

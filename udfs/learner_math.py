@@ -85,7 +85,7 @@ class ItemSide:
         self.embeddings = embeddings or {}
         self.items: dict[str, ItemParams] = {}
         self.positions: dict[int, Bias] = {}
-        self.global_bias = Bias()
+        self.global_bias = Bias(accum=config.init_accumulator)
         self._projections: dict[int, np.ndarray] = {}
 
     def _projection(self, width: int) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 Examples are bucketed by the event time at which their label became known (the click for a
 positive, the window's end for a negative), so an interval is complete, and emitted, when the
-watermark passes its end. Join events that arrive for an interval already emitted count in the
-open one. Names ending in `_total` are cumulative since the job started (kept in memory: they
-restart from zero when the job is restored).
+watermark passes its end. Each learner subtask accumulates its examples' stats per interval and
+sends one partial per interval (not one record per example: per-record Python is the cost that
+matters); a single merger adds the join events and emits the Metric records. Names ending in
+`_total` are cumulative since the job started (kept in memory: they restart from zero when the
+job is restored).
 """
 
 from __future__ import annotations
@@ -65,49 +67,70 @@ class IntervalStats:
         }
 
 
-class MetricsAggregator:
-    """The interval bookkeeping, free of Flink: add records, then `close_until(watermark)`."""
+class IntervalBuckets:
+    """Open event-time intervals keyed by their start; an interval closes when the watermark passes its end.
 
-    def __init__(self, interval_ms: int, window_ms: int) -> None:
+    A record for an interval that already closed counts in the oldest open one, so nothing is lost.
+    """
+
+    def __init__(self, interval_ms: int) -> None:
         self.interval_ms = interval_ms
-        self.window_ms = window_ms
         self.open: dict[int, IntervalStats] = {}
-        self.total = IntervalStats()
         self.closed_until = -(2**63)
-        self.started_wall_s: float | None = None
 
-    def _bucket(self, event_time: int) -> tuple[int, bool]:
-        """Start of the interval for `event_time` and whether that interval is new."""
+    def bucket(self, event_time: int) -> tuple[IntervalStats, int | None]:
+        """The stats of the interval holding `event_time`, and its end if it was just opened."""
         start = max(event_time, self.closed_until) // self.interval_ms * self.interval_ms
-        return start, start not in self.open
+        stats = self.open.get(start)
+        if stats is not None:
+            return stats, None
+        stats = self.open[start] = IntervalStats()
+        return stats, start + self.interval_ms
 
-    def add_example(self, label: int, score: float, impression_time: int, click_time: int | None) -> int | None:
-        """Add one scored example; returns the end of a newly opened interval (to set a timer for)."""
-        if self.started_wall_s is None:
-            self.started_wall_s = time.time()
-        decided_at = click_time if label else impression_time + self.window_ms + 1
-        start, new = self._bucket(decided_at)
-        self.open.setdefault(start, IntervalStats()).add_example(score, label)
-        return start + self.interval_ms if new else None
+    def pop_until(self, watermark: int) -> list[tuple[int, IntervalStats]]:
+        """Remove and return (start, stats) of every interval ending at or before `watermark`, oldest first."""
+        done = sorted(start for start in self.open if start + self.interval_ms <= watermark)
+        if done:
+            self.closed_until = max(self.closed_until, done[-1] + self.interval_ms)
+        return [(start, self.open.pop(start)) for start in done]
+
+
+def decision_time(label: int, impression_time: int, click_time: int | None, window_ms: int) -> int:
+    """Event time at which an example's label became known (when the join could emit it)."""
+    return click_time if label else impression_time + window_ms + 1
+
+
+class MetricsAggregator:
+    """Merges per-learner partial stats and join events; turns closed intervals into Metric records."""
+
+    def __init__(self, interval_ms: int) -> None:
+        self.buckets = IntervalBuckets(interval_ms)
+        self.total = IntervalStats()
+        self.started_wall_s = time.time()
+
+    def add_partial(self, start: int, stats: IntervalStats) -> int | None:
+        """Merge a learner's stats of the interval at `start`; returns a newly opened interval's end."""
+        held, new_end = self.buckets.bucket(start)
+        held.merge(stats)
+        return new_end
 
     def add_event(self, kind: str, event_time: int) -> int | None:
-        start, new = self._bucket(event_time)
-        self.open.setdefault(start, IntervalStats()).events[kind] += 1
-        return start + self.interval_ms if new else None
+        held, new_end = self.buckets.bucket(event_time)
+        held.events[kind] += 1
+        return new_end
 
     def close_until(self, watermark: int) -> list[dict[str, Any]]:
         """Metric records of every interval that ends at or before `watermark`, oldest first."""
         records = []
         now_ms = int(time.time() * 1000)
-        for start in sorted(s for s in self.open if s + self.interval_ms <= watermark):
-            stats = self.open.pop(start)
+        interval_ms = self.buckets.interval_ms
+        for start, stats in self.buckets.pop_until(watermark):
             self.total.merge(stats)
-            end = start + self.interval_ms
-            self.closed_until = max(self.closed_until, end)
+            end = start + interval_ms
             values = stats.values()
             for name, value in self.total.values().items():
                 values[f"{name}_total"] = value
-            elapsed_s = time.time() - (self.started_wall_s or time.time())
+            elapsed_s = time.time() - self.started_wall_s
             values["examples_per_s"] = self.total.examples.examples / elapsed_s if elapsed_s > 0 else math.nan
             values["event_time_lag_ms"] = now_ms - end
             records.extend(
@@ -119,15 +142,15 @@ class MetricsAggregator:
 
 
 class ComputeMetrics(KeyedCoProcessFunction):
-    """Input 1: scored examples, input 2: join events; output: encoded Metric records."""
+    """Input 1: Row(start, IntervalStats) partials from the learners, input 2: join events;
+    output: encoded Metric records, once per interval when the watermark passes its end."""
 
-    def __init__(self, interval_ms: int, window_ms: int, encoder: RecordEncoder) -> None:
+    def __init__(self, interval_ms: int, encoder: RecordEncoder) -> None:
         self.interval_ms = interval_ms
-        self.window_ms = window_ms
         self.encoder = encoder
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.aggregator = MetricsAggregator(self.interval_ms, self.window_ms)
+        self.aggregator = MetricsAggregator(self.interval_ms)
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group("quality")
         total = self.aggregator.total
         group.gauge("examples_total", lambda: total.examples.examples)
@@ -136,8 +159,8 @@ class ComputeMetrics(KeyedCoProcessFunction):
         group.gauge("orphan_clicks_total", lambda: total.events[ORPHAN_CLICK])
 
     def process_element1(self, value, ctx) -> Iterator:
-        label, score, impression_time, click_time = value
-        end = self.aggregator.add_example(label, score, impression_time, click_time)
+        start, stats = value
+        end = self.aggregator.add_partial(start, stats)
         if end is not None:
             ctx.timer_service().register_event_time_timer(end)
         return iter(())
