@@ -79,7 +79,10 @@ class GeneratorConfig:
     embedding_dim: int = 16
     seed: int = 7
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-    requests_per_s: float = 20.0  # mean request rate; sets the event-time span
+    # Mean request rate; sets the event-time span. Keep the span many attribution windows long:
+    # negatives are only known a window after their impression, so a stream shorter than a few
+    # windows has all its positives learned (and scored) before its negatives.
+    requests_per_s: float = 1.0
     search_fraction: float = 0.4
     n_categories: int = 20
     search_in_category_fraction: float = 0.8  # share of search candidates from the query's category

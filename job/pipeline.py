@@ -21,8 +21,8 @@ from pyflink.datastream import DataStream, OutputTag
 from job.config import JobConfig
 from job.flink_types import row_type
 from udfs.encoding import RecordEncoder
-from udfs.join import JOIN_EVENT_TYPE, JOINED_TYPE, JoinImpressionsClicks
-from udfs.learner import PARTIAL_METRICS_TYPE, LearnUserVectors
+from udfs.join import JoinImpressionsClicks, join_event_type, joined_type
+from udfs.learner import LearnUserVectors, partial_metrics_type
 from udfs.metrics import ComputeMetrics
 from udfs.model_store import ModelStore
 from udfs.parse import ParseEvents
@@ -82,9 +82,9 @@ def build_pipeline(
     dead_letter_tag = OutputTag("dead-letter", out_type)
     late_tag = OutputTag("late-clicks", out_type)
     orphan_tag = OutputTag("orphan-clicks", out_type)
-    join_event_tag = OutputTag("join-events", JOIN_EVENT_TYPE)
+    join_event_tag = OutputTag("join-events", join_event_type())
     snapshot_tag = OutputTag("snapshots", out_type)
-    partial_metrics_tag = OutputTag("partial-metrics", PARTIAL_METRICS_TYPE)
+    partial_metrics_tag = OutputTag("partial-metrics", partial_metrics_type())
 
     # parse + watermarks: Row(Impression) / Row(Click)
     impressions, bad_impressions = _parsed(
@@ -99,7 +99,7 @@ def build_pipeline(
         .process(
             JoinImpressionsClicks(config.window_ms, config.retention_ms, late_tag, orphan_tag,
                                   join_event_tag, encoder),
-            output_type=JOINED_TYPE,
+            output_type=joined_type(),
         )
         .name("join-impressions-clicks")
         .uid("join-impressions-clicks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pyflink.common import Row, Types
+from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import KeyedCoProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -33,12 +34,20 @@ JOINED_FIELDS = (
     "impression_time",
     "click_time",
 )
-JOINED_TYPE = Types.ROW_NAMED(
-    list(JOINED_FIELDS),
-    [Types.STRING()] * 5 + [Types.INT(), Types.INT(), Types.LONG(), Types.LONG()],
-)
-# Join events (duplicates, early/late/orphan clicks) for the metrics operator.
-JOIN_EVENT_TYPE = Types.ROW_NAMED(["kind", "event_time"], [Types.STRING(), Types.LONG()])
+
+
+# Type objects are made per pipeline: PyFlink caches a Java object in them on first use, and a
+# cached one cannot be pickled into the next job's functions (output tags carry their types).
+def joined_type() -> TypeInformation:
+    return Types.ROW_NAMED(
+        list(JOINED_FIELDS),
+        [Types.STRING()] * 5 + [Types.INT(), Types.INT(), Types.LONG(), Types.LONG()],
+    )
+
+
+def join_event_type() -> TypeInformation:
+    """Join events (duplicates, early/late/orphan clicks) for the metrics operator."""
+    return Types.ROW_NAMED(["kind", "event_time"], [Types.STRING(), Types.LONG()])
 
 
 def click_record(click: tuple) -> dict:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from pyflink.common import Row, Types
+from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -25,8 +26,10 @@ from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
 
 END_OF_INPUT = 2**63 - 1  # Flink's final watermark at the end of bounded input
 
-# Per-interval metric partials for the metrics merger: Row(interval start, IntervalStats).
-PARTIAL_METRICS_TYPE = Types.ROW_NAMED(["start", "stats"], [Types.LONG(), Types.PICKLED_BYTE_ARRAY()])
+
+def partial_metrics_type() -> TypeInformation:
+    """Per-interval metric partials for the metrics merger: Row(interval start, IntervalStats)."""
+    return Types.ROW_NAMED(["start", "stats"], [Types.LONG(), Types.PICKLED_BYTE_ARRAY()])
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:
