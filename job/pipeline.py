@@ -47,7 +47,9 @@ class PipelineInputs:
     impressions: DataStream
     clicks: DataStream
     decode: Callable[[str, Any], dict[str, Any]] = parse_json
-    idleness_s: float | None = None
+    # Kafka sources carry event time as the record timestamp and generate per-partition watermarks
+    # themselves; file sources need timestamps from the parsed records.
+    timestamps_assigned: bool = False
 
 
 def _parsed(raw: DataStream, source: str, schema: str, config: JobConfig, inputs: PipelineInputs,
@@ -58,11 +60,11 @@ def _parsed(raw: DataStream, source: str, schema: str, config: JobConfig, inputs
         .name(f"parse-{source}")
         .uid(f"parse-{source}")
     )
+    if inputs.timestamps_assigned:
+        return parsed, parsed.get_side_output(dead_letter_tag)
     watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(config.max_disorder_ms)
     ).with_timestamp_assigner(EventTimeField())
-    if inputs.idleness_s:
-        watermarks = watermarks.with_idleness(Duration.of_millis(int(inputs.idleness_s * 1000)))
     timed = parsed.assign_timestamps_and_watermarks(watermarks).name(f"watermarks-{source}").uid(
         f"watermarks-{source}"
     )
@@ -78,12 +80,11 @@ def build_pipeline(
     initial_model: ModelStore | None = None,
 ) -> None:
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
-    out_type = encoder.flink_type()
-    dead_letter_tag = OutputTag("dead-letter", out_type)
-    late_tag = OutputTag("late-clicks", out_type)
-    orphan_tag = OutputTag("orphan-clicks", out_type)
+    dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
+    late_tag = OutputTag("late-clicks", encoder.flink_type("Click"))
+    orphan_tag = OutputTag("orphan-clicks", encoder.flink_type("Click"))
     join_event_tag = OutputTag("join-events", join_event_type())
-    snapshot_tag = OutputTag("snapshots", out_type)
+    snapshot_tag = OutputTag("snapshots", encoder.flink_type("ModelSnapshot"))
     partial_metrics_tag = OutputTag("partial-metrics", partial_metrics_type())
 
     # parse + watermarks: Row(Impression) / Row(Click)
@@ -112,7 +113,7 @@ def build_pipeline(
             LearnUserVectors(config.learner, config.snapshot_interval_ms, config.metrics_interval_ms,
                              config.window_ms, snapshot_tag, partial_metrics_tag, encoder, embeddings,
                              initial_model),
-            output_type=out_type,
+            output_type=encoder.flink_type("LabeledExample"),
         )
         .name("learn-user-vectors")
         .uid("learn-user-vectors")
@@ -123,7 +124,7 @@ def build_pipeline(
         learned.get_side_output(partial_metrics_tag)
         .connect(joined.get_side_output(join_event_tag))
         .key_by(lambda _: 0, lambda _: 0, key_type=Types.INT())
-        .process(ComputeMetrics(config.metrics_interval_ms, encoder), output_type=out_type)
+        .process(ComputeMetrics(config.metrics_interval_ms, encoder), output_type=encoder.flink_type("Metric"))
         .name("compute-metrics")
         .uid("compute-metrics")
         .set_parallelism(1)

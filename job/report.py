@@ -42,7 +42,9 @@ def format_summary(s: dict[str, Any]) -> str:
     def f(x: Any) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
             return "n/a"
-        return f"{x:,.4f}" if isinstance(x, float) else f"{x:,}"
+        if isinstance(x, float) and not x.is_integer():
+            return f"{x:,.4f}"
+        return f"{int(x):,}"
 
     lines = [
         f"examples {f(s['n_examples'])}  positives {f(s['n_positives'])}  CTR {f(s['ctr'])}",

@@ -34,6 +34,8 @@ DEFAULT_RETENTION_MS: dict[str, int] = {
     "examples": 7 * DAY_MS,
     "metrics": 2 * DAY_MS,
     "dead_letter": 7 * DAY_MS,
+    "late_clicks": 7 * DAY_MS,
+    "orphan_clicks": 7 * DAY_MS,
 }
 
 # The compacted snapshot topic: roll segments hourly and clean when 10% is superseded, so the topic stays
@@ -57,6 +59,8 @@ class TopicNames:
     snapshots: str = "model-snapshots"
     metrics: str = "metrics"
     dead_letter: str = "dead-letter"
+    late_clicks: str = "late-clicks"
+    orphan_clicks: str = "orphan-clicks"
 
     def as_dict(self) -> dict[str, str]:
         """Field name -> topic name, in declaration order."""

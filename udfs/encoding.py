@@ -1,11 +1,11 @@
-"""How output records leave the job: JSON Lines text for files (Avro on the wire for Kafka)."""
+"""How output records leave the job: JSON Lines text for files, Avro single-object encoding for Kafka."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
 import orjson
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
 
@@ -14,7 +14,7 @@ class RecordEncoder(Protocol):
 
     def encode(self, schema_name: str, record: dict[str, Any]) -> Any: ...
 
-    def flink_type(self) -> TypeInformation: ...
+    def flink_type(self, schema_name: str) -> TypeInformation: ...
 
 
 def _json_default(value: Any) -> Any:
@@ -29,5 +29,22 @@ class JsonLinesEncoder:
     def encode(self, schema_name: str, record: dict[str, Any]) -> str:
         return orjson.dumps(record, default=_json_default).decode()
 
-    def flink_type(self) -> TypeInformation:
+    def flink_type(self, schema_name: str) -> TypeInformation:
         return Types.STRING()
+
+
+class AvroWireEncoder:
+    """Avro single-object encoding (job.wire); snapshots as Row(key, value) for the compacted topic."""
+
+    def encode(self, schema_name: str, record: dict[str, Any]) -> Any:
+        from job.wire import encode
+
+        value = encode(schema_name, record)
+        if schema_name == "ModelSnapshot":
+            return Row(f"{record['entity_type']}:{record['entity_id']}", value)
+        return value
+
+    def flink_type(self, schema_name: str) -> TypeInformation:
+        if schema_name == "ModelSnapshot":
+            return Types.ROW_NAMED(["key", "value"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+        return Types.PRIMITIVE_ARRAY(Types.BYTE())

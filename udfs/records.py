@@ -84,3 +84,21 @@ def impression_tuple(record: dict[str, Any]) -> tuple:
 def click_tuple(record: dict[str, Any]) -> tuple:
     """Click as the tuple that flows through the job (schema field order)."""
     return (record["impression_id"], record["user_id"], record["item_id"], record["event_time"])
+
+
+_WIRE_DECODERS: dict[str, Any] = {}
+
+
+def parse_wire(schema_name: str, message: bytes) -> dict[str, Any]:
+    """Decode one Avro single-object message (job.wire) and apply the checks Avro cannot express."""
+    from job.wire import WireDecoder, WireError
+
+    decoder = _WIRE_DECODERS.get(schema_name)
+    if decoder is None:
+        decoder = _WIRE_DECODERS[schema_name] = WireDecoder(schema_name)
+    try:
+        record = decoder.decode(message)
+    except WireError as error:
+        raise InvalidRecord(f"undecodable {schema_name} message: {error}") from None
+    _check_semantics(schema_name, record)
+    return record
