@@ -125,6 +125,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from job.kafka_job import build_kafka_job, kafka_environment
+    from job.topics import TopicNames, create_all
+
+    config = job_config(args)
+    topics = TopicNames().suffixed(args.topic_suffix) if args.topic_suffix else TopicNames()
+    if args.create_topics:
+        create_all(args.bootstrap, topics, partitions=args.partitions)
+    env = kafka_environment(config, args.checkpoint_interval, args.bounded)
+    build_kafka_job(env, args.bootstrap, config, topics, group_id=args.group_id, bounded=args.bounded,
+                    idleness_s=args.idleness, items=Path(args.items) if args.items else None,
+                    from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None)
+    env.execute(args.job_name)
+    return 0
+
+
+def _kafka_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kafka (env FRESHRANK_<OPTION>)")
+    group.add_argument("--bootstrap", default=_env_default("bootstrap", "localhost:9092"),
+                       help="Kafka bootstrap servers (default %(default)s)")
+    group.add_argument("--topic-suffix", default=_env_default("topic_suffix", ""),
+                       help="suffix appended to every topic name (separate deployments on one broker)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freshrank", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output folder")
     _generator_options(gen, impressions=100_000)
     gen.set_defaults(func=cmd_generate)
+
+    run = commands.add_parser("run", help="run the job on Kafka (locally, or via `flink run -py job/main.py`)")
+    _kafka_options(run)
+    run.add_argument("--group-id", default="freshrank", help="consumer group and transactional-id prefix")
+    run.add_argument("--bounded", action="store_true", help="stop at the topics' current end (tests, backfills)")
+    run.add_argument("--checkpoint-interval", type=float, default=10.0,
+                     help="seconds between checkpoints = exactly-once commit latency (default %(default)s)")
+    run.add_argument("--idleness", type=float, default=5.0,
+                     help="seconds after which an idle partition stops holding back the watermark")
+    run.add_argument("--create-topics", action="store_true", help="create missing topics first")
+    run.add_argument("--partitions", type=int, default=2, help="partitions of created topics")
+    run.add_argument("--items", help="optional item catalog file (embeddings seed item vectors)")
+    run.add_argument("--from-snapshot", help="hot start from the newest snapshot in this folder")
+    run.add_argument("--job-name", default="freshrank", help="Flink job name")
+    _job_options(run)
+    run.set_defaults(func=cmd_run)
 
     bench = commands.add_parser("bench", help="end-to-end impressions/s vs the same learner in plain Python")
     bench.add_argument("--out", default="out/bench", help="work folder (default %(default)s)")
