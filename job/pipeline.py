@@ -1,10 +1,11 @@
 """The freshrank dataflow, independent of connectors: raw events in, six output streams out.
 
     impressions ─ parse ─ watermarks ─┐
-                                      ├─ join (key: impression_id) ─ learn (key: user_id) ─ examples
-    clicks ────── parse ─ watermarks ─┘        │                            ├─ snapshots
-                                               ├─ late clicks, orphan clicks └─ metric partials ─┐
-                                               └─ join events ──────────────────────────────────┴─ metrics
+                                      ├─ join + learn (key: user_id) ─ examples
+    clicks ────── parse ─ watermarks ─┘        ├─ snapshots
+                                               ├─ late clicks, orphan clicks
+                                               ├─ metric partials ─┐
+                                               └─ join events ─────┴─ metrics (one subtask)
     parse rejects ─ dead letter
 """
 
@@ -21,8 +22,8 @@ from pyflink.datastream import DataStream, OutputTag
 from job.config import JobConfig
 from job.flink_types import row_type
 from udfs.encoding import RecordEncoder
-from udfs.join import JoinImpressionsClicks, join_event_type, joined_type
-from udfs.learner import LearnUserVectors, partial_metrics_type
+from udfs.join_learn import JoinAndLearn, join_event_type, partial_metrics_type
+from udfs.join_logic import ImpressionClickJoin
 from udfs.metrics import ComputeMetrics
 from udfs.model_store import ModelStore
 from udfs.parse import ParseEvents
@@ -81,11 +82,13 @@ def build_pipeline(
 ) -> None:
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
     dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
-    late_tag = OutputTag("late-clicks", encoder.flink_type("Click"))
-    orphan_tag = OutputTag("orphan-clicks", encoder.flink_type("Click"))
-    join_event_tag = OutputTag("join-events", join_event_type())
-    snapshot_tag = OutputTag("snapshots", encoder.flink_type("ModelSnapshot"))
-    partial_metrics_tag = OutputTag("partial-metrics", partial_metrics_type())
+    tags = {
+        "late-clicks": OutputTag("late-clicks", encoder.flink_type("Click")),
+        "orphan-clicks": OutputTag("orphan-clicks", encoder.flink_type("Click")),
+        "join-events": OutputTag("join-events", join_event_type()),
+        "snapshots": OutputTag("snapshots", encoder.flink_type("ModelSnapshot")),
+        "partial-metrics": OutputTag("partial-metrics", partial_metrics_type()),
+    }
 
     # parse + watermarks: Row(Impression) / Row(Click)
     impressions, bad_impressions = _parsed(
@@ -93,36 +96,24 @@ def build_pipeline(
     )
     clicks, bad_clicks = _parsed(inputs.clicks, "clicks", "Click", config, inputs, dead_letter_tag, encoder)
 
-    # join: Row(impression fields, label, impression_time, click_time), one per impression_id
-    joined = (
-        impressions.connect(clicks)
-        .key_by(lambda imp: imp[0], lambda click: click[0], key_type=Types.STRING())
-        .process(
-            JoinImpressionsClicks(config.window_ms, config.retention_ms, late_tag, orphan_tag,
-                                  join_event_tag, encoder),
-            output_type=joined_type(),
-        )
-        .name("join-impressions-clicks")
-        .uid("join-impressions-clicks")
-    )
-
-    # learn: encoded LabeledExample (score before update); snapshots and metric partials on the side
+    # join + learn, keyed by user: encoded LabeledExample (scored before learning), one per impression_id
     learned = (
-        joined.key_by(lambda example: example[2], key_type=Types.STRING())
+        impressions.connect(clicks)
+        .key_by(lambda imp: imp[2], lambda click: click[1], key_type=Types.STRING())
         .process(
-            LearnUserVectors(config.learner, config.snapshot_interval_ms, config.metrics_interval_ms,
-                             config.window_ms, snapshot_tag, partial_metrics_tag, encoder, embeddings,
-                             initial_model),
+            JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
+                         config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
+                         initial_model),
             output_type=encoder.flink_type("LabeledExample"),
         )
-        .name("learn-user-vectors")
-        .uid("learn-user-vectors")
+        .name("join-and-learn")
+        .uid("join-and-learn")
     )
 
     # metrics: encoded Metric records per event-time interval (one subtask merges the partials)
     metrics = (
-        learned.get_side_output(partial_metrics_tag)
-        .connect(joined.get_side_output(join_event_tag))
+        learned.get_side_output(tags["partial-metrics"])
+        .connect(learned.get_side_output(tags["join-events"]))
         .key_by(lambda _: 0, lambda _: 0, key_type=Types.INT())
         .process(ComputeMetrics(config.metrics_interval_ms, encoder), output_type=encoder.flink_type("Metric"))
         .name("compute-metrics")
@@ -132,11 +123,11 @@ def build_pipeline(
 
     outputs = {
         "examples": learned,
-        "snapshots": learned.get_side_output(snapshot_tag),
+        "snapshots": learned.get_side_output(tags["snapshots"]),
         "metrics": metrics,
         "dead-letter": bad_impressions.union(bad_clicks),
-        "late-clicks": joined.get_side_output(late_tag),
-        "orphan-clicks": joined.get_side_output(orphan_tag),
+        "late-clicks": learned.get_side_output(tags["late-clicks"]),
+        "orphan-clicks": learned.get_side_output(tags["orphan-clicks"]),
     }
     for name in OUTPUTS:
         sinks[name](outputs[name], name)

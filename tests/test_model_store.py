@@ -11,9 +11,9 @@ import pytest
 
 from job.wire import WireDecoder, encode
 from udfs.encoding import JsonLinesEncoder
-from udfs.learner import next_version, snapshot_record
 from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, sigmoid
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
+from udfs.snapshots import next_version, snapshot_record
 
 CFG = LearnerConfig(dim=6, learning_rate=0.1, l2=1e-3)
 

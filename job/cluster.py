@@ -1,0 +1,586 @@
+"""A Flink standalone session cluster (one JobManager, one TaskManager) run from the pip-installed Flink.
+
+The apache-flink wheel ships `pyflink/bin/{start-cluster.sh,stop-cluster.sh,flink}`. This module runs
+them against a generated cluster folder ("home"), never against the venv's own `pyflink/conf` or
+`pyflink/lib`, which it leaves untouched:
+
+    home/conf/        FLINK_CONF_DIR: flink-conf/config.yaml flattened, plus the cluster's overrides
+                      (ports, slots, python.executable, checkpoint and savepoint dirs), log4j files,
+                      masters and workers (localhost)
+    home/lib/         FLINK_LIB_DIR: links to pyflink/lib/*.jar plus pyflink/opt/flink-python-*.jar, so
+                      PemJa loads once per TaskManager JVM (a second thread-mode job on the same
+                      TaskManager otherwise fails with `NoSuchFieldException: loadedLibraryNames`)
+    home/log/         FLINK_LOG_DIR: JobManager, TaskManager and client logs
+    home/pid/         FLINK_PID_DIR: the daemons' pid files (not the shared /tmp default)
+    home/checkpoints/, home/savepoints/
+    home/cluster.json the REST port and daemon pids, for `python -m job.cluster status|stop`
+
+Thread mode embeds CPython in the TaskManager JVM, which sees the venv's packages and this repository
+only through the PYTHONPATH it inherits: every script runs with PYTHONPATH=<site-packages>:<repo>,
+`java` on PATH and the venv's interpreter as `python.executable` and client executable.
+
+    with StandaloneCluster() as cluster:                   # free REST port, temporary home
+        job_id = cluster.submit(["--bootstrap", "localhost:9092", "--parallelism", "2"])
+        savepoint = cluster.stop_with_savepoint(job_id)
+        job_id = cluster.submit_from_savepoint(savepoint, [...same options...])
+
+From a shell (home `.cache/flink-cluster`, REST port 8081 unless `--port`):
+
+    python -m job.cluster start [--port 8081] [--home DIR]   # prints the web UI address and the env to export
+    python -m job.cluster status | env | stop [--home DIR]
+
+Submitting (`flink run -py job/main.py`): the program's own configuration (flink-conf/config.yaml,
+applied by `job.flink_env.make_environment`) overrides the cluster's for the submission itself, so
+its `rest.port` decides which REST endpoint the client submits to. `submit` therefore runs job/main.py
+directly only when that port is this cluster's; otherwise it runs the same entry through
+`python -m job.cluster job ...`, which drops cluster-level keys (rest.*, jobmanager.*, taskmanager.*,
+checkpoint and savepoint dirs) from the program's configuration first.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `flink run -py job/cluster.py job ...` runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from job.jars import REPO_ROOT, flink_kafka_connector_jar
+
+MAIN_PY = REPO_ROOT / "job" / "main.py"
+DEFAULT_HOME = REPO_ROOT / ".cache" / "flink-cluster"
+DEFAULT_REST_PORT = 8081
+STATE_FILE = "cluster.json"
+# Keys of the program's configuration that belong to the cluster, not to a job (see the module doc).
+CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
+CLUSTER_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
+TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
+
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+_SAVEPOINT_PATH = re.compile(r"Savepoint completed\. Path: (\S+)")
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, reached or used; the message carries the relevant log tail."""
+
+
+def pyflink_home() -> Path:
+    """The installed `pyflink` package folder: the Flink distribution of the apache-flink wheel."""
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _java_bin() -> Path:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return Path(java_home) / "bin"
+    java = shutil.which("java")
+    if java is None:
+        raise ClusterError("`java` not found on PATH or in JAVA_HOME (Flink 2.2 needs Java 11, 17 or 21)")
+    return Path(java).parent
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(unreadable)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def job_settings(settings: dict[str, str]) -> dict[str, str]:
+    """`settings` without the cluster-level keys (see CLUSTER_KEY_PREFIXES / CLUSTER_KEYS)."""
+    return {key: value for key, value in settings.items()
+            if not key.startswith(CLUSTER_KEY_PREFIXES) and key not in CLUSTER_KEYS}
+
+
+class StandaloneCluster:
+    """One JobManager + one TaskManager on localhost; a context manager that starts and stops them.
+
+    `rest_port=0` picks a free port. Without `home` a temporary folder is used (kept after `stop()`,
+    like pytest's tmp_path, so logs survive a failure; `remove_home=True` deletes it). `config`
+    adds or overrides Flink settings of the generated config.yaml.
+    """
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        rest_port: int = 0,
+        *,
+        slots: int = 2,
+        python: str | os.PathLike[str] = sys.executable,
+        config: dict[str, Any] | None = None,
+        remove_home: bool = False,
+    ) -> None:
+        self.home = Path(home).resolve() if home is not None else None
+        self.rest_port = rest_port
+        self.slots = slots
+        self.python = str(python)
+        self.extra_config = {key: str(value) for key, value in (config or {}).items()}
+        self.remove_home = remove_home
+        self._pids: list[int] = []
+
+    # --- paths and environment ------------------------------------------------------------------
+
+    def _home(self) -> Path:
+        if self.home is None:
+            raise ClusterError("cluster not started: no home folder yet")
+        return self.home
+
+    @property
+    def conf_dir(self) -> Path:
+        return self._home() / "conf"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self._home() / "lib"
+
+    @property
+    def log_dir(self) -> Path:
+        return self._home() / "log"
+
+    @property
+    def pid_dir(self) -> Path:
+        return self._home() / "pid"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self._home() / "checkpoints"
+
+    @property
+    def savepoint_dir(self) -> Path:
+        return self._home() / "savepoints"
+
+    @property
+    def rest_url(self) -> str:
+        if not self.rest_port:
+            raise ClusterError("cluster not started: no REST port yet")
+        return f"http://localhost:{self.rest_port}"
+
+    @property
+    def flink_bin(self) -> Path:
+        return pyflink_home() / "bin"
+
+    def env(self) -> dict[str, str]:
+        """The environment for Flink's scripts and the `flink` client against this cluster."""
+        env = dict(os.environ)
+        python_path = [*site.getsitepackages(), str(REPO_ROOT)]
+        if env.get("PYTHONPATH"):
+            python_path.append(env["PYTHONPATH"])
+        env.update(
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LIB_DIR=str(self.lib_dir),
+            FLINK_LOG_DIR=str(self.log_dir),
+            FLINK_PID_DIR=str(self.pid_dir),
+            PYTHONPATH=os.pathsep.join(python_path),
+            PYFLINK_CLIENT_EXECUTABLE=self.python,
+            PATH=os.pathsep.join([str(_java_bin()), str(Path(self.python).parent), env.get("PATH", "")]),
+        )
+        env.pop("FLINK_HOME", None)  # the scripts derive it from their own location (pyflink/)
+        return env
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 120.0) -> StandaloneCluster:
+        """Write home, run start-cluster.sh and wait until the REST API lists a TaskManager with its slots."""
+        deadline = time.monotonic() + timeout_s
+        if self.home is None:
+            self.home = Path(tempfile.mkdtemp(prefix="freshrank-flink-"))
+        if self.rest_port == 0:
+            self.rest_port = _free_port()
+        if not _port_is_free(self.rest_port):
+            raise ClusterError(f"REST port {self.rest_port} is in use (another cluster or MiniCluster?)")
+        if self._running_pids():
+            raise ClusterError(f"a cluster of {self.home} is still running (pids {self._running_pids()}): stop it")
+        self._write_home()
+        result = self._run([str(self.flink_bin / "start-cluster.sh")], timeout_s=max(5.0, deadline - time.monotonic()))
+        self._pids = self._pid_file_pids()
+        self._write_state()
+        if result.returncode != 0:
+            self.stop()
+            raise ClusterError(f"start-cluster.sh failed (exit {result.returncode}):\n{result.stdout}"
+                               f"{result.stderr}\n{self.log_tail()}")
+        try:
+            self._wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """stop-cluster.sh, then SIGTERM/SIGKILL whatever of this cluster's daemons is still alive."""
+        if self.home is None:
+            return
+        pids = sorted(set(self._pids) | set(self._pid_file_pids()))
+        if pids and self.conf_dir.is_dir():
+            try:
+                self._run([str(self.flink_bin / "stop-cluster.sh")], timeout_s=timeout_s)
+            except (subprocess.TimeoutExpired, ClusterError):
+                pass
+        for pid in self._leftovers(pids):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while self._leftovers(pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self._leftovers(pids):
+            os.kill(pid, signal.SIGKILL)
+        self._pids = []
+        (self.home / STATE_FILE).unlink(missing_ok=True)
+        if self.remove_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> StandaloneCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @classmethod
+    def attach(cls, home: str | os.PathLike[str] = DEFAULT_HOME) -> StandaloneCluster:
+        """The cluster that `start()` (e.g. `python -m job.cluster start`) left running in `home`."""
+        state_path = Path(home).resolve() / STATE_FILE
+        if not state_path.is_file():
+            raise ClusterError(f"no cluster state in {state_path}: is a cluster running from that home?")
+        state = json.loads(state_path.read_text())
+        cluster = cls(home, state["rest_port"], slots=state["slots"], python=state["python"])
+        cluster._pids = state["pids"]
+        return cluster
+
+    # --- REST -----------------------------------------------------------------------------------
+
+    def rest(self, path: str, method: str = "GET", body: dict | None = None, timeout_s: float = 10.0) -> Any:
+        """JSON from the REST API (`path` like "/overview")."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.rest_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read() or b"null")
+
+    def overview(self) -> dict[str, Any]:
+        return self.rest("/overview")
+
+    def job_status(self, job_id: str) -> str:
+        """The job's state: CREATED, RUNNING, FINISHED, FAILED, CANCELED, ..."""
+        return self.rest(f"/jobs/{job_id}")["state"]
+
+    def wait_for_status(self, job_id: str, states: str | set[str], timeout_s: float = 120.0) -> str:
+        """Wait until the job is in one of `states` (failing early, with the log tail, on a terminal other one)."""
+        wanted = {states} if isinstance(states, str) else set(states)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.job_status(job_id)
+            if state in wanted:
+                return state
+            if state in TERMINAL_STATES:
+                raise ClusterError(f"job {job_id} is {state}, expected {sorted(wanted)}\n{self.failure(job_id)}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"job {job_id} still {state} after {timeout_s:.0f}s\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def wait_running(self, job_id: str, timeout_s: float = 120.0) -> None:
+        """Wait until the job and all its tasks are RUNNING (a savepoint can only be taken then)."""
+        self.wait_for_status(job_id, "RUNNING", timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            vertices = self.rest(f"/jobs/{job_id}")["vertices"]
+            if all(vertex["status"] == "RUNNING" for vertex in vertices):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"tasks of job {job_id} not all running after {timeout_s:.0f}s\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def failure(self, job_id: str) -> str:
+        """The root exception of a failed job (REST), or the log tail."""
+        try:
+            exceptions = self.rest(f"/jobs/{job_id}/exceptions")
+            root = (exceptions.get("exceptionHistory") or {}).get("entries") or []
+            if root:
+                return root[0].get("stacktrace", "")[:6000]
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        return self.log_tail()
+
+    # --- the flink client -----------------------------------------------------------------------
+
+    def flink(self, args: list[str], timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """Run `pyflink/bin/flink ARGS` against this cluster (its FLINK_CONF_DIR); output captured."""
+        return self._run([str(self.flink_bin / "flink"), *args], timeout_s=timeout_s)
+
+    def submit(
+        self,
+        args: list[str],
+        detached: bool = True,
+        *,
+        parallelism: int = 2,
+        savepoint: str | None = None,
+        timeout_s: float = 300.0,
+    ) -> str:
+        """`flink run [-d] [-s SAVEPOINT] -p N -py job/main.py ARGS`; returns the job id.
+
+        ARGS are `freshrank run` options (`--bootstrap H:P --topic-suffix ...`). The Kafka connector
+        jar goes with `--jarfile` (job.kafka_job also adds it to pipeline.jars; either one ships it).
+        """
+        command = ["run"]
+        if detached:
+            command.append("-d")
+        if savepoint:
+            command += ["-s", savepoint]
+        command += ["-p", str(parallelism), "--jarfile", str(flink_kafka_connector_jar()),
+                    "-pyclientexec", self.python, *self._entry(), *args]
+        result = self.flink(command, timeout_s=timeout_s)
+        found = _JOB_ID.search(result.stdout)
+        if result.returncode != 0 or found is None:
+            raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
+                               f"{_last(result.stdout + result.stderr, 60)}\n{self.log_tail()}")
+        return found.group(1)
+
+    def submit_from_savepoint(self, savepoint: str, args: list[str], detached: bool = True, **kwargs: Any) -> str:
+        """`submit` resuming from `savepoint` (`flink run -s SAVEPOINT ...`)."""
+        return self.submit(args, detached, savepoint=savepoint, **kwargs)
+
+    def stop_with_savepoint(self, job_id: str, directory: str | os.PathLike[str] | None = None,
+                            timeout_s: float = 300.0) -> str:
+        """`flink stop --savepointPath DIR JOB_ID`: a savepoint, then the job stops; returns the savepoint path."""
+        target = Path(directory) if directory is not None else self.savepoint_dir
+        command = ["stop", "--type", "canonical", "--savepointPath", target.resolve().as_uri(), job_id]
+        result = self.flink(command, timeout_s=timeout_s)
+        found = _SAVEPOINT_PATH.search(result.stdout)
+        if result.returncode != 0 or found is None:
+            raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
+                               f"{_last(result.stdout + result.stderr, 60)}\n{self.failure(job_id)}")
+        return found.group(1)
+
+    def cancel(self, job_id: str, timeout_s: float = 60.0) -> None:
+        """Cancel the job (REST) and wait until it is CANCELED (or otherwise terminal)."""
+        if self.job_status(job_id) in TERMINAL_STATES:
+            return
+        self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+        deadline = time.monotonic() + timeout_s
+        while self.job_status(job_id) not in TERMINAL_STATES:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"job {job_id} did not cancel within {timeout_s:.0f}s")
+            time.sleep(0.3)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of every JobManager/TaskManager log and .out file (for error messages)."""
+        if self.home is None or not self.log_dir.is_dir():
+            return "(no logs)"
+        parts = []
+        for path in sorted(self.log_dir.glob("flink-*")):
+            if path.suffix in (".log", ".out") and "client" not in path.name and path.stat().st_size:
+                parts.append(f"--- {path} ---\n{_tail(path, lines)}")
+        return "\n".join(parts) or f"(no logs in {self.log_dir})"
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _entry(self) -> list[str]:
+        """`-py job/main.py` if the program's own rest.port is this cluster's, else the filtering entry."""
+        from job.flink_env import flink_settings
+
+        if flink_settings().get("rest.port") == str(self.rest_port):
+            return ["-py", str(MAIN_PY)]
+        return ["-py", str(Path(__file__).resolve()), "job"]
+
+    def _run(self, command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, env=self.env(), cwd=REPO_ROOT, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout_s)
+
+    def _settings(self) -> dict[str, str]:
+        from job.flink_env import flink_settings
+
+        settings = flink_settings()
+        settings.update({
+            "rest.address": "localhost",
+            "rest.bind-address": "localhost",
+            "rest.port": str(self.rest_port),
+            "rest.bind-port": str(self.rest_port),
+            "jobmanager.rpc.address": "localhost",
+            "jobmanager.rpc.port": str(_free_port()),
+            "taskmanager.numberOfTaskSlots": str(self.slots),
+            "python.executable": self.python,
+            "python.client.executable": self.python,
+            "execution.checkpointing.dir": self.checkpoint_dir.as_uri(),
+            "execution.checkpointing.savepoint-dir": self.savepoint_dir.as_uri(),
+            "env.log.dir": str(self.log_dir),
+            "env.pid.dir": str(self.pid_dir),
+        })
+        settings.update(self.extra_config)
+        return settings
+
+    def _write_home(self) -> None:
+        home = self._home()
+        for folder in (self.conf_dir, self.lib_dir, self.log_dir, self.pid_dir, self.checkpoint_dir,
+                       self.savepoint_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        flink = pyflink_home()
+        for path in (flink / "conf").iterdir():
+            if path.name.startswith(("log4j", "logback")):
+                shutil.copyfile(path, self.conf_dir / path.name)
+        (self.conf_dir / "masters").write_text(f"localhost:{self.rest_port}\n")
+        (self.conf_dir / "workers").write_text("localhost\n")
+        header = f"# Generated by job/cluster.py from {REPO_ROOT / 'flink-conf' / 'config.yaml'}; edits are overwritten.\n"
+        (self.conf_dir / "config.yaml").write_text(
+            header + yaml.safe_dump(self._settings(), default_flow_style=False, sort_keys=True))
+        for link in self.lib_dir.iterdir():
+            link.unlink()
+        python_jars = sorted((flink / "opt").glob("flink-python-*.jar"))
+        if not python_jars:
+            raise ClusterError(f"no flink-python jar in {flink / 'opt'}")
+        for jar in [*sorted((flink / "lib").glob("*.jar")), python_jars[-1]]:
+            (self.lib_dir / jar.name).symlink_to(jar)
+        (home / "README").write_text("A Flink standalone cluster's folder, written by job/cluster.py.\n")
+
+    def _pid_file_pids(self) -> list[int]:
+        pids = []
+        if self.home is not None and self.pid_dir.is_dir():
+            for path in self.pid_dir.glob("*.pid"):
+                pids += [int(line) for line in path.read_text().split() if line.isdigit()]
+        return pids
+
+    def _leftovers(self, pids: list[int]) -> list[int]:
+        """The pids that are still alive and are this cluster's JVMs (their command line names its conf dir)."""
+        marker = str(self.conf_dir)
+        return [pid for pid in pids if _pid_alive(pid) and marker in _cmdline(pid)]
+
+    def _running_pids(self) -> list[int]:
+        return self._leftovers(self._pid_file_pids()) if self.home is not None else []
+
+    def _write_state(self) -> None:
+        state = {"rest_port": self.rest_port, "slots": self.slots, "python": self.python, "pids": self._pids}
+        (self._home() / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            try:
+                overview = self.overview()
+                if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= self.slots:
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            pids = self._pid_file_pids()
+            dead = [pid for pid in pids if not _pid_alive(pid)]
+            if dead or time.monotonic() > deadline:
+                reason = f"daemon(s) {dead} exited" if dead else "not ready in time"
+                raise ClusterError(f"Flink cluster at {self.rest_url}: {reason}; logs in {self.log_dir}:\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.5)
+
+
+def _last(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- `flink run -py job/cluster.py job ...`: job/main.py without cluster-level program settings -------
+
+
+def _run_job(args: list[str]) -> int:
+    """The `freshrank run` entry with cluster-level keys removed from the program's configuration."""
+    from job import flink_env
+    from job.cli import main
+
+    settings = flink_env.flink_settings
+    flink_env.flink_settings = lambda conf_dir=flink_env.FLINK_CONF_DIR: job_settings(settings(conf_dir))
+    return main(["run", *args])
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _print_env(cluster: StandaloneCluster) -> None:
+    env = cluster.env()
+    for name in ("FLINK_CONF_DIR", "FLINK_LIB_DIR", "FLINK_LOG_DIR", "FLINK_PID_DIR", "PYTHONPATH",
+                 "PYFLINK_CLIENT_EXECUTABLE"):
+        print(f"export {name}={env[name]}")
+    print(f"export PATH={cluster.flink_bin}:$PATH")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["job"]:
+        return _run_job(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m job.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_REST_PORT,
+                        help="REST/web UI port (default %(default)s; 0 = any free port)")
+    parser.add_argument("--slots", type=int, default=2, help="TaskManager slots (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            started = time.monotonic()
+            cluster = StandaloneCluster(args.home, args.port, slots=args.slots).start()
+            print(f"Flink cluster up in {time.monotonic() - started:.1f}s: {cluster.rest_url} "
+                  f"(logs {cluster.log_dir}); for the `flink` client:")
+            _print_env(cluster)
+        elif args.command == "stop":
+            StandaloneCluster.attach(args.home).stop()
+            print("Flink cluster stopped")
+        elif args.command == "env":
+            _print_env(StandaloneCluster.attach(args.home))
+        else:
+            cluster = StandaloneCluster.attach(args.home)
+            overview = cluster.overview()
+            print(f"{cluster.rest_url}: {overview['taskmanagers']} TaskManager(s), "
+                  f"{overview['slots-available']}/{overview['slots-total']} slots free, "
+                  f"{overview['jobs-running']} job(s) running")
+    except (ClusterError, urllib.error.URLError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

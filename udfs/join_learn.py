@@ -1,0 +1,272 @@
+"""The core operator, keyed by user_id: join impressions with clicks, then score and learn at once.
+
+Why one operator: per-record Python is this job's cost, and every Python operator boundary costs a
+serialization, a key-selector call and a contended interpreter lock. Impressions and clicks carry
+the user, so keying the join by user_id puts each impression's join state in the same key context
+as the user's vector: a decided example is scored and learned in the same call that decides it.
+
+State per user key:
+- `impressions`: impression_id -> the `udfs.join_logic.JoinState` of that impression (as a list);
+- `due`: timer timestamp -> impression ids whose join decision or cleanup is due then;
+- `user`: the user's vector, AdaGrad accumulator and update count (float64 bytes).
+A click is matched by (user_id, impression_id): a click whose user differs from its impression's
+is an orphan. Item-side parameters live in this subtask (see the README's design section).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from pyflink.common import Row, Types
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.datastream import KeyedCoProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from udfs.encoding import RecordEncoder
+from udfs.join_logic import (
+    CLK_ID,
+    CLK_ITEM,
+    CLK_TIME,
+    CLK_USER,
+    IMP_ID,
+    IMP_ITEM,
+    IMP_POSITION,
+    IMP_QUERY,
+    IMP_REQUEST,
+    IMP_TIME,
+    IMP_USER,
+    LATE_CLICK,
+    ORPHAN_CLICK,
+    Effects,
+    ImpressionClickJoin,
+    JoinState,
+)
+from udfs.learner_math import LearnerConfig, OnlineRanker
+from udfs.metrics import IntervalBuckets, decision_time
+from udfs.model_store import GLOBAL, POSITION, USER, ModelStore
+from udfs.snapshots import END_OF_INPUT, item_record, next_version, snapshot_record, subtask_index
+
+JOIN_EVENT_KINDS = ("duplicate_impression", "duplicate_click", "early_click", "late_click", "orphan_click")
+
+
+# Type objects are made per pipeline: PyFlink caches a Java object in them on first use, and a
+# cached one cannot be pickled into the next job's functions (output tags carry their types).
+def join_event_type() -> TypeInformation:
+    """Join events (duplicates, early/late/orphan clicks) for the metrics operator."""
+    return Types.ROW_NAMED(["kind", "event_time"], [Types.STRING(), Types.LONG()])
+
+
+def partial_metrics_type() -> TypeInformation:
+    """Per-interval metric partials for the metrics merger: Row(interval start, IntervalStats)."""
+    return Types.ROW_NAMED(["start", "stats"], [Types.LONG(), Types.PICKLED_BYTE_ARRAY()])
+
+
+def click_record(click: tuple) -> dict:
+    return {
+        "impression_id": click[CLK_ID],
+        "user_id": click[CLK_USER],
+        "item_id": click[CLK_ITEM],
+        "event_time": click[CLK_TIME],
+    }
+
+
+class JoinAndLearn(KeyedCoProcessFunction):
+    """Input 1: impressions, input 2: clicks (both keyed by user_id).
+
+    Main output: encoded LabeledExample records (scored before learning). Side outputs: snapshots,
+    metric partials, join events, late clicks, orphan clicks.
+    """
+
+    def __init__(
+        self,
+        join: ImpressionClickJoin,
+        config: LearnerConfig,
+        snapshot_interval_ms: int,
+        metrics_interval_ms: int,
+        tags: dict[str, OutputTag],
+        encoder: RecordEncoder,
+        embeddings: dict[str, list[float]] | None = None,
+        initial_model: ModelStore | None = None,
+    ) -> None:
+        self.join = join
+        self.config = config
+        self.snapshot_interval_ms = snapshot_interval_ms
+        self.metrics_interval_ms = metrics_interval_ms
+        self.tags = tags
+        self.encoder = encoder
+        self.embeddings = embeddings
+        self.initial_model = initial_model
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        pickled = Types.PICKLED_BYTE_ARRAY()
+        self.impressions = runtime_context.get_map_state(MapStateDescriptor("impressions", Types.STRING(), pickled))
+        self.due = runtime_context.get_map_state(MapStateDescriptor("due", Types.LONG(), pickled))
+        self.user_state = runtime_context.get_state(ValueStateDescriptor("user", pickled))
+        initial = self.initial_model or ModelStore()
+        self.ranker = OnlineRanker(self.config, initial.item_side(self.config, self.embeddings))
+        self.codec = self.ranker.codec
+        self.version = initial.version
+        self.replica = subtask_index(runtime_context)
+        self.dirty_users: dict[str, np.ndarray] = {}
+        self.watermark = -(2**63)
+        self.max_event_time = -(2**63)
+        self.next_snapshot_ms = int(time.time() * 1000) + self.snapshot_interval_ms
+        self.end_timer_set = False
+        self.metric_buckets = IntervalBuckets(self.metrics_interval_ms)
+        group = runtime_context.get_metrics_group().add_group("freshrank")
+        self.counters = {kind: group.counter(kind) for kind in JOIN_EVENT_KINDS}
+        self.examples_counter = group.counter("examples")
+        self.positives_counter = group.counter("positives")
+        self.snapshot_counter = group.counter("snapshot_records")
+        group.gauge("model_version", lambda: self.version)
+        group.gauge("item_count", lambda: len(self.ranker.item_side.items))
+
+    # Join -----------------------------------------------------------------------------------
+    def _load(self, impression_id: str) -> JoinState | None:
+        stored = self.impressions.get(impression_id)
+        return None if stored is None else JoinState(*stored)
+
+    def _apply(self, impression_id: str, state: JoinState | None, effects: Effects, ctx) -> Iterator:
+        if effects.clear or state is None:
+            self.impressions.remove(impression_id)
+        else:
+            self.impressions.put(impression_id, [state.impression, state.status, state.label, state.held_clicks])
+        timers = ctx.timer_service()
+        for timestamp in effects.timers:
+            waiting = self.due.get(timestamp)
+            if waiting is None:
+                timers.register_event_time_timer(timestamp)
+                self.due.put(timestamp, [impression_id])
+            else:
+                waiting.append(impression_id)
+                self.due.put(timestamp, waiting)
+        for kind, record in effects.events:
+            self.counters[kind].inc()
+            if kind == LATE_CLICK:
+                yield self.tags["late-clicks"], self.encoder.encode("Click", click_record(record))
+            elif kind == ORPHAN_CLICK:
+                yield self.tags["orphan-clicks"], self.encoder.encode("Click", click_record(record))
+            yield self.tags["join-events"], Row(kind, record[-1])
+        if effects.examples:
+            yield from self._learn(effects.examples, ctx)
+
+    def process_element1(self, value, ctx) -> Iterator:
+        impression = tuple(value)
+        impression_id = impression[IMP_ID]
+        state, effects = self.join.on_impression(
+            self._load(impression_id), impression, ctx.timer_service().current_watermark()
+        )
+        yield from self._apply(impression_id, state, effects, ctx)
+
+    def process_element2(self, value, ctx) -> Iterator:
+        click = tuple(value)
+        impression_id = click[CLK_ID]
+        state, effects = self.join.on_click(self._load(impression_id), click, ctx.timer_service().current_watermark())
+        yield from self._apply(impression_id, state, effects, ctx)
+
+    def on_timer(self, timestamp: int, ctx) -> Iterator:
+        # Partials leave before the watermark that closes their interval reaches the merger.
+        for start, stats in self.metric_buckets.pop_until(timestamp):
+            yield self.tags["partial-metrics"], Row(start, stats)
+        due = self.due.get(timestamp)
+        if due is not None:
+            self.due.remove(timestamp)
+            for impression_id in due:
+                state, effects = self.join.on_timer(self._load(impression_id), timestamp)
+                if state is not None or effects.clear:
+                    yield from self._apply(impression_id, state, effects, ctx)
+        if timestamp == END_OF_INPUT:
+            # The input is complete up to the newest event learned from.
+            self.watermark = max(self.watermark, self.max_event_time)
+            yield from self._snapshot(int(time.time() * 1000))
+
+    # Learn ----------------------------------------------------------------------------------
+    def _user(self, user_id: str) -> np.ndarray:
+        stored = self.user_state.value()
+        if stored is not None:
+            return self.codec.from_bytes(stored)
+        if self.initial_model is not None:
+            restored = self.initial_model.user_state(user_id, self.codec)
+            if restored is not None:
+                return restored
+        return self.codec.new()
+
+    def _learn(self, examples: list, ctx) -> Iterator:
+        """Score each decided example with the model as it is, then learn from it."""
+        user_id = examples[0][0][IMP_USER]
+        user = self._user(user_id)
+        timers = ctx.timer_service()
+        for impression, label, click_time in examples:
+            impression_time = impression[IMP_TIME]
+            score = self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], label)
+            self.examples_counter.inc()
+            if label:
+                self.positives_counter.inc()
+            yield self.encoder.encode(
+                "LabeledExample",
+                {
+                    "impression_id": impression[IMP_ID],
+                    "request_id": impression[IMP_REQUEST],
+                    "user_id": user_id,
+                    "item_id": impression[IMP_ITEM],
+                    "query": impression[IMP_QUERY],
+                    "position": impression[IMP_POSITION],
+                    "label": label,
+                    "score": score,
+                    "impression_time": impression_time,
+                    "click_time": click_time,
+                    "model_version": self.version,
+                },
+            )
+            decided_at = decision_time(label, impression_time, click_time, self.join.window_ms)
+            stats, new_end = self.metric_buckets.bucket(decided_at)
+            stats.add_example(score, label)
+            if new_end is not None:  # any key's timer will do: it only marks the interval's end
+                timers.register_event_time_timer(new_end)
+            self.max_event_time = max(self.max_event_time, decided_at if label else impression_time)
+        self.user_state.update(user.tobytes())
+        self.dirty_users[user_id] = user
+
+        self.watermark = max(self.watermark, timers.current_watermark())
+        if not self.end_timer_set:
+            timers.register_event_time_timer(END_OF_INPUT)
+            self.end_timer_set = True
+        now_ms = int(time.time() * 1000)
+        if now_ms >= self.next_snapshot_ms:
+            self.next_snapshot_ms = now_ms + self.snapshot_interval_ms
+            yield from self._snapshot(now_ms)
+
+    def _snapshot(self, now_ms: int) -> Iterator:
+        """Publish every entity changed since the last snapshot under one new version."""
+        self.version = next_version(self.version, now_ms)
+        common = {"watermark": self.watermark, "created_at": now_ms, "replica": self.replica}
+        records = []
+        codec = self.codec
+        for user_id, user in self.dirty_users.items():
+            records.append(snapshot_record(
+                self.version, USER, user_id, codec.vector(user), codec.accum(user), None,
+                codec.updates(user), **common,
+            ))
+        self.dirty_users = {}
+        side = self.ranker.item_side
+        for item_id, item in side.items.items():
+            if item.dirty:
+                records.append(item_record(self.version, item_id, item, common))
+                item.dirty = False
+        for position, term in side.positions.items():
+            if term.dirty:
+                records.append(snapshot_record(
+                    self.version, POSITION, str(position), None, None, term, term.updates, **common
+                ))
+                term.dirty = False
+        glob = side.global_bias
+        if glob.dirty:
+            records.append(snapshot_record(
+                self.version, GLOBAL, "global", None, None, glob, glob.updates, **common
+            ))
+            glob.dirty = False
+        self.snapshot_counter.inc(len(records))
+        for record in records:
+            yield self.tags["snapshots"], self.encoder.encode("ModelSnapshot", record)
