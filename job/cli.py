@@ -108,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     files = write_stream(stream, out / "events")
     print("running the job on a local Flink MiniCluster ...")
     result = run_replay(files["impressions"], files["clicks"], out / "run", job_config(args), items=files["items"])
-    summary = run_summary(result.out_dir, result.wall_s, stream.oracle)
+    summary = run_summary(result.out_dir, result.wall_s, job_config(args).window_ms, stream.oracle)
     png = plot_learning_curve(result.out_dir, out / "learning-curve.png", stream.oracle)
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     print()

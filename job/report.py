@@ -21,10 +21,18 @@ def final_metrics(out_dir: Path) -> dict[str, float]:
     return {m["name"]: m["value"] for m in metrics if m["window_end"] == last_end}
 
 
-def run_summary(out_dir: Path, wall_s: float, oracle: dict[str, float] | None = None) -> dict[str, Any]:
-    """Counts and quality of one run, from its output folder."""
+def run_summary(out_dir: Path, wall_s: float, window_ms: int, oracle: dict[str, float] | None = None) -> dict[str, Any]:
+    """Counts and quality of one run, from its output folder.
+
+    Quality is also given after the warm-up: during the first windows of event time only positives
+    can have been learned (negatives are decided a window late), so a cold model is off there.
+    """
     examples = sorted(read_output(out_dir, "examples"), key=lambda e: e["impression_time"])
     summary = summarize(examples, oracle)
+    if examples:
+        warm_from = examples[0]["impression_time"] + 2 * window_ms
+        steady = summarize([e for e in examples if e["impression_time"] >= warm_from], oracle)
+        summary.update({f"steady_{k}": v for k, v in steady.items()})
     totals = final_metrics(out_dir)
     summary.update({
         "wall_s": wall_s,
@@ -55,11 +63,18 @@ def format_summary(s: dict[str, Any]) -> str:
         f"click coverage {f(s['click_coverage'])}  late-click rate {f(s['late_click_rate'])}",
         "",
         f"{'':12}{'AUC':>8}{'NE':>8}{'logloss':>9}",
-        f"{'model':12}{f(s['model_auc']):>8}{f(s['model_ne']):>8}{f(s['model_logloss']):>9}   (progressive)",
+        f"{'model':12}{f(s['model_auc']):>8}{f(s['model_ne']):>8}{f(s['model_logloss']):>9}"
+        "   (progressive: scored when the impression arrived, before learning from it)",
         f"{'popularity':12}{f(s['popularity_auc']):>8}{f(s['popularity_ne']):>8}{f(s['popularity_logloss']):>9}",
     ]
     if "oracle_auc" in s:
         lines.append(f"{'oracle':12}{f(s['oracle_auc']):>8}{f(s['oracle_ne']):>8}{f(s['oracle_logloss']):>9}")
+    if "steady_model_auc" in s:
+        lines += ["", f"after the warm-up (examples from 2 windows after the first, {f(s['steady_n_examples'])}):"]
+        for name in ("model", "popularity", "oracle"):
+            if f"steady_{name}_auc" in s:
+                lines.append(f"{name:12}{f(s[f'steady_{name}_auc']):>8}{f(s[f'steady_{name}_ne']):>8}"
+                             f"{f(s[f'steady_{name}_logloss']):>9}")
     lines += [
         "",
         f"snapshot records {f(s['snapshot_records'])}  wall {s['wall_s']:.1f} s  "

@@ -1,12 +1,19 @@
 """The core operator, keyed by user_id: join impressions with clicks, then score and learn at once.
 
+Progressive validation: an impression is scored by the model as it is when the impression
+arrives (what serving would have predicted), and that score travels with its example; the model
+learns from the example when its label is decided. Scoring at impression time, not at label time,
+keeps the evaluation honest under delayed feedback: negatives are decided a window later than
+positives, so label-time scores would differ by label for reasons that are not the model's.
+
 Why one operator: per-record Python is this job's cost, and every Python operator boundary costs a
 serialization, a key-selector call and a contended interpreter lock. Impressions and clicks carry
 the user, so keying the join by user_id puts each impression's join state in the same key context
 as the user's vector: a decided example is scored and learned in the same call that decides it.
 
 State per user key:
-- `impressions`: impression_id -> the `udfs.join_logic.JoinState` of that impression (as a list);
+- `impressions`: impression_id -> the `udfs.join_logic.JoinState` of that impression and its
+  impression-time score (as a list);
 - `due`: timer timestamp -> impression ids whose join decision or cleanup is due then;
 - `user`: the user's vector, AdaGrad accumulator and update count (float64 bytes).
 A click is matched by (user_id, impression_id): a click whose user differs from its impression's
@@ -124,15 +131,18 @@ class JoinAndLearn(KeyedCoProcessFunction):
         group.gauge("item_count", lambda: len(self.ranker.item_side.items))
 
     # Join -----------------------------------------------------------------------------------
-    def _load(self, impression_id: str) -> JoinState | None:
+    def _load(self, impression_id: str) -> tuple[JoinState | None, float | None]:
         stored = self.impressions.get(impression_id)
-        return None if stored is None else JoinState(*stored)
+        return (None, None) if stored is None else (JoinState(*stored[:4]), stored[4])
 
-    def _apply(self, impression_id: str, state: JoinState | None, effects: Effects, ctx) -> Iterator:
+    def _apply(self, impression_id: str, state: JoinState | None, score: float | None, effects: Effects,
+               ctx) -> Iterator:
         if effects.clear or state is None:
             self.impressions.remove(impression_id)
         else:
-            self.impressions.put(impression_id, [state.impression, state.status, state.label, state.held_clicks])
+            self.impressions.put(
+                impression_id, [state.impression, state.status, state.label, state.held_clicks, score]
+            )
         timers = ctx.timer_service()
         for timestamp in effects.timers:
             waiting = self.due.get(timestamp)
@@ -150,21 +160,23 @@ class JoinAndLearn(KeyedCoProcessFunction):
                 yield self.tags["orphan-clicks"], self.encoder.encode("Click", click_record(record))
             yield self.tags["join-events"], Row(kind, record[-1])
         if effects.examples:
-            yield from self._learn(effects.examples, ctx)
+            yield from self._learn([(*example, score) for example in effects.examples], ctx)
 
     def process_element1(self, value, ctx) -> Iterator:
         impression = tuple(value)
         impression_id = impression[IMP_ID]
-        state, effects = self.join.on_impression(
-            self._load(impression_id), impression, ctx.timer_service().current_watermark()
-        )
-        yield from self._apply(impression_id, state, effects, ctx)
+        state, score = self._load(impression_id)
+        state, effects = self.join.on_impression(state, impression, ctx.timer_service().current_watermark())
+        if score is None and state.impression is impression:  # the kept copy: score it now
+            score = self.ranker.score(self._user(impression[IMP_USER]), impression[IMP_ITEM], impression[IMP_POSITION])
+        yield from self._apply(impression_id, state, score, effects, ctx)
 
     def process_element2(self, value, ctx) -> Iterator:
         click = tuple(value)
         impression_id = click[CLK_ID]
-        state, effects = self.join.on_click(self._load(impression_id), click, ctx.timer_service().current_watermark())
-        yield from self._apply(impression_id, state, effects, ctx)
+        state, score = self._load(impression_id)
+        state, effects = self.join.on_click(state, click, ctx.timer_service().current_watermark())
+        yield from self._apply(impression_id, state, score, effects, ctx)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
         # Partials leave before the watermark that closes their interval reaches the merger.
@@ -174,9 +186,10 @@ class JoinAndLearn(KeyedCoProcessFunction):
         if due is not None:
             self.due.remove(timestamp)
             for impression_id in due:
-                state, effects = self.join.on_timer(self._load(impression_id), timestamp)
+                state, score = self._load(impression_id)
+                state, effects = self.join.on_timer(state, timestamp)
                 if state is not None or effects.clear:
-                    yield from self._apply(impression_id, state, effects, ctx)
+                    yield from self._apply(impression_id, state, score, effects, ctx)
         if timestamp == END_OF_INPUT:
             # The input is complete up to the newest event learned from.
             self.watermark = max(self.watermark, self.max_event_time)
@@ -194,13 +207,14 @@ class JoinAndLearn(KeyedCoProcessFunction):
         return self.codec.new()
 
     def _learn(self, examples: list, ctx) -> Iterator:
-        """Score each decided example with the model as it is, then learn from it."""
+        """Emit each decided example with its impression-time score, then learn from it."""
         user_id = examples[0][0][IMP_USER]
         user = self._user(user_id)
         timers = ctx.timer_service()
-        for impression, label, click_time in examples:
+        for impression, label, click_time, impression_score in examples:
             impression_time = impression[IMP_TIME]
-            score = self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], label)
+            current = self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], label)
+            score = current if impression_score is None else impression_score
             self.examples_counter.inc()
             if label:
                 self.positives_counter.inc()

@@ -22,8 +22,8 @@ class LearnerConfig:
     """Model hyper-parameters; names carry their meaning, not their units (all unitless)."""
 
     dim: int = 32
-    learning_rate: float = 0.05
-    bias_learning_rate: float = 0.05
+    learning_rate: float = 0.1
+    bias_learning_rate: float = 0.2
     l2: float = 1e-4
     init_accumulator: float = 0.1
     init_std: float = 0.1
@@ -164,6 +164,11 @@ class OnlineRanker:
         self.config = config
         self.item_side = item_side
         self.codec = UserCodec(config)
+
+    def score(self, user_state: np.ndarray, item_id: str, position: int) -> float:
+        """The model's click probability for showing `item_id` at `position`, without learning."""
+        side = self.item_side
+        return predict(user_state[: self.config.dim], side.item(item_id), side.position(position), side.global_bias)
 
     def score_then_learn(self, user_state: np.ndarray, item_id: str, position: int, label: int) -> float:
         """Score one example, then take one AdaGrad step on user and item side; mutates `user_state`."""
