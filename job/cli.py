@@ -95,6 +95,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if getattr(args, "kafka", False):
+        return cmd_demo_kafka(args)
     from job.generate import generate, write_stream
     from job.replay import run_replay
     from job.report import format_summary, plot_learning_curve, run_summary
@@ -119,6 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "kafka", False):
+        return cmd_bench_kafka(args)
     from job.bench import run_bench
 
     run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed)
@@ -149,6 +153,158 @@ def _kafka_options(parser: argparse.ArgumentParser) -> None:
                        help="suffix appended to every topic name (separate deployments on one broker)")
 
 
+def _typed_options(argv: list[str] | None) -> set[str]:
+    """Destinations of the options typed in `argv` or set as FRESHRANK_<OPTION>: the others may take a
+    mode's own defaults (`demo --kafka`, `bench --kafka`)."""
+    parser = build_parser()
+
+    def suppress_defaults(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    suppress_defaults(sub)
+            else:
+                action.default = argparse.SUPPRESS
+
+    suppress_defaults(parser)
+    typed = set(vars(parser.parse_args(argv or [])))
+    return typed | {key[len("FRESHRANK_"):].lower() for key in os.environ if key.startswith("FRESHRANK_")}
+
+
+def cmd_demo_kafka(args: argparse.Namespace) -> int:
+    from job.kafka_demo import KAFKA_DEMO_DEFAULTS, demo_generator_config, run_kafka_demo
+
+    typed = _typed_options(getattr(args, "argv", None))
+    for dest, value in KAFKA_DEMO_DEFAULTS.items():
+        if dest not in typed:
+            setattr(args, dest, value)
+    out = Path(args.out if "out" in typed else "out/demo-kafka")
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty; pass a new --out folder")
+    config = job_config(args)
+    gen = demo_generator_config(args.n_impressions, args.n_users, args.n_items, args.seed, config)
+    run_kafka_demo(out, gen, config, bootstrap=args.bootstrap, topic_suffix=args.topic_suffix,
+                   duration_s=args.duration, checkpoint_interval_s=args.checkpoint_interval)
+    return 0
+
+
+def cmd_bench_kafka(args: argparse.Namespace) -> int:
+    from job.kafka_demo import run_kafka_bench
+
+    n = args.n_impressions if "n_impressions" in _typed_options(getattr(args, "argv", None)) else 100_000
+    run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", n, job_config(args),
+                    seed=args.seed, bootstrap=args.bootstrap)
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from job.kafka_broker import main as broker_main
+
+    return broker_main([args.action, "--port", str(args.port), "--data-dir", args.data_dir])
+
+
+def _topic_names(args: argparse.Namespace):
+    from job.topics import TopicNames
+
+    return TopicNames().suffixed(args.topic_suffix) if args.topic_suffix else TopicNames()
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from job.topics import create_all
+
+    configs = create_all(args.bootstrap, _topic_names(args), partitions=args.partitions)
+    for topic, config in configs.items():
+        print(f"{topic:<24} {args.partitions} partitions  " + " ".join(f"{k}={v}" for k, v in sorted(config.items())))
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from job.producer import replay_files, stream_generated
+
+    topics = _topic_names(args)
+    started = time.monotonic()
+    if args.generate:
+        from job.generate import GeneratorConfig
+
+        try:
+            gen = GeneratorConfig(n_impressions=int(args.impressions or 100_000), n_users=args.users,
+                                  n_items=int(args.items or 1000), seed=args.seed)
+        except ValueError:
+            raise SystemExit("with --generate, --impressions and --items are counts") from None
+        counts = stream_generated(args.bootstrap, gen, args.speedup, topics, progress=not args.quiet)
+    else:
+        if not args.impressions or not args.clicks:
+            raise SystemExit("pass --impressions FILE and --clicks FILE (or --generate)")
+        counts = replay_files(args.bootstrap, args.impressions, args.clicks, args.items, rate=args.rate,
+                              topics=topics, progress=not args.quiet)
+    print(f"produced in {time.monotonic() - started:.1f} s to {args.bootstrap}: "
+          + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from job.kafka_demo import print_ranking
+
+    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    if not candidates:
+        raise SystemExit("--candidates: give item ids separated by commas")
+    print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout)
+    return 0
+
+
+def cmd_serve_demo(args: argparse.Namespace) -> int:
+    from job.kafka_demo import serve_demo
+
+    serve_demo(args.bootstrap, _topic_names(args), n_users=args.users, k=args.k, timeout_s=args.timeout)
+    return 0
+
+
+def _add_kafka_commands(commands) -> None:
+    """`kafka`, `topics`, `produce`, `rank`, `serve-demo`."""
+    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft) in the background")
+    kafka.add_argument("action", choices=("start", "stop", "status"))
+    kafka.add_argument("--port", type=int, default=9092, help="PLAINTEXT port, 0 = any free (default %(default)s)")
+    kafka.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent / ".cache" / "kafka-data"),
+                       help="topic data, log, pid file (default %(default)s)")
+    kafka.set_defaults(func=cmd_kafka)
+
+    topics = commands.add_parser("topics", help="create the deployment's topics (idempotent)")
+    topics.add_argument("action", choices=("create",))
+    _kafka_options(topics)
+    topics.add_argument("--partitions", type=int, default=2, help="partitions per topic (default %(default)s)")
+    topics.set_defaults(func=cmd_topics)
+
+    produce = commands.add_parser("produce", help="put event files, or a live generated stream, on the input topics")
+    _kafka_options(produce)
+    produce.add_argument("--impressions", help="impression file or folder (with --generate: a count, default 100000)")
+    produce.add_argument("--clicks", help="click file or folder")
+    produce.add_argument("--items", help="item catalog file (with --generate: a count, default 1000)")
+    produce.add_argument("--rate", type=float, help="at most this many events/s (files; default: as fast as possible)")
+    produce.add_argument("--generate", action="store_true",
+                         help="stream the synthetic world live instead, event times starting now")
+    produce.add_argument("--speedup", type=float, default=1.0,
+                         help="with --generate: event time runs this much faster than the wall clock")
+    produce.add_argument("--users", type=int, default=2000, help="with --generate: number of users")
+    produce.add_argument("--seed", type=int, default=7, help="with --generate: random seed")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=cmd_produce)
+
+    rank = commands.add_parser("rank", help="rank candidates for a user with the newest model on the snapshot topic")
+    _kafka_options(rank)
+    rank.add_argument("--user", required=True, help="user id")
+    rank.add_argument("--candidates", required=True, help="item ids separated by commas")
+    rank.add_argument("--k", type=int, default=10, help="how many to show (default %(default)s)")
+    rank.add_argument("--timeout", type=float, default=60.0, help="seconds to catch up with the snapshot topic")
+    rank.set_defaults(func=cmd_rank)
+
+    serve = commands.add_parser("serve-demo", help="catch up with the snapshot topic, show top items for a few users")
+    _kafka_options(serve)
+    serve.add_argument("--users", type=int, default=3, help="how many users (those with most updates)")
+    serve.add_argument("--k", type=int, default=5, help="items per user (default %(default)s)")
+    serve.add_argument("--timeout", type=float, default=60.0, help="seconds to catch up with the snapshot topic")
+    serve.set_defaults(func=cmd_serve_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freshrank", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
     _generator_options(demo, impressions=200_000)
     _job_options(demo)
+    kafka_demo = demo.add_argument_group("on Kafka (--kafka; defaults there: 30000 impressions, 300 users, 300 items, "
+                                         "--window 300, --snapshot-interval 1, --out out/demo-kafka)")
+    kafka_demo.add_argument("--kafka", action="store_true",
+                            help="run live on Kafka: broker, topics, the job, a live stream; measures snapshot "
+                                 "freshness")
+    kafka_demo.add_argument("--bootstrap", help="use this broker instead of starting one")
+    kafka_demo.add_argument("--topic-suffix", help="topic name suffix (default: a new one per run)")
+    kafka_demo.add_argument("--duration", type=float, default=60.0,
+                            help="wall seconds the live stream should take (default %(default)s)")
+    kafka_demo.add_argument("--checkpoint-interval", type=float, default=2.0,
+                            help="seconds between checkpoints = commit latency (default %(default)s)")
     demo.set_defaults(func=cmd_demo)
 
     replay = commands.add_parser("replay", help="run the job over event files (JSON Lines or Avro)")
@@ -194,12 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--impressions", dest="n_impressions", type=int, default=1_000_000)
     bench.add_argument("--seed", type=int, default=7)
     _job_options(bench)
+    bench.add_argument("--kafka", action="store_true",
+                       help="on Kafka: impressions/s of a bounded run over produced topics (default 100000 "
+                            "impressions) and the snapshot freshness of a live run")
+    bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
     bench.set_defaults(func=cmd_bench)
+    _add_kafka_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # which options were typed (see _typed_options)
     return args.func(args)
 
 

@@ -112,7 +112,7 @@ def _java_bin() -> Path:
     java = shutil.which("java")
     if java is None:
         raise ClusterError("`java` not found on PATH or in JAVA_HOME (Flink 2.2 needs Java 11, 17 or 21)")
-    return Path(java).parent
+    return Path(java).resolve().parent
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -225,7 +225,11 @@ class StandaloneCluster:
             FLINK_PID_DIR=str(self.pid_dir),
             PYTHONPATH=os.pathsep.join(python_path),
             PYFLINK_CLIENT_EXECUTABLE=self.python,
-            PATH=os.pathsep.join([str(_java_bin()), str(Path(self.python).parent), env.get("PATH", "")]),
+            # The interpreter's folder first: thread mode's embedded CPython finds its standard library
+            # from `python3` on PATH; a system python3 first (e.g. /usr/bin, next to java) gives it a
+            # foreign stdlib ("No module named '_struct'"). Java from its real folder, not /usr/bin.
+            PATH=os.pathsep.join([str(Path(self.python).parent), str(_java_bin()), env.get("PATH", "")]),
+            FLINK_IDENT_STRING=env.get("FLINK_IDENT_STRING") or env.get("USER") or "freshrank",
         )
         env.pop("FLINK_HOME", None)  # the scripts derive it from their own location (pyflink/)
         return env
@@ -384,7 +388,7 @@ class StandaloneCluster:
         found = _JOB_ID.search(result.stdout)
         if result.returncode != 0 or found is None:
             raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
-                               f"{_last(result.stdout + result.stderr, 60)}\n{self.log_tail()}")
+                               f"{_last(result.stdout + result.stderr, 30)}\n{self.log_tail(40, client=True)}")
         return found.group(1)
 
     def submit_from_savepoint(self, savepoint: str, args: list[str], detached: bool = True, **kwargs: Any) -> str:
@@ -414,13 +418,14 @@ class StandaloneCluster:
                 raise ClusterError(f"job {job_id} did not cancel within {timeout_s:.0f}s")
             time.sleep(0.3)
 
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of every JobManager/TaskManager log and .out file (for error messages)."""
+    def log_tail(self, lines: int = 40, client: bool = False) -> str:
+        """The last lines of the JobManager/TaskManager logs and .out files, or of the client log (the
+        Python program's output under `flink run`), for error messages."""
         if self.home is None or not self.log_dir.is_dir():
             return "(no logs)"
         parts = []
         for path in sorted(self.log_dir.glob("flink-*")):
-            if path.suffix in (".log", ".out") and "client" not in path.name and path.stat().st_size:
+            if path.suffix in (".log", ".out") and ("client" in path.name) == client and path.stat().st_size:
                 parts.append(f"--- {path} ---\n{_tail(path, lines)}")
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
 

@@ -27,7 +27,7 @@ class ReferenceModel:
         self.users: dict[str, list[np.ndarray]] = {}
         self.items: dict[str, list] = {}
         self.positions: dict[int, list[float]] = {}
-        self.global_bias = [0.0, GLOBAL_INIT_ACCUM]
+        self.global_bias = [math.log(cfg.prior_ctr / (1 - cfg.prior_ctr)), GLOBAL_INIT_ACCUM]
 
     def step(self, user_id: str, item_id: str, position: int, label: int) -> float:
         cfg = self.cfg

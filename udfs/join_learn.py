@@ -122,6 +122,10 @@ class JoinAndLearn(KeyedCoProcessFunction):
         self.next_snapshot_ms = int(time.time() * 1000) + self.snapshot_interval_ms
         self.end_timer_set = False
         self.metric_buckets = IntervalBuckets(self.metrics_interval_ms)
+        if self.initial_model is None:
+            self.warm_up_until = None
+        else:  # a hot-started model needs no warm-up
+            self.warm_up_until = -(2**63)
         group = runtime_context.get_metrics_group().add_group("freshrank")
         self.counters = {kind: group.counter(kind) for kind in JOIN_EVENT_KINDS}
         self.examples_counter = group.counter("examples")
@@ -131,17 +135,34 @@ class JoinAndLearn(KeyedCoProcessFunction):
         group.gauge("item_count", lambda: len(self.ranker.item_side.items))
 
     # Join -----------------------------------------------------------------------------------
-    def _load(self, impression_id: str) -> tuple[JoinState | None, float | None]:
+    def _load(self, impression_id: str) -> tuple[JoinState | None, float | None, bool]:
+        """Join state, impression-time score, and whether learning its positive was deferred."""
         stored = self.impressions.get(impression_id)
-        return (None, None) if stored is None else (JoinState(*stored[:4]), stored[4])
+        return (None, None, False) if stored is None else (JoinState(*stored[:4]), stored[4], stored[5])
+
+    def _in_warm_up(self, impression: tuple) -> bool:
+        """Whether a positive of `impression` must wait for its window's end to be learned.
+
+        In the first window after a cold start no negative can be decided yet, so positives learned
+        at click time would drag every bias up; until then they are learned when their window
+        closes, in impression-time order like the negatives. (A hot start has no warm-up.)
+        """
+        return self.warm_up_until is not None and impression[IMP_TIME] < self.warm_up_until
 
     def _apply(self, impression_id: str, state: JoinState | None, score: float | None, effects: Effects,
-               ctx) -> Iterator:
+               ctx, deferred: bool = False) -> Iterator:
+        examples = []
+        for impression, label, click_time in effects.examples:
+            defer = bool(label) and self._in_warm_up(impression)
+            if defer:
+                deferred = True
+                effects.timers.append(self.join.deadline(impression))  # when to learn it
+            examples.append((impression, label, click_time, score, not defer))
         if effects.clear or state is None:
             self.impressions.remove(impression_id)
         else:
             self.impressions.put(
-                impression_id, [state.impression, state.status, state.label, state.held_clicks, score]
+                impression_id, [state.impression, state.status, state.label, state.held_clicks, score, deferred]
             )
         timers = ctx.timer_service()
         for timestamp in effects.timers:
@@ -159,24 +180,26 @@ class JoinAndLearn(KeyedCoProcessFunction):
             elif kind == ORPHAN_CLICK:
                 yield self.tags["orphan-clicks"], self.encoder.encode("Click", click_record(record))
             yield self.tags["join-events"], Row(kind, record[-1])
-        if effects.examples:
-            yield from self._learn([(*example, score) for example in effects.examples], ctx)
+        if examples:
+            yield from self._learn(examples, ctx)
 
     def process_element1(self, value, ctx) -> Iterator:
         impression = tuple(value)
         impression_id = impression[IMP_ID]
-        state, score = self._load(impression_id)
+        if self.warm_up_until is None:
+            self.warm_up_until = impression[IMP_TIME] + self.join.window_ms
+        state, score, deferred = self._load(impression_id)
         state, effects = self.join.on_impression(state, impression, ctx.timer_service().current_watermark())
         if score is None and state.impression is impression:  # the kept copy: score it now
             score = self.ranker.score(self._user(impression[IMP_USER]), impression[IMP_ITEM], impression[IMP_POSITION])
-        yield from self._apply(impression_id, state, score, effects, ctx)
+        yield from self._apply(impression_id, state, score, effects, ctx, deferred)
 
     def process_element2(self, value, ctx) -> Iterator:
         click = tuple(value)
         impression_id = click[CLK_ID]
-        state, score = self._load(impression_id)
+        state, score, deferred = self._load(impression_id)
         state, effects = self.join.on_click(state, click, ctx.timer_service().current_watermark())
-        yield from self._apply(impression_id, state, score, effects, ctx)
+        yield from self._apply(impression_id, state, score, effects, ctx, deferred)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
         # Partials leave before the watermark that closes their interval reaches the merger.
@@ -186,10 +209,13 @@ class JoinAndLearn(KeyedCoProcessFunction):
         if due is not None:
             self.due.remove(timestamp)
             for impression_id in due:
-                state, score = self._load(impression_id)
+                state, score, deferred = self._load(impression_id)
+                if deferred and state is not None and timestamp >= self.join.deadline(state.impression):
+                    self._learn_deferred(state.impression)
+                    deferred = False
                 state, effects = self.join.on_timer(state, timestamp)
                 if state is not None or effects.clear:
-                    yield from self._apply(impression_id, state, score, effects, ctx)
+                    yield from self._apply(impression_id, state, score, effects, ctx, deferred)
         if timestamp == END_OF_INPUT:
             # The input is complete up to the newest event learned from.
             self.watermark = max(self.watermark, self.max_event_time)
@@ -206,14 +232,25 @@ class JoinAndLearn(KeyedCoProcessFunction):
                 return restored
         return self.codec.new()
 
+    def _learn_deferred(self, impression: tuple) -> None:
+        """Learn a warm-up positive (already emitted) now that its window has closed."""
+        user_id = impression[IMP_USER]
+        user = self._user(user_id)
+        self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], 1)
+        self.user_state.update(user.tobytes())
+        self.dirty_users[user_id] = user
+
     def _learn(self, examples: list, ctx) -> Iterator:
         """Emit each decided example with its impression-time score, then learn from it."""
         user_id = examples[0][0][IMP_USER]
         user = self._user(user_id)
         timers = ctx.timer_service()
-        for impression, label, click_time, impression_score in examples:
+        for impression, label, click_time, impression_score, learn_now in examples:
             impression_time = impression[IMP_TIME]
-            current = self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], label)
+            if learn_now:
+                current = self.ranker.score_then_learn(user, impression[IMP_ITEM], impression[IMP_POSITION], label)
+            else:
+                current = self.ranker.score(user, impression[IMP_ITEM], impression[IMP_POSITION])
             score = current if impression_score is None else impression_score
             self.examples_counter.inc()
             if label:

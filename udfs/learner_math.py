@@ -28,6 +28,9 @@ class LearnerConfig:
     init_accumulator: float = 0.1
     init_std: float = 0.1
     projection_seed: int = 20261128
+    # The global bias starts at logit(prior_ctr): before anything is learned, predict a typical
+    # e-commerce click rate rather than 0.5.
+    prior_ctr: float = 0.05
 
 
 def sigmoid(z: float) -> float:
@@ -85,7 +88,7 @@ class ItemSide:
         self.embeddings = embeddings or {}
         self.items: dict[str, ItemParams] = {}
         self.positions: dict[int, Bias] = {}
-        self.global_bias = Bias(accum=config.init_accumulator)
+        self.global_bias = Bias(math.log(config.prior_ctr / (1 - config.prior_ctr)), config.init_accumulator)
         self._projections: dict[int, np.ndarray] = {}
 
     def _projection(self, width: int) -> np.ndarray:

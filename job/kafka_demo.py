@@ -1,0 +1,723 @@
+"""Kafka-side commands: the live demo on a local broker, serving look-ups, and a Kafka benchmark.
+
+`run_kafka_demo` starts a single-node broker (unless one is given), creates the topics, starts the
+job (`freshrank run`) in a child process, streams a generated world into Kafka live (sped up, event
+times starting now) and meanwhile measures snapshot freshness; then it stops the stream, drains the
+job (Flink stop-with-savepoint --drain, so the last attribution windows close and every output is
+committed), reads the output topics back and prints the same summary as the embedded demo.
+
+Snapshot freshness of a click = the time from Kafka acknowledging the click (the producer's delivery
+report, i.e. produce + linger) to a read_committed `SnapshotConsumer` holding a record of the click's
+user that includes the click. Which record includes it is exact, not guessed: the click's positive
+example on the examples topic carries `model_version`, the learner's version when it learned the
+click, and the learner publishes the user's update under the next version, so the first record of
+that user with a version above `model_version` is the one (`SnapshotConsumer.seen_at_ms` tells when
+it arrived). It includes the join, the learner, the wait for the next snapshot (`--snapshot-interval`)
+and for the checkpoint that commits the Kafka transaction (`--checkpoint-interval`).
+
+The job runs in a child process (its own MiniCluster and Py4J gateway, so nothing JVM-side leaks into
+this process); it is found and stopped through Flink's REST API, on the first free port of
+`rest.bind-port` in flink-conf/config.yaml (8081-8099), recognised by its unique job name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from job.config import JobConfig
+from job.generate import GeneratorConfig, generate
+from job.topics import TopicNames, create_all
+
+# --- reading topics ------------------------------------------------------------------------------------
+
+
+def read_topic(
+    bootstrap: str, topic: str, schema: str | None = None, timeout_s: float = 60.0
+) -> list[Any]:
+    """Every committed record of `topic` up to its end as of the call (read_committed, all partitions).
+
+    Decoded with `job.wire` as records of `schema`, or the raw `confluent_kafka.Message`s without one.
+    `TimeoutError` if the end is not reached in time (e.g. a transaction still open).
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+    from job.wire import WireDecoder
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"freshrank-reader-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "log_level": 3,
+    })
+    try:
+        described = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            raise ValueError(f"topic {topic!r} is not available: {described.error if described else 'missing'}")
+        ends = {}
+        for p in sorted(described.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        decoder = WireDecoder(schema) if schema else None
+        records: list[Any] = []
+        pending = set(ends)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic}: end not reached after {timeout_s}s (partitions {sorted(pending)})")
+            for message in consumer.consume(1000, 0.5):
+                partition, error = message.partition(), message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if message.offset() >= ends.get(partition, 0):
+                            pending.discard(partition)
+                        continue
+                    raise KafkaException(error)
+                if message.offset() >= ends[partition]:  # written after the call
+                    pending.discard(partition)
+                    continue
+                records.append(decoder.decode(message.value()) if decoder else message)
+                if message.offset() + 1 >= ends[partition]:
+                    pending.discard(partition)
+        return records
+    finally:
+        consumer.close()
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms > 0 else "none"
+
+
+def _caught_up_consumer(bootstrap: str, topics: TopicNames, timeout_s: float):
+    from job.snapshot_consumer import SnapshotConsumer
+
+    consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0))
+    try:
+        consumer.catch_up(timeout_s)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
+def _model_line(consumer) -> str:
+    from collections import Counter
+
+    kinds = Counter(entity_type for entity_type, _ in consumer.store.records)
+    entities = ", ".join(f"{kind.lower()}s {count:,}" for kind, count in sorted(kinds.items())) or "none"
+    return (f"model version {consumer.version} (snapshot taken {_utc(consumer.store.created_at)})  "
+            f"lag {consumer.lag():,}  entities: {entities}")
+
+
+def _ranking_lines(ranked: list[tuple[str, float]]) -> list[str]:
+    return [f"  {rank:>3}. {item_id:<20} {'n/a (item not in the model)' if math.isnan(score) else f'{score:.4f}'}"
+            for rank, (item_id, score) in enumerate(ranked, 1)]
+
+
+def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: list[str], k: int = 10,
+                  timeout_s: float = 60.0) -> None:
+    """Catch up with the snapshot topic, then print the model version, the lag and the user's top-k."""
+    with _caught_up_consumer(bootstrap, topics, timeout_s) as consumer:
+        print(_model_line(consumer))
+        record = consumer.user_record(user_id)
+        if record is None:
+            print(f"user {user_id}: not in the model (new user): ranked by item and global biases only")
+        else:
+            print(f"user {user_id}: {record['updates']:,} updates, vector from snapshot version {record['version']} "
+                  f"({consumer.freshness_ms(user_id) / 1000:.1f} s old)")
+        print(f"top {min(k, len(candidates))} of {len(candidates)} candidates (predicted click probability, "
+              "position term left out):")
+        print("\n".join(_ranking_lines(consumer.rank(user_id, candidates, k))))
+
+
+def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5, timeout_s: float = 60.0) -> None:
+    """Catch up, then print the top-k of all known items for the `n_users` users with the most updates."""
+    from udfs.model_store import ITEM, USER
+
+    with _caught_up_consumer(bootstrap, topics, timeout_s) as consumer:
+        print(_model_line(consumer))
+        records = consumer.store.records
+        items = sorted(entity_id for entity_type, entity_id in records if entity_type == ITEM)
+        users = sorted((r for (entity_type, _), r in records.items() if entity_type == USER),
+                       key=lambda r: (-r["updates"], r["entity_id"]))[:n_users]
+        if not items or not users:
+            print("the snapshot topic holds no items or no users yet: run the job on some traffic first")
+            return
+        for record in users:
+            user_id = record["entity_id"]
+            age_s = consumer.freshness_ms(user_id) / 1000
+            print(f"\nuser {user_id} ({record['updates']:,} updates, snapshot {age_s:.1f} s old): "
+                  f"top {k} of {len(items):,} items")
+            print("\n".join(_ranking_lines(consumer.rank(user_id, items, k))))
+
+
+# --- the job in a child process ---------------------------------------------------------------------
+
+
+def _rest_ports() -> range:
+    from job.flink_env import flink_settings
+
+    spec = flink_settings().get("rest.bind-port", "8081-8099")
+    low, _, high = spec.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def _rest(port: int, path: str, body: dict[str, Any] | None = None, timeout_s: float = 2.0) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read() or b"null")
+
+
+def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id: str, job_name: str,
+             checkpoint_interval_s: float, items: Path | None = None, bounded: bool = False) -> list[str]:
+    """`freshrank run` options for this configuration (the suffix as `--topic-suffix=...`: it may start with -)."""
+    args = [
+        "run", "--bootstrap", bootstrap, f"--topic-suffix={topics_suffix}", "--group-id", group_id,
+        "--job-name", job_name, "--checkpoint-interval", str(checkpoint_interval_s),
+        "--window", str(config.window_s), "--max-disorder", str(config.max_disorder_s),
+        "--retention", str(config.retention_s), "--snapshot-interval", str(config.snapshot_interval_s),
+        "--metrics-interval", str(config.metrics_interval_s), "--parallelism", str(config.parallelism),
+        "--dim", str(config.learner.dim), "--learning-rate", str(config.learner.learning_rate),
+        "--l2", str(config.learner.l2),
+    ]
+    if items is not None:
+        args += ["--items", str(items)]
+    if bounded:
+        args.append("--bounded")
+    return args
+
+
+class LocalJob:
+    """`freshrank run ...` in a child process (its own session), found and stopped through Flink's REST API."""
+
+    def __init__(self, args: list[str], job_name: str, log_path: Path, cwd: Path) -> None:
+        self.args = args
+        self.job_name = job_name
+        self.log_path = log_path
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.job_id: str | None = None
+        self.started = 0.0
+
+    def start(self) -> LocalJob:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "job.cli", *self.args], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True,
+            )
+        self.started = time.monotonic()
+        return self
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _check_alive(self) -> None:
+        code = self.exited()
+        if code is not None:
+            raise RuntimeError(f"the job exited with code {code}; log {self.log_path}:\n{self.log_tail()}")
+
+    def _find(self) -> tuple[int, dict[str, Any]] | None:
+        ports = [self.port] if self.port else list(_rest_ports())
+        for port in ports:
+            try:
+                jobs = _rest(port, "/jobs/overview", timeout_s=0.5)["jobs"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            for job in jobs:
+                if job.get("name") == self.job_name:
+                    return port, job
+        return None
+
+    def wait_running(self, timeout_s: float = 180.0) -> float:
+        """Wait until every task of the job runs; returns seconds since `start()`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            found = self._find()
+            if found is not None:
+                self.port, job = found
+                self.job_id = job["jid"]
+                tasks = job.get("tasks", {})
+                if job["state"] == "RUNNING" and tasks.get("running") == tasks.get("total"):
+                    return time.monotonic() - self.started
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.job_name} not running after {timeout_s}s; log:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"job {self.job_name} still running after {timeout_s}s") from None
+
+    def stop_with_drain(self, savepoint_dir: Path, timeout_s: float = 180.0) -> int:
+        """Flink stop-with-savepoint --drain: sources end, MAX_WATERMARK closes every window and timer,
+        the final savepoint commits the Kafka transactions, the job finishes; returns the exit code."""
+        self._check_alive()
+        if self.port is None or self.job_id is None:
+            raise RuntimeError("job not found on the REST API: call wait_running() first")
+        trigger = _rest(self.port, f"/jobs/{self.job_id}/stop",
+                        {"drain": True, "targetDirectory": savepoint_dir.resolve().as_uri()}, timeout_s=30)
+        deadline = time.monotonic() + timeout_s
+        while self.exited() is None:
+            try:
+                status = _rest(self.port, f"/jobs/{self.job_id}/savepoints/{trigger['request-id']}")
+                cause = (status.get("operation") or {}).get("failure-cause")
+                if cause:
+                    raise RuntimeError(f"stop-with-savepoint failed: {str(cause.get('stack-trace', cause))[:2000]}")
+            except (OSError, ValueError):  # the MiniCluster shuts down once the job has finished
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.job_name} did not stop within {timeout_s}s; log:\n{self.log_tail()}")
+            time.sleep(0.5)
+        return self.wait(5)
+
+    def kill(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM to the child's process group (the job and its Flink JVM), SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# --- a live run: stream, follow the snapshots, drain ------------------------------------------------
+
+
+@dataclass
+class LiveRun:
+    """What a live run measured; outputs are read from the topics afterwards."""
+
+    topics: TopicNames
+    counts: dict[str, int]  # produced, per source
+    stream_s: float  # wall seconds the stream took
+    startup_s: float  # job start until all tasks ran
+    job_wall_s: float  # job start until it finished (drained)
+    drain_s: float
+    speedup: float
+    freshness_ms: list[float] = field(default_factory=list)
+    freshness_excluded: int = 0  # sampled clicks published only by the end-of-stream drain
+    freshness_unmatched: int = 0  # sampled clicks that did not make the positive (duplicate, late, early...)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _sample_clicks(stream, n: int) -> dict[str, str]:
+    """Impression id -> user id of up to `n` clicks spread over the stream (clicks on real impressions)."""
+    shown = {i["impression_id"] for i in stream.impressions}
+    clicks = [c for c in stream.clicks if c["impression_id"] in shown]
+    picked: dict[str, str] = {}
+    for c in clicks[:: max(1, len(clicks) // max(n, 1))]:
+        picked.setdefault(c["impression_id"], c["user_id"])
+    return picked
+
+
+def freshness_of(
+    acked: dict[str, tuple[int, int]],
+    examples: Iterable[dict[str, Any]],
+    history: dict[str, list[tuple[int, int]]],
+    drain_started_ms: int,
+) -> tuple[list[float], int, int]:
+    """Freshness (ms) of each sampled click: ack time -> first user record with version > model_version seen.
+
+    `acked`: impression id -> (wall ms when Kafka acknowledged the click, its timestamp = event time);
+    `history`: user id -> [(version, wall ms seen)] in arrival order. Returns (freshness values,
+    clicks published only at the drain, clicks that did not make the positive example).
+    """
+    by_id = {e["impression_id"]: e for e in examples if e["impression_id"] in acked}
+    values: list[float] = []
+    excluded = unmatched = 0
+    for impression_id, (acked_ms, click_ms) in acked.items():
+        example = by_id.get(impression_id)
+        if example is None or example["label"] != 1 or example["click_time"] != click_ms:
+            unmatched += 1  # an orphan, late or duplicate click, or another click on the impression counted
+            continue
+        seen = next((s for v, s in history.get(example["user_id"], ()) if v > example["model_version"]), None)
+        if seen is None or seen >= drain_started_ms:
+            excluded += 1
+            continue
+        values.append(float(seen - acked_ms))
+    return values, excluded, unmatched
+
+
+def run_live(
+    bootstrap: str,
+    topic_suffix: str,
+    gen: GeneratorConfig,
+    job: JobConfig,
+    work_dir: Path,
+    *,
+    duration_s: float = 60.0,
+    checkpoint_interval_s: float = 2.0,
+    samples: int = 500,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> LiveRun:
+    """Start the job on the topics with `topic_suffix`, stream `gen` live for about `duration_s` while measuring
+    snapshot freshness, then drain the job and read the examples back."""
+    from job.producer import stream_generated
+    from job.snapshot_consumer import SnapshotConsumer
+
+    topics = TopicNames().suffixed(topic_suffix)
+    create_all(bootstrap, topics, partitions=2)
+    say(f"topics {', '.join(topics.as_dict().values())} on {bootstrap}")
+
+    stream = generate(gen)
+    events = sorted(r["event_time"] for r in stream.impressions + stream.clicks)
+    span_s = max((events[-1] - events[0]) / 1000.0, 1e-3)
+    speedup = span_s / duration_s
+    work_dir.mkdir(parents=True, exist_ok=True)
+    catalog = work_dir / "items.jsonl"
+    catalog.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in stream.items))
+
+    run_id = uuid.uuid4().hex[:8]
+    name = f"freshrank-live-{run_id}"
+    local = LocalJob(run_args(bootstrap, topic_suffix, job, group_id=name, job_name=name,
+                              checkpoint_interval_s=checkpoint_interval_s, items=catalog.resolve()),
+                     name, work_dir / "job.log", work_dir)
+    sampled = _sample_clicks(stream, samples)
+    watched = set(sampled.values())
+    acked: dict[str, tuple[int, int]] = {}
+
+    def on_delivery(error: Any, message: Any) -> None:
+        if error is None and message.topic() == topics.clicks:
+            key = message.key().decode()
+            if key in sampled and key not in acked:
+                acked[key] = (int(time.time() * 1000), message.timestamp()[1])
+
+    say(f"starting the job (Flink MiniCluster in a child process; log {local.log_path}) ...")
+    local.start()
+    try:
+        startup_s = local.wait_running()
+        say(f"job running after {startup_s:.1f} s (REST port {local.port}); streaming {len(stream.impressions):,} "
+            f"impressions and {len(stream.clicks):,} clicks live: {span_s:,.0f} s of event time at {speedup:.1f}x "
+            f"(~{duration_s:.0f} s) ...")
+        history: dict[str, list[tuple[int, int]]] = {u: [] for u in watched}
+        with SnapshotConsumer(bootstrap, topics.snapshots) as consumer:
+
+            def follow(seconds: float | None = None, while_alive: threading.Thread | None = None) -> None:
+                until = time.monotonic() + (seconds or 0.0)
+                while (while_alive.is_alive() if while_alive is not None else time.monotonic() < until):
+                    consumer.poll(0.1)
+                    for user in watched:
+                        record = consumer.user_record(user)
+                        if record is not None and (not history[user] or history[user][-1][0] != record["version"]):
+                            history[user].append((record["version"], consumer.seen_at_ms(user)))
+                    local._check_alive()
+
+            stop = threading.Event()
+            outcome: dict[str, Any] = {}
+
+            def produce() -> None:
+                try:
+                    outcome["counts"] = stream_generated(
+                        bootstrap, gen, speedup, topics, progress=progress, stop=stop,
+                        on_delivery=on_delivery, **{"delivery.report.only.error": False})
+                except BaseException as error:  # re-raised in the main thread
+                    outcome["error"] = error
+
+            producer = threading.Thread(target=produce, name="freshrank-demo-producer", daemon=True)
+            started = time.monotonic()
+            producer.start()
+            try:
+                follow(while_alive=producer)
+            finally:
+                stop.set()
+                producer.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            stream_s = time.monotonic() - started
+            # Let the last snapshots' checkpoints commit; what is newer is only published by the drain.
+            follow(seconds=2 * checkpoint_interval_s + job.snapshot_interval_s + 1.0)
+        say(f"stream done in {stream_s:.1f} s; draining the job (stop-with-savepoint --drain) ...")
+        drain_started_ms = int(time.time() * 1000)
+        drain_started = time.monotonic()
+        code = local.stop_with_drain(work_dir / "savepoints")
+        drain_s = time.monotonic() - drain_started
+        if code != 0:
+            raise RuntimeError(f"the job exited with code {code} after the drain; log:\n{local.log_tail()}")
+        job_wall_s = time.monotonic() - local.started
+    finally:
+        local.kill()
+
+    examples = read_topic(bootstrap, topics.examples, "LabeledExample")
+    values, excluded, unmatched = freshness_of(acked, examples, history, drain_started_ms)
+    return LiveRun(topics, outcome["counts"], stream_s, startup_s, job_wall_s, drain_s, speedup, values, excluded,
+                   unmatched, examples)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def freshness_line(run: LiveRun) -> str:
+    v = run.freshness_ms
+    if not v:
+        return f"snapshot freshness: no measurement ({run.freshness_excluded} published only at the drain)"
+    return (f"snapshot freshness (click acked by Kafka -> updated user vector visible to a read_committed "
+            f"SnapshotConsumer): p50 {_percentile(v, 50):,.0f} ms  p99 {_percentile(v, 99):,.0f} ms  "
+            f"(min {min(v):,.0f}, max {max(v):,.0f}; {len(v)} clicks sampled"
+            + (f", {run.freshness_excluded} more published only by the final drain" if run.freshness_excluded else "")
+            + ")")
+
+
+# --- the demo and the benchmark -------------------------------------------------------------------------
+
+
+# `demo --kafka` sizes and time scale (options typed on the command line win): the stream spans
+# `DEMO_WINDOWS` attribution windows of event time and is played in about `duration_s` of wall time.
+KAFKA_DEMO_DEFAULTS: dict[str, Any] = {
+    "n_impressions": 30_000, "n_users": 300, "n_items": 300, "window": 300.0, "snapshot_interval": 1.0,
+}
+DEMO_WINDOWS = 10
+MAX_DEMO_RATE = 1000.0  # impressions/s the live stream may ask of the pipeline (2 cores: ~2-3k examples/s)
+
+
+def demo_generator_config(n_impressions: int, n_users: int, n_items: int, seed: int, job: JobConfig) -> GeneratorConfig:
+    """The demo's world on the job's time scale: `DEMO_WINDOWS` windows long, its late clicks late for the job."""
+    base = GeneratorConfig()
+    span_s = DEMO_WINDOWS * job.window_s
+    requests = max(1.0, n_impressions / base.items_per_request)
+    return replace(base, n_impressions=n_impressions, n_users=n_users, n_items=n_items, seed=seed,
+                   window_s=job.window_s, max_disorder_s=min(base.max_disorder_s, job.max_disorder_s),
+                   requests_per_s=requests / span_s, start_ms=int(time.time() * 1000))
+
+
+def _unique_suffix(kind: str) -> str:
+    return f"-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+class _Broker:
+    """The demo's broker: a given one, or a KafkaBroker started on a free port with its data in `data_dir`."""
+
+    def __init__(self, bootstrap: str | None, data_dir: Path, say: Callable[[str], None]) -> None:
+        self.bootstrap, self.data_dir, self.say, self.broker = bootstrap, data_dir, say, None
+
+    def __enter__(self) -> str:
+        if self.bootstrap:
+            return self.bootstrap
+        from job.kafka_broker import KafkaBroker
+
+        started = time.monotonic()
+        self.say(f"starting a Kafka broker (KRaft, data in {self.data_dir}) ...")
+        self.broker = KafkaBroker(port=0, data_dir=self.data_dir).start(timeout_s=120)
+        self.say(f"broker {self.broker.bootstrap_servers} up in {time.monotonic() - started:.1f} s")
+        return self.broker.bootstrap_servers
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+            self.say("broker stopped")
+
+
+def run_kafka_demo(
+    out: Path,
+    gen: GeneratorConfig,
+    job: JobConfig,
+    *,
+    bootstrap: str | None = None,
+    topic_suffix: str | None = None,
+    duration_s: float = 60.0,
+    checkpoint_interval_s: float = 2.0,
+) -> dict[str, Any]:
+    """The live demo: broker, topics, job, live stream, freshness, drain, summary; returns the summary.
+
+    The output topics are exported to `out/run/<output>/` as JSON Lines (the embedded demo's layout),
+    so the summary and the learning curve are the embedded demo's own (`job.report`).
+    """
+    from job.report import format_summary, plot_learning_curve, run_summary
+
+    wall_started = time.monotonic()
+    if gen.n_impressions / duration_s > MAX_DEMO_RATE:
+        duration_s = gen.n_impressions / MAX_DEMO_RATE
+        print(f"{gen.n_impressions:,} impressions: streaming for {duration_s:.0f} s "
+              f"(at most {MAX_DEMO_RATE:,.0f} impressions/s on this machine kind)")
+    suffix = topic_suffix if topic_suffix is not None else _unique_suffix("demo")
+    print(f"world: {gen.n_impressions:,} impressions, {gen.n_users:,} users, {gen.n_items:,} items; job: window "
+          f"{job.window_s:g} s, snapshots every {job.snapshot_interval_s:g} s, checkpoints every "
+          f"{checkpoint_interval_s:g} s, parallelism {job.parallelism}")
+    with _Broker(bootstrap, out / "kafka", print) as servers:
+        live = run_live(servers, suffix, gen, job, out / "job", duration_s=duration_s,
+                        checkpoint_interval_s=checkpoint_interval_s)
+        export_outputs(servers, live.topics, out / "run")
+    oracle = generate(gen).oracle
+    summary = run_summary(out / "run", live.job_wall_s, job.window_ms, oracle)
+    summary.update({
+        "produced": live.counts,
+        "stream_s": live.stream_s,
+        "speedup": live.speedup,
+        "job_startup_s": live.startup_s,
+        "drain_s": live.drain_s,
+        "freshness_ms": {"p50": _percentile(live.freshness_ms, 50), "p99": _percentile(live.freshness_ms, 99),
+                         "n": len(live.freshness_ms), "published_at_drain": live.freshness_excluded,
+                         "not_the_counted_click": live.freshness_unmatched},
+    })
+    png = plot_learning_curve(out / "run", out / "learning-curve.png", oracle)
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    print()
+    print(format_summary(summary))
+    print(f"live stream: {live.counts.get('impressions', 0):,} impressions + {live.counts.get('clicks', 0):,} clicks "
+          f"in {live.stream_s:.1f} s ({live.speedup:.1f}x event time); job start-up {live.startup_s:.1f} s, "
+          f"drain {live.drain_s:.1f} s")
+    print(freshness_line(live))
+    print(f"\noutputs: topics *{suffix}, exported to {out / 'run'}/{{{','.join(OUTPUT_TOPICS)}}}")
+    print(f"learning curve: {png}; total {time.monotonic() - wall_started:.0f} s")
+    return summary
+
+
+# Output folder -> (TopicNames field, record schema), as the job writes them.
+OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
+    "examples": ("examples", "LabeledExample"),
+    "snapshots": ("snapshots", "ModelSnapshot"),
+    "metrics": ("metrics", "Metric"),
+    "dead-letter": ("dead_letter", "DeadLetter"),
+    "late-clicks": ("late_clicks", "Click"),
+    "orphan-clicks": ("orphan_clicks", "Click"),
+}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):  # DeadLetter payloads, as the file sinks write them
+        return value.decode("utf-8", errors="backslashreplace")
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path) -> dict[str, int]:
+    """Every committed record of the output topics as JSON Lines under `out_dir/<output>/`; returns counts."""
+    counts = {}
+    for name, (topic_field, schema) in OUTPUT_TOPICS.items():
+        records = read_topic(bootstrap, getattr(topics, topic_field), schema)
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "part-0.jsonl", "wb") as handle:
+            for record in records:
+                handle.write(orjson.dumps(record, default=_json_default) + b"\n")
+        counts[name] = len(records)
+    return counts
+
+
+def produce_in_order(bootstrap: str, topics: TopicNames, stream) -> dict[str, int]:
+    """Produce a stream's catalog, then its impressions and clicks in event-time order, as fast as possible."""
+    from job.producer import Producer
+
+    with Producer(bootstrap, topics) as producer:
+        for item in stream.items:
+            producer.send_item(item)
+        events = sorted([("impressions", r) for r in stream.impressions] + [("clicks", r) for r in stream.clicks],
+                        key=lambda pair: pair[1]["event_time"])
+        for source, record in events:
+            producer.send(source, record)
+        producer.flush(120)
+        return dict(producer.sent)
+
+
+def run_kafka_bench(
+    work_dir: Path,
+    n_impressions: int,
+    job: JobConfig,
+    *,
+    seed: int = 7,
+    bootstrap: str | None = None,
+    checkpoint_interval_s: float = 2.0,
+    live_impressions: int = 20_000,
+    live_duration_s: float = 45.0,
+) -> dict[str, float]:
+    """Kafka end-to-end impressions/s of a bounded run over pre-produced topics, and live snapshot freshness."""
+    figures: dict[str, float] = {}
+    with _Broker(bootstrap, work_dir / "kafka", print) as servers:
+        suffix = _unique_suffix("bench")
+        topics = TopicNames().suffixed(suffix)
+        create_all(servers, topics, partitions=2)
+        stream = generate(GeneratorConfig(n_impressions=n_impressions, seed=seed))
+        # Event times end now: retention (measured against the wall clock) keeps them.
+        records = stream.impressions + stream.clicks
+        offset = int(time.time() * 1000) - max(r["event_time"] for r in records)
+        for record in records:
+            record["event_time"] += offset
+        print(f"producing {len(stream.impressions):,} impressions and {len(stream.clicks):,} clicks ...")
+        started = time.monotonic()
+        sent = produce_in_order(servers, topics, stream)
+        figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
+        name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
+        local = LocalJob(run_args(servers, suffix, job, group_id=name,
+                                  job_name=name, checkpoint_interval_s=checkpoint_interval_s, bounded=True),
+                         name, work_dir / "bounded" / "job.log", work_dir)
+        print(f"bounded job over them (parallelism {job.parallelism}, checkpoints every "
+              f"{checkpoint_interval_s:g} s) ...")
+        local.start()
+        try:
+            startup_s = local.wait_running()
+            code = local.wait(3600)
+        finally:
+            local.kill()
+        wall_s = time.monotonic() - local.started
+        if code != 0:
+            raise RuntimeError(f"bounded job exited with code {code}; log:\n{local.log_tail()}")
+        n_examples = len(read_topic(servers, topics.examples))
+        figures.update({
+            "impressions": sent["impressions"], "examples": n_examples, "job_wall_s": wall_s, "startup_s": startup_s,
+            "kafka_impressions_per_s": sent["impressions"] / wall_s,
+            "kafka_impressions_per_s_after_startup": sent["impressions"] / (wall_s - startup_s),
+        })
+        print(f"end to end on Kafka (start-up included): {figures['kafka_impressions_per_s']:,.0f} impressions/s "
+              f"({sent['impressions']:,} in {wall_s:.1f} s; {n_examples:,} examples); from running: "
+              f"{figures['kafka_impressions_per_s_after_startup']:,.0f} impressions/s (start-up {startup_s:.1f} s)")
+        print(f"producer (validate + Avro-encode + send): {figures['produce_events_per_s']:,.0f} events/s")
+
+        live_job = replace(job, window_s=KAFKA_DEMO_DEFAULTS["window"],
+                           snapshot_interval_s=KAFKA_DEMO_DEFAULTS["snapshot_interval"])
+        live_gen = demo_generator_config(live_impressions, KAFKA_DEMO_DEFAULTS["n_users"],
+                                         KAFKA_DEMO_DEFAULTS["n_items"], seed, live_job)
+        print(f"live run for freshness: {live_impressions:,} impressions over ~{live_duration_s:.0f} s, "
+              f"snapshots every {live_job.snapshot_interval_s:g} s ...")
+        live = run_live(servers, _unique_suffix("bench-live"), live_gen, live_job,
+                        work_dir / "live", duration_s=live_duration_s, checkpoint_interval_s=checkpoint_interval_s)
+        figures.update({"freshness_p50_ms": _percentile(live.freshness_ms, 50),
+                        "freshness_p99_ms": _percentile(live.freshness_ms, 99),
+                        "freshness_samples": len(live.freshness_ms)})
+        print(freshness_line(live))
+    return figures

@@ -1,0 +1,193 @@
+"""The Kafka job on a real Flink standalone cluster: `flink run -py`, stop with savepoint, resume, exactly once.
+
+One scenario, in order (a real cluster from the pip-installed Flink, a real broker):
+1. the first half of a generated stream goes to Kafka; the job is submitted unbounded at parallelism 2
+   (checkpoints every 2 s, no idleness: every partition holds the watermark back);
+2. once examples are committed on the examples topic, the job stops with a savepoint (impressions
+   whose window is still open stay in the savepoint's state);
+3. the second half goes to Kafka, plus a sentinel impression and click on every input partition with an
+   event time far beyond the stream, so the watermark passes every window; the job resumes from the
+   savepoint;
+4. every impression of the stream has exactly one example across both runs, labelled as the reference
+   joiner labels the full stream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka import Producer as RawProducer
+from reference_joiner import reference_join
+
+from job.cluster import StandaloneCluster
+from job.generate import GeneratorConfig, generate
+from job.producer import Producer as EventProducer
+from job.topics import TopicNames, create_all
+from job.wire import WireDecoder, encode
+
+WINDOW_S = 20.0
+MAX_DISORDER_S = 3.0
+PARTITIONS = 2
+# ~60 s of event time (2 requests/s, 10 impressions each), ending about now.
+GEN = GeneratorConfig(n_impressions=1200, n_users=60, n_items=50, seed=11, window_s=WINDOW_S, max_disorder_s=2.0,
+                      click_delay_median_s=5.0, requests_per_s=2.0,
+                      start_ms=int(time.time() * 1000) - 120_000)
+# The watermark that the sentinels raise: far enough beyond the stream for every window to close.
+SENTINEL_AFTER_S = WINDOW_S + MAX_DISORDER_S + 60.0
+
+
+class TopicReader:
+    """Reads a topic from the beginning with read_committed, accumulating decoded records across calls."""
+
+    def __init__(self, bootstrap: str, topic: str, schema: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                                  "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                                  "enable.auto.commit": False})
+        self.consumer.subscribe([topic])
+        self.decoder = WireDecoder(schema)
+        self.records: list[dict] = []
+
+    def poll_until(self, done, timeout_s: float, on_wait=None) -> bool:
+        """Poll until `done(records)` or `timeout_s`; `on_wait()` runs about every 5 s (e.g. a job check)."""
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + 5.0
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                return False
+            message = self.consumer.poll(0.5)
+            if message is not None and not message.error():
+                self.records.append(self.decoder.decode(message.value()))
+            if on_wait is not None and time.monotonic() > next_check:
+                on_wait()
+                next_check = time.monotonic() + 5.0
+        return True
+
+    def drain(self, quiet_s: float = 3.0) -> None:
+        """Read until nothing new arrives for `quiet_s`."""
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < quiet_s:
+            message = self.consumer.poll(0.5)
+            if message is not None and not message.error():
+                self.records.append(self.decoder.decode(message.value()))
+                idle_since = time.monotonic()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def send_sentinels(bootstrap: str, topics: TopicNames, event_time: int) -> None:
+    """One impression and one click with `event_time` on every partition of the input topics."""
+    producer = RawProducer({"bootstrap.servers": bootstrap})
+    for partition in range(PARTITIONS):
+        impression = {"impression_id": f"sentinel-{partition}", "request_id": "sentinel", "user_id": "sentinel",
+                      "item_id": "sentinel", "query": None, "position": 1, "event_time": event_time}
+        click = {"impression_id": f"sentinel-click-{partition}", "user_id": "sentinel", "item_id": "sentinel",
+                 "event_time": event_time}
+        producer.produce(topics.impressions, encode("Impression", impression), key=impression["impression_id"],
+                         partition=partition, timestamp=event_time)
+        producer.produce(topics.clicks, encode("Click", click), key=click["impression_id"],
+                         partition=partition, timestamp=event_time)
+    assert producer.flush(30) == 0
+
+
+def send_events(bootstrap: str, topics: TopicNames, events: list[tuple[str, dict]]) -> None:
+    with EventProducer(bootstrap, topics) as producer:
+        for kind, record in events:
+            (producer.send_impression if kind == "i" else producer.send_click)(record)
+        producer.flush(30)
+
+
+@pytest.fixture(scope="module")
+def flink_cluster(tmp_path_factory):
+    started = time.monotonic()
+    with StandaloneCluster(tmp_path_factory.mktemp("flink-cluster"), slots=2) as cluster:
+        print(f"\nflink cluster {cluster.rest_url} up in {time.monotonic() - started:.1f}s (home {cluster.home})")
+        yield cluster
+
+
+def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_cluster):
+    cluster = flink_cluster
+    started = time.monotonic()
+    lap = started
+
+    def log(step: str) -> None:
+        nonlocal lap
+        now = time.monotonic()
+        print(f"[{now - started:6.1f}s] {step} (+{now - lap:.1f}s)")
+        lap = now
+
+    suffix = f"-{uuid.uuid4().hex[:8]}"
+    topics = TopicNames().suffixed(suffix)
+    create_all(kafka_broker, topics, partitions=PARTITIONS)
+    stream = generate(GEN)
+    events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
+                    key=lambda e: e[1]["event_time"])
+    half = len(events) // 2
+    last_event_ms = events[-1][1]["event_time"]
+    sentinel_ms = last_event_ms + int(SENTINEL_AFTER_S * 1000)
+    job_args = [
+        "--bootstrap", kafka_broker, f"--topic-suffix={suffix}",
+        "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2", "--checkpoint-interval", "2",
+        "--idleness", "0", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
+        "--retention", "600", "--metrics-interval", "60", "--dim", "8", "--job-name", "freshrank-cluster-test",
+    ]
+    examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
+    job_id = None
+    try:
+        send_events(kafka_broker, topics, events[:half])
+        log(f"first half produced ({half} events)")
+
+        job_id = cluster.submit(job_args, parallelism=2)
+        log(f"submitted job {job_id}")
+        cluster.wait_running(job_id, timeout_s=180)
+        log("job running")
+
+        def job_alive() -> None:
+            state = cluster.job_status(job_id)
+            assert state in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING"), (
+                f"job {job_id} is {state}:\n{cluster.failure(job_id)}")
+
+        assert examples.poll_until(lambda records: len(records) >= 20, 180, job_alive), (
+            f"no examples committed by the first run:\n{cluster.failure(job_id)}")
+        log(f"{len(examples.records)} examples committed by the first run")
+
+        savepoint = cluster.stop_with_savepoint(job_id)
+        cluster.wait_for_status(job_id, "FINISHED", timeout_s=60)
+        log(f"stopped with savepoint {savepoint}")
+        examples.drain(quiet_s=2.0)
+        first_run = len(examples.records)
+
+        send_events(kafka_broker, topics, events[half:])
+        send_sentinels(kafka_broker, topics, sentinel_ms)
+        log(f"second half ({len(events) - half} events) and sentinels produced")
+
+        job_id = cluster.submit_from_savepoint(savepoint, job_args, parallelism=2)
+        log(f"resumed as job {job_id}")
+
+        reference = reference_join(stream.impressions, stream.clicks, int(WINDOW_S * 1000))
+        closed_before_ms = sentinel_ms - int((MAX_DISORDER_S + WINDOW_S) * 1000)
+        expected = {impression["impression_id"]: reference.labels[impression["impression_id"]]
+                    for impression in stream.impressions if impression["event_time"] < closed_before_ms}
+        assert len(expected) == len(reference.labels)  # the sentinels close every window of the stream
+        complete = examples.poll_until(lambda records: len({r["impression_id"] for r in records}) >= len(expected),
+                                       240, job_alive)
+        log(f"{len(examples.records)} examples in all ({len(examples.records) - first_run} from the resumed run)")
+        assert complete, (f"only {len({r['impression_id'] for r in examples.records})} of {len(expected)} "
+                          f"impressions have an example:\n{cluster.failure(job_id)}")
+        # Two more checkpoints' worth of commits: any duplicate would show up now.
+        examples.drain(quiet_s=5.0)
+        log("drained")
+    finally:
+        examples.close()
+        if job_id is not None:
+            cluster.cancel(job_id)
+
+    ids = [e["impression_id"] for e in examples.records]
+    duplicated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    assert not duplicated, f"{len(duplicated)} impressions have more than one example, e.g. {duplicated[:5]}"
+    assert first_run > 0 and len(ids) > first_run, "both runs must have produced examples"
+    assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples.records} == expected
