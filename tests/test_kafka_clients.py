@@ -12,6 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from samples import SAMPLES
 
 from job.generate import GeneratorConfig, generate, write_stream
 from job.kafka_broker import create_topics
@@ -27,58 +28,6 @@ from udfs.records import InvalidRecord, validate_record
 NOW_MS = int(time.time() * 1000)
 FOREVER = dict.fromkeys(("impressions", "clicks", "items", "examples", "metrics", "dead_letter"), -1)
 
-SAMPLES = {
-    "Impression": {
-        "impression_id": "imp-1",
-        "request_id": "req-1",
-        "user_id": "u-1",
-        "item_id": "it-1",
-        "query": "red shoes",
-        "position": 3,
-        "event_time": 1_700_000_000_123,
-    },
-    "Click": {"impression_id": "imp-1", "user_id": "u-1", "item_id": "it-1", "event_time": 1_700_000_001_000},
-    "Item": {"item_id": "it-1", "title": "Schuhe – rot", "category": "shoes", "embedding": [0.5, -1.25, 3.0]},
-    "LabeledExample": {
-        "impression_id": "imp-1",
-        "request_id": "req-1",
-        "user_id": "u-1",
-        "item_id": "it-1",
-        "query": None,
-        "position": 1,
-        "label": 1,
-        "score": 0.123456789,
-        "impression_time": 1_700_000_000_123,
-        "click_time": 1_700_000_001_000,
-        "model_version": 42,
-    },
-    "ModelSnapshot": {
-        "version": 1_700_000_000_000,
-        "entity_type": "ITEM",
-        "entity_id": "it-1",
-        "vector": [0.25, -0.5],
-        "bias": -0.1,
-        "vector_accum": [1.5, 2.0],
-        "bias_accum": 0.01,
-        "updates": 7,
-        "watermark": 1_699_999_999_000,
-        "created_at": 1_700_000_002_000,
-        "replica": 2,
-    },
-    "Metric": {
-        "name": "logloss",
-        "value": 0.6931,
-        "window_start": 1_700_000_000_000,
-        "window_end": 1_700_000_060_000,
-        "emitted_at": 1_700_000_061_000,
-    },
-    "DeadLetter": {
-        "source": "clicks",
-        "reason": "bad marker 7b22 (expected c301)",
-        "payload": b'{"not": "avro"}\x00\xff',
-        "received_at": 1_700_000_000_500,
-    },
-}
 
 
 def unique(name: str) -> str:
