@@ -4,8 +4,9 @@ The apache-flink wheel ships `pyflink/bin/{start-cluster.sh,stop-cluster.sh,flin
 them against a generated cluster folder ("home"), never against the venv's own `pyflink/conf` or
 `pyflink/lib`, which it leaves untouched:
 
-    home/conf/        FLINK_CONF_DIR: flink-conf/config.yaml flattened, plus the cluster's overrides
-                      (ports, slots, python.executable, checkpoint and savepoint dirs), log4j files,
+    home/conf/        FLINK_CONF_DIR: config.yaml = the wheel's conf/config.yaml (its Java 17
+                      --add-opens), then flink-conf/config.yaml, then the cluster's own settings
+                      (ports, slots, python.executable, checkpoint and savepoint dirs); log4j files,
                       masters and workers (localhost)
     home/lib/         FLINK_LIB_DIR: links to pyflink/lib/*.jar plus pyflink/opt/flink-python-*.jar, so
                       PemJa loads once per TaskManager JVM (a second thread-mode job on the same
@@ -16,8 +17,9 @@ them against a generated cluster folder ("home"), never against the venv's own `
     home/cluster.json the REST port and daemon pids, for `python -m job.cluster status|stop`
 
 Thread mode embeds CPython in the TaskManager JVM, which sees the venv's packages and this repository
-only through the PYTHONPATH it inherits: every script runs with PYTHONPATH=<site-packages>:<repo>,
-`java` on PATH and the venv's interpreter as `python.executable` and client executable.
+only through the PYTHONPATH it inherits, and finds its standard library from `python3` on PATH: every
+script runs with PYTHONPATH=<site-packages>:<repo>, the venv's bin/ first on PATH, then java's folder,
+and the venv's interpreter as `python.executable` and client executable.
 
     with StandaloneCluster() as cluster:                   # free REST port, temporary home
         job_id = cluster.submit(["--bootstrap", "localhost:9092", "--parallelism", "2"])
@@ -26,24 +28,16 @@ only through the PYTHONPATH it inherits: every script runs with PYTHONPATH=<site
 
 From a shell (home `.cache/flink-cluster`, REST port 8081 unless `--port`):
 
-    python -m job.cluster start [--port 8081] [--home DIR]   # prints the web UI address and the env to export
-    python -m job.cluster status | env | stop [--home DIR]
+    python -m job.cluster start [--port 8081] [--home DIR]     # prints `export` lines for the raw client
+    python -m job.cluster submit [-s SAVEPOINT] [-p 2] -- --bootstrap localhost:9092 ...   # prints the job id
+    python -m job.cluster stop-job JOB_ID                      # stop with savepoint; prints its path
+    python -m job.cluster status | env | cancel JOB_ID | stop
 
-Submitting (`flink run -py job/main.py`): the program's own configuration (flink-conf/config.yaml,
-applied by `job.flink_env.make_environment`) overrides the cluster's for the submission itself, so
-its `rest.port` decides which REST endpoint the client submits to. `submit` therefore runs job/main.py
-directly only when that port is this cluster's; otherwise it runs the same entry through
-`python -m job.cluster job ...`, which drops cluster-level keys (rest.*, jobmanager.*, taskmanager.*,
-checkpoint and savepoint dirs) from the program's configuration first.
+Submitting runs `flink run -py job/main.py`; the job's own configuration carries job-level settings
+only (`job.flink_env.job_settings`), so the client submits to the cluster its FLINK_CONF_DIR names.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-if __name__ == "__main__" and not __package__:  # `flink run -py job/cluster.py job ...` runs this file as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import json
@@ -54,24 +48,24 @@ import signal
 import site
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import yaml
 
-from job.jars import REPO_ROOT, flink_kafka_connector_jar
+from job.jars import REPO_ROOT
 
 MAIN_PY = REPO_ROOT / "job" / "main.py"
 DEFAULT_HOME = REPO_ROOT / ".cache" / "flink-cluster"
 DEFAULT_REST_PORT = 8081
 STATE_FILE = "cluster.json"
 # Keys of the program's configuration that belong to the cluster, not to a job (see the module doc).
-CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
-CLUSTER_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
 TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
 
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
@@ -132,17 +126,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def job_settings(settings: dict[str, str]) -> dict[str, str]:
-    """`settings` without the cluster-level keys (see CLUSTER_KEY_PREFIXES / CLUSTER_KEYS)."""
-    return {key: value for key, value in settings.items()
-            if not key.startswith(CLUSTER_KEY_PREFIXES) and key not in CLUSTER_KEYS}
 
 
 class StandaloneCluster:
@@ -273,12 +268,12 @@ class StandaloneCluster:
             except (subprocess.TimeoutExpired, ClusterError):
                 pass
         for pid in self._leftovers(pids):
-            os.kill(pid, signal.SIGTERM)
+            _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
         while self._leftovers(pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in self._leftovers(pids):
-            os.kill(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
         self._pids = []
         (self.home / STATE_FILE).unlink(missing_ok=True)
         if self.remove_home:
@@ -374,22 +369,28 @@ class StandaloneCluster:
     ) -> str:
         """`flink run [-d] [-s SAVEPOINT] -p N -py job/main.py ARGS`; returns the job id.
 
-        ARGS are `freshrank run` options (`--bootstrap H:P --topic-suffix ...`). The Kafka connector
-        jar goes with `--jarfile` (job.kafka_job also adds it to pipeline.jars; either one ships it).
+        ARGS are `freshrank run` options (`--bootstrap H:P --topic-suffix=...`; write options whose
+        value starts with "-" as `--opt=value`). No `--jarfile`: job.kafka_job adds the Kafka connector
+        jar to pipeline.jars, and the client ships pipeline.jars with the job.
         """
         command = ["run"]
         if detached:
             command.append("-d")
         if savepoint:
             command += ["-s", savepoint]
-        command += ["-p", str(parallelism), "--jarfile", str(flink_kafka_connector_jar()),
-                    "-pyclientexec", self.python, *self._entry(), *args]
+        command += ["-p", str(parallelism), "-pyclientexec", self.python, "-py", str(MAIN_PY), *args]
         result = self.flink(command, timeout_s=timeout_s)
         found = _JOB_ID.search(result.stdout)
         if result.returncode != 0 or found is None:
             raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
                                f"{_last(result.stdout + result.stderr, 30)}\n{self.log_tail(40, client=True)}")
-        return found.group(1)
+        job_id = found.group(1)
+        try:
+            self.job_status(job_id)
+        except urllib.error.HTTPError as error:  # submitted, but elsewhere: see the module doc on rest.port
+            raise ClusterError(f"job {job_id} was submitted, but not to this cluster ({self.rest_url}): the "
+                               "program's configuration names another rest.address/rest.port") from error
+        return job_id
 
     def submit_from_savepoint(self, savepoint: str, args: list[str], detached: bool = True, **kwargs: Any) -> str:
         """`submit` resuming from `savepoint` (`flink run -s SAVEPOINT ...`)."""
@@ -430,14 +431,6 @@ class StandaloneCluster:
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
 
     # --- internals ------------------------------------------------------------------------------
-
-    def _entry(self) -> list[str]:
-        """`-py job/main.py` if the program's own rest.port is this cluster's, else the filtering entry."""
-        from job.flink_env import flink_settings
-
-        if flink_settings().get("rest.port") == str(self.rest_port):
-            return ["-py", str(MAIN_PY)]
-        return ["-py", str(Path(__file__).resolve()), "job"]
 
     def _run(self, command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(command, env=self.env(), cwd=REPO_ROOT, capture_output=True, text=True,
@@ -532,23 +525,11 @@ def _last(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-# --- `flink run -py job/cluster.py job ...`: job/main.py without cluster-level program settings -------
-
-
-def _run_job(args: list[str]) -> int:
-    """The `freshrank run` entry with cluster-level keys removed from the program's configuration."""
-    from job import flink_env
-    from job.cli import main
-
-    settings = flink_env.flink_settings
-    flink_env.flink_settings = lambda conf_dir=flink_env.FLINK_CONF_DIR: job_settings(settings(conf_dir))
-    return main(["run", *args])
-
-
 # --- command line ---------------------------------------------------------------------------------
 
 
 def _print_env(cluster: StandaloneCluster) -> None:
+    """`export` lines that point the `flink` client (and Flink's scripts) at this cluster."""
     env = cluster.env()
     for name in ("FLINK_CONF_DIR", "FLINK_LIB_DIR", "FLINK_LOG_DIR", "FLINK_PID_DIR", "PYTHONPATH",
                  "PYFLINK_CLIENT_EXECUTABLE"):
@@ -556,35 +537,66 @@ def _print_env(cluster: StandaloneCluster) -> None:
     print(f"export PATH={cluster.flink_bin}:$PATH")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
+    parser = argparse.ArgumentParser(prog="python -m job.cluster", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", parents=[common],
+                                help="start the cluster and wait until its TaskManager is registered")
+    start.add_argument("--port", type=int, default=DEFAULT_REST_PORT,
+                       help="REST/web UI port (default %(default)s; 0 = any free port)")
+    start.add_argument("--slots", type=int, default=2, help="TaskManager slots (default %(default)s)")
+    commands.add_parser("status", parents=[common], help="TaskManagers, slots and jobs of the running cluster")
+    commands.add_parser("env", parents=[common], help="print `export` lines for the raw `flink` client")
+    commands.add_parser("stop", parents=[common], help="stop the cluster (stop-cluster.sh, then any leftover daemon)")
+    submit = commands.add_parser(
+        "submit", parents=[common], help="flink run the job; prints its id",
+        description="Submit the Kafka job (`flink run -d -py job/main.py`); options after `--` are "
+                    "`freshrank run` options, e.g. `-- --bootstrap localhost:9092 --parallelism 2`.")
+    submit.add_argument("-s", "--from-savepoint", help="resume from this savepoint (flink run -s)")
+    submit.add_argument("-p", "--parallelism", type=int, default=2, help="job parallelism (default %(default)s)")
+    submit.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then `freshrank run` options")
+    stop_job = commands.add_parser("stop-job", parents=[common],
+                                   help="stop a job with a savepoint; prints the savepoint path")
+    stop_job.add_argument("job_id")
+    stop_job.add_argument("--savepoint-dir", help="target folder (default HOME/savepoints)")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a job (no savepoint)")
+    cancel.add_argument("job_id")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["job"]:
-        return _run_job(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m job.cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "env"])
-    parser.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_REST_PORT,
-                        help="REST/web UI port (default %(default)s; 0 = any free port)")
-    parser.add_argument("--slots", type=int, default=2, help="TaskManager slots (default %(default)s)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "start":
             started = time.monotonic()
             cluster = StandaloneCluster(args.home, args.port, slots=args.slots).start()
             print(f"Flink cluster up in {time.monotonic() - started:.1f}s: {cluster.rest_url} "
-                  f"(logs {cluster.log_dir}); for the `flink` client:")
+                  f"(logs {cluster.log_dir}); for the raw `flink` client:", file=sys.stderr)
             _print_env(cluster)
-        elif args.command == "stop":
-            StandaloneCluster.attach(args.home).stop()
-            print("Flink cluster stopped")
+            return 0
+        cluster = StandaloneCluster.attach(args.home)
+        if args.command == "stop":
+            cluster.stop()
+            print("Flink cluster stopped", file=sys.stderr)
         elif args.command == "env":
-            _print_env(StandaloneCluster.attach(args.home))
-        else:
-            cluster = StandaloneCluster.attach(args.home)
+            _print_env(cluster)
+        elif args.command == "status":
             overview = cluster.overview()
             print(f"{cluster.rest_url}: {overview['taskmanagers']} TaskManager(s), "
                   f"{overview['slots-available']}/{overview['slots-total']} slots free, "
                   f"{overview['jobs-running']} job(s) running")
+            for job in cluster.rest("/jobs/overview")["jobs"]:
+                print(f"{job['jid']}  {job['state']:<10} {job['name']}")
+        elif args.command == "submit":
+            job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
+            print(cluster.submit(job_args, parallelism=args.parallelism, savepoint=args.from_savepoint))
+        elif args.command == "stop-job":
+            print(cluster.stop_with_savepoint(args.job_id, args.savepoint_dir))
+        elif args.command == "cancel":
+            cluster.cancel(args.job_id)
     except (ClusterError, urllib.error.URLError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

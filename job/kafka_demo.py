@@ -197,12 +197,21 @@ def _rest(port: int, path: str, body: dict[str, Any] | None = None, timeout_s: f
         return json.loads(response.read() or b"null")
 
 
+# A live run is drained a few seconds after its stream ends. A source that is idle (no record for
+# `--idleness` seconds) when the job is drained drops the final MAX_WATERMARK (Flink 2.2, FLINK-40499:
+# outputs stop at the status gate while it is IDLE), so the last windows never close and their
+# negatives, metrics and the final snapshot are lost. Live runs therefore declare a partition idle
+# only after this long, well past the drain.
+LIVE_IDLENESS_S = 60.0
+
+
 def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id: str, job_name: str,
-             checkpoint_interval_s: float, items: Path | None = None, bounded: bool = False) -> list[str]:
+             checkpoint_interval_s: float, items: Path | None = None, bounded: bool = False,
+             idleness_s: float = 5.0) -> list[str]:
     """`freshrank run` options for this configuration (the suffix as `--topic-suffix=...`: it may start with -)."""
     args = [
         "run", "--bootstrap", bootstrap, f"--topic-suffix={topics_suffix}", "--group-id", group_id,
-        "--job-name", job_name, "--checkpoint-interval", str(checkpoint_interval_s),
+        "--job-name", job_name, "--checkpoint-interval", str(checkpoint_interval_s), "--idleness", str(idleness_s),
         "--window", str(config.window_s), "--max-disorder", str(config.max_disorder_s),
         "--retention", str(config.retention_s), "--snapshot-interval", str(config.snapshot_interval_s),
         "--metrics-interval", str(config.metrics_interval_s), "--parallelism", str(config.parallelism),
@@ -231,10 +240,12 @@ class LocalJob:
 
     def start(self) -> LocalJob:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Flink's own log next to ours (by default PyFlink writes one file in its package, shared by all runs).
+        env = {**os.environ, "FLINK_LOG_DIR": str((self.log_path.parent / "flink-log").resolve())}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "job.cli", *self.args], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True,
+                stderr=subprocess.STDOUT, cwd=self.cwd, env=env, start_new_session=True,
             )
         self.started = time.monotonic()
         return self
@@ -416,7 +427,7 @@ def run_live(
 
     run_id = uuid.uuid4().hex[:8]
     name = f"freshrank-live-{run_id}"
-    local = LocalJob(run_args(bootstrap, topic_suffix, job, group_id=name, job_name=name,
+    local = LocalJob(run_args(bootstrap, topic_suffix, job, group_id=name, job_name=name, idleness_s=LIVE_IDLENESS_S,
                               checkpoint_interval_s=checkpoint_interval_s, items=catalog.resolve()),
                      name, work_dir / "job.log", work_dir)
     sampled = _sample_clicks(stream, samples)

@@ -14,6 +14,7 @@ One scenario, in order (a real cluster from the pip-installed Flink, a real brok
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -167,6 +168,9 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
 
         job_id = cluster.submit_from_savepoint(savepoint, job_args, parallelism=2)
         log(f"resumed as job {job_id}")
+        cluster.wait_running(job_id, timeout_s=180)
+        restored = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
+        assert restored and restored["is_savepoint"] and restored["external_path"] == savepoint, restored
 
         reference = reference_join(stream.impressions, stream.clicks, int(WINDOW_S * 1000))
         closed_before_ms = sentinel_ms - int((MAX_DISORDER_S + WINDOW_S) * 1000)
@@ -184,7 +188,8 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
     finally:
         examples.close()
         if job_id is not None:
-            cluster.cancel(job_id)
+            with contextlib.suppress(Exception):  # the fixture stops the cluster anyway; keep the real error
+                cluster.cancel(job_id)
 
     ids = [e["impression_id"] for e in examples.records]
     duplicated = sorted(i for i, n in Counter(ids).items() if n > 1)
