@@ -35,13 +35,11 @@ def flink_settings(conf_dir: Path = FLINK_CONF_DIR) -> dict[str, str]:
 # travel in a job's own configuration: the job's settings win over the cluster's for the submission,
 # so a `rest.port` there would decide which cluster `flink run` submits to.
 CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
-CLUSTER_KEYS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir")
 
 
 def job_settings(settings: dict[str, str]) -> dict[str, str]:
     """`settings` without the cluster-level keys."""
-    return {key: value for key, value in settings.items()
-            if not key.startswith(CLUSTER_KEY_PREFIXES) and key not in CLUSTER_KEYS}
+    return {key: value for key, value in settings.items() if not key.startswith(CLUSTER_KEY_PREFIXES)}
 
 
 def make_environment(overrides: dict[str, str] | None = None) -> StreamExecutionEnvironment:

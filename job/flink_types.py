@@ -6,6 +6,7 @@ from pyflink.common import Types
 from pyflink.common.typeinfo import TypeInformation
 
 from job.schemas import raw_schema
+from udfs.records import EVENT_FIELDS
 
 _PRIMITIVES = {
     "string": Types.STRING(),
@@ -31,3 +32,11 @@ def row_type(schema_name: str, only: tuple[str, ...] | None = None) -> TypeInfor
     fields = {f["name"]: f["type"] for f in raw_schema(schema_name)["fields"]}
     names = list(only) if only else list(fields)
     return Types.ROW_NAMED(names, [_flink_type(fields[name]) for name in names])
+
+
+def event_type() -> TypeInformation:
+    """Impressions and clicks as one row type (udfs.records.EVENT_FIELDS)."""
+    return Types.ROW_NAMED(
+        list(EVENT_FIELDS),
+        [Types.INT(), *[Types.STRING()] * 5, Types.INT(), Types.LONG(), Types.PICKLED_BYTE_ARRAY()],
+    )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -171,30 +172,29 @@ def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5,
             user_id = record["entity_id"]
             age_s = consumer.freshness_ms(user_id) / 1000
             print(f"\nuser {user_id} ({record['updates']:,} updates, snapshot {age_s:.1f} s old): "
-                  f"top {k} of {len(items):,} items")
+                  f"top {min(k, len(items))} of {len(items):,} items")
             print("\n".join(_ranking_lines(consumer.rank(user_id, items, k))))
 
 
 # --- the job in a child process ---------------------------------------------------------------------
 
 
-def _rest_ports() -> range:
-    from job.flink_env import flink_settings
-
-    spec = flink_settings().get("rest.bind-port", "8081-8099")
-    low, _, high = spec.partition("-")
-    return range(int(low), int(high or low) + 1)
-
-
-def _rest(port: int, path: str, body: dict[str, Any] | None = None, timeout_s: float = 2.0) -> Any:
+def _rest(address: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 2.0) -> Any:
+    """GET (or POST `body` to) Flink's REST API at `host:port`; the decoded JSON answer."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
+        f"http://{address}{path}",
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="GET" if body is None else "POST",
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read() or b"null")
+
+
+# The MiniCluster's REST endpoint takes a free port (job/flink_env.py keeps rest.* out of jobs) and
+# says which in its log.
+_REST_LINE = re.compile(rb"Rest endpoint listening at ([^\s:]+):(\d+)")
+_FAILED_STATES = frozenset({"FAILING", "FAILED", "RESTARTING", "CANCELLING", "CANCELED", "SUSPENDED"})
 
 
 # A live run is drained a few seconds after its stream ends. A source that is idle (no record for
@@ -234,14 +234,14 @@ class LocalJob:
         self.log_path = log_path
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
+        self.address: str | None = None  # host:port of the job's REST endpoint
         self.job_id: str | None = None
         self.started = 0.0
 
     def start(self) -> LocalJob:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Flink's own log next to ours (by default PyFlink writes one file in its package, shared by all runs).
-        env = {**os.environ, "FLINK_LOG_DIR": str((self.log_path.parent / "flink-log").resolve())}
+        env = {**os.environ, "FLINK_LOG_DIR": str(self.flink_log_dir.resolve())}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "job.cli", *self.args], stdin=subprocess.DEVNULL, stdout=log,
@@ -264,32 +264,65 @@ class LocalJob:
         if code is not None:
             raise RuntimeError(f"the job exited with code {code}; log {self.log_path}:\n{self.log_tail()}")
 
-    def _find(self) -> tuple[int, dict[str, Any]] | None:
-        ports = [self.port] if self.port else list(_rest_ports())
-        for port in ports:
-            try:
-                jobs = _rest(port, "/jobs/overview", timeout_s=0.5)["jobs"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            for job in jobs:
-                if job.get("name") == self.job_name:
-                    return port, job
+    @property
+    def flink_log_dir(self) -> Path:
+        return self.log_path.parent / "flink-log"
+
+    def _rest_address(self) -> str | None:
+        """host:port of the MiniCluster's REST endpoint, from its log (None until it is up)."""
+        for log in sorted(self.flink_log_dir.glob("*.log")):
+            found = _REST_LINE.findall(log.read_bytes())
+            if found:
+                host, port = found[-1]
+                return f"{host.decode()}:{int(port)}"
         return None
 
+    def _find(self) -> dict[str, Any] | None:
+        """The job's entry in /jobs/overview (None while the cluster or the job is not up yet)."""
+        self.address = self.address or self._rest_address()
+        if self.address is None:
+            return None
+        try:
+            jobs = _rest(self.address, "/jobs/overview", timeout_s=2.0)["jobs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return next((job for job in jobs if job.get("name") == self.job_name), None)
+
+    def _failure(self, job: dict[str, Any]) -> str:
+        """The newest exception of a failing job, shortened to its most telling lines."""
+        try:
+            history = _rest(self.address, f"/jobs/{job['jid']}/exceptions")
+            entries = (history.get("exceptionHistory") or {}).get("entries") or []
+            trace = entries[0].get("stacktrace", "") if entries else history.get("root-exception") or ""
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            trace = ""
+        lines = [line.strip() for line in trace.splitlines()]
+        telling = [line for line in lines if "Exception" in line or "Error" in line][-4:]
+        return "\n".join(lines[:1] + telling) or f"(no exception recorded; see {self.flink_log_dir})"
+
+    def check_state(self) -> None:
+        """Raise if the child exited or the job failed or restarts (a healthy job stays RUNNING)."""
+        self._check_alive()
+        job = self._find()
+        if job is not None and job["state"] in _FAILED_STATES:
+            raise RuntimeError(f"job {self.job_name} is {job['state']}: {self._failure(job)}")
+
     def wait_running(self, timeout_s: float = 180.0) -> float:
-        """Wait until every task of the job runs; returns seconds since `start()`."""
+        """Wait until every task of the job runs; returns seconds since `start()`. Raises if it fails."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive()
-            found = self._find()
-            if found is not None:
-                self.port, job = found
+            job = self._find()
+            if job is not None:
                 self.job_id = job["jid"]
+                if job["state"] in _FAILED_STATES:
+                    raise RuntimeError(f"job {self.job_name} is {job['state']} while starting: {self._failure(job)}")
                 tasks = job.get("tasks", {})
                 if job["state"] == "RUNNING" and tasks.get("running") == tasks.get("total"):
                     return time.monotonic() - self.started
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_name} not running after {timeout_s}s; log:\n{self.log_tail()}")
+                raise TimeoutError(f"job {self.job_name} not running after {timeout_s}s; "
+                                   f"logs in {self.log_path.parent}")
             time.sleep(0.5)
 
     def wait(self, timeout_s: float) -> int:
@@ -303,14 +336,14 @@ class LocalJob:
         """Flink stop-with-savepoint --drain: sources end, MAX_WATERMARK closes every window and timer,
         the final savepoint commits the Kafka transactions, the job finishes; returns the exit code."""
         self._check_alive()
-        if self.port is None or self.job_id is None:
+        if self.address is None or self.job_id is None:
             raise RuntimeError("job not found on the REST API: call wait_running() first")
-        trigger = _rest(self.port, f"/jobs/{self.job_id}/stop",
+        trigger = _rest(self.address, f"/jobs/{self.job_id}/stop",
                         {"drain": True, "targetDirectory": savepoint_dir.resolve().as_uri()}, timeout_s=30)
         deadline = time.monotonic() + timeout_s
         while self.exited() is None:
             try:
-                status = _rest(self.port, f"/jobs/{self.job_id}/savepoints/{trigger['request-id']}")
+                status = _rest(self.address, f"/jobs/{self.job_id}/savepoints/{trigger['request-id']}")
                 cause = (status.get("operation") or {}).get("failure-cause")
                 if cause:
                     raise RuntimeError(f"stop-with-savepoint failed: {str(cause.get('stack-trace', cause))[:2000]}")
@@ -351,9 +384,7 @@ class LiveRun:
     job_wall_s: float  # job start until it finished (drained)
     drain_s: float
     speedup: float
-    freshness_ms: list[float] = field(default_factory=list)
-    freshness_excluded: int = 0  # sampled clicks published only by the end-of-stream drain
-    freshness_unmatched: int = 0  # sampled clicks that did not make the positive (duplicate, late, early...)
+    freshness: Freshness
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -362,9 +393,16 @@ def _sample_clicks(stream, n: int) -> dict[str, str]:
     shown = {i["impression_id"] for i in stream.impressions}
     clicks = [c for c in stream.clicks if c["impression_id"] in shown]
     picked: dict[str, str] = {}
-    for c in clicks[:: max(1, len(clicks) // max(n, 1))]:
+    for c in clicks[:: max(1, math.ceil(len(clicks) / max(n, 1)))]:
         picked.setdefault(c["impression_id"], c["user_id"])
     return picked
+
+
+class Freshness(NamedTuple):
+    values_ms: list[float]  # one per sampled click that was measured
+    at_drain: int  # sampled clicks whose update was published only by the end-of-stream drain
+    warm_up: int  # clicks of the first window after a cold start: learned when it closes, by design
+    unmatched: int  # sampled clicks that did not make the positive (late, orphan, another click counted)
 
 
 def freshness_of(
@@ -372,27 +410,32 @@ def freshness_of(
     examples: Iterable[dict[str, Any]],
     history: dict[str, list[tuple[int, int]]],
     drain_started_ms: int,
-) -> tuple[list[float], int, int]:
+    warm_up_until_ms: int | None = None,
+) -> Freshness:
     """Freshness (ms) of each sampled click: ack time -> first user record with version > model_version seen.
 
     `acked`: impression id -> (wall ms when Kafka acknowledged the click, its timestamp = event time);
-    `history`: user id -> [(version, wall ms seen)] in arrival order. Returns (freshness values,
-    clicks published only at the drain, clicks that did not make the positive example).
+    `history`: user id -> [(version, wall ms seen)] in arrival order. Clicks on impressions before
+    `warm_up_until_ms` (event time) are not measured: the learner defers those positives to the end of
+    the first window (udfs/join_learn.py), so the next snapshot after them would not include them.
     """
     by_id = {e["impression_id"]: e for e in examples if e["impression_id"] in acked}
     values: list[float] = []
-    excluded = unmatched = 0
+    at_drain = warm_up = unmatched = 0
     for impression_id, (acked_ms, click_ms) in acked.items():
         example = by_id.get(impression_id)
         if example is None or example["label"] != 1 or example["click_time"] != click_ms:
-            unmatched += 1  # an orphan, late or duplicate click, or another click on the impression counted
+            unmatched += 1
+            continue
+        if warm_up_until_ms is not None and example["impression_time"] < warm_up_until_ms:
+            warm_up += 1
             continue
         seen = next((s for v, s in history.get(example["user_id"], ()) if v > example["model_version"]), None)
         if seen is None or seen >= drain_started_ms:
-            excluded += 1
+            at_drain += 1
             continue
         values.append(float(seen - acked_ms))
-    return values, excluded, unmatched
+    return Freshness(values, at_drain, warm_up, unmatched)
 
 
 def run_live(
@@ -444,7 +487,7 @@ def run_live(
     local.start()
     try:
         startup_s = local.wait_running()
-        say(f"job running after {startup_s:.1f} s (REST port {local.port}); streaming {len(stream.impressions):,} "
+        say(f"job running after {startup_s:.1f} s (REST {local.address}); streaming {len(stream.impressions):,} "
             f"impressions and {len(stream.clicks):,} clicks live: {span_s:,.0f} s of event time at {speedup:.1f}x "
             f"(~{duration_s:.0f} s) ...")
         history: dict[str, list[tuple[int, int]]] = {u: [] for u in watched}
@@ -452,7 +495,11 @@ def run_live(
 
             def follow(seconds: float | None = None, while_alive: threading.Thread | None = None) -> None:
                 until = time.monotonic() + (seconds or 0.0)
+                checked = time.monotonic()
                 while (while_alive.is_alive() if while_alive is not None else time.monotonic() < until):
+                    if time.monotonic() - checked > 5.0:  # a failing job restarts: stop rather than mis-measure
+                        local.check_state()
+                        checked = time.monotonic()
                     consumer.poll(0.1)
                     for user in watched:
                         record = consumer.user_record(user)
@@ -496,9 +543,11 @@ def run_live(
         local.kill()
 
     examples = read_topic(bootstrap, topics.examples, "LabeledExample")
-    values, excluded, unmatched = freshness_of(acked, examples, history, drain_started_ms)
-    return LiveRun(topics, outcome["counts"], stream_s, startup_s, job_wall_s, drain_s, speedup, values, excluded,
-                   unmatched, examples)
+    # The first window after the cold start (as the learner saw it: the first impression to arrive).
+    first_ms = min((e["impression_time"] for e in examples), default=0)
+    warm_up_until_ms = first_ms + job.window_ms + job.max_disorder_ms
+    freshness = freshness_of(acked, examples, history, drain_started_ms, warm_up_until_ms)
+    return LiveRun(topics, outcome["counts"], stream_s, startup_s, job_wall_s, drain_s, speedup, freshness, examples)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -506,14 +555,21 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def freshness_line(run: LiveRun) -> str:
-    v = run.freshness_ms
+    f = run.freshness
+    v = f.values_ms
+    skipped = (f"not measured: {f.warm_up} in the first window (learned when it closes), {f.at_drain} published "
+               f"only by the final drain, {f.unmatched} not the counted click")
     if not v:
-        return f"snapshot freshness: no measurement ({run.freshness_excluded} published only at the drain)"
+        return f"snapshot freshness: no measurement ({skipped})"
     return (f"snapshot freshness (click acked by Kafka -> updated user vector visible to a read_committed "
             f"SnapshotConsumer): p50 {_percentile(v, 50):,.0f} ms  p99 {_percentile(v, 99):,.0f} ms  "
-            f"(min {min(v):,.0f}, max {max(v):,.0f}; {len(v)} clicks sampled"
-            + (f", {run.freshness_excluded} more published only by the final drain" if run.freshness_excluded else "")
-            + ")")
+            f"(min {min(v):,.0f}, max {max(v):,.0f}; {len(v)} sampled clicks; {skipped})")
+
+
+def freshness_figures(run: LiveRun) -> dict[str, float]:
+    f = run.freshness
+    return {"p50": _percentile(f.values_ms, 50), "p99": _percentile(f.values_ms, 99), "n": len(f.values_ms),
+            "warm_up": f.warm_up, "at_drain": f.at_drain, "unmatched": f.unmatched}
 
 
 # --- the demo and the benchmark -------------------------------------------------------------------------
@@ -603,9 +659,7 @@ def run_kafka_demo(
         "speedup": live.speedup,
         "job_startup_s": live.startup_s,
         "drain_s": live.drain_s,
-        "freshness_ms": {"p50": _percentile(live.freshness_ms, 50), "p99": _percentile(live.freshness_ms, 99),
-                         "n": len(live.freshness_ms), "published_at_drain": live.freshness_excluded,
-                         "not_the_counted_click": live.freshness_unmatched},
+        "freshness_ms": freshness_figures(live),
     })
     png = plot_learning_curve(out / "run", out / "learning-curve.png", oracle)
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
@@ -727,8 +781,6 @@ def run_kafka_bench(
               f"snapshots every {live_job.snapshot_interval_s:g} s ...")
         live = run_live(servers, _unique_suffix("bench-live"), live_gen, live_job,
                         work_dir / "live", duration_s=live_duration_s, checkpoint_interval_s=checkpoint_interval_s)
-        figures.update({"freshness_p50_ms": _percentile(live.freshness_ms, 50),
-                        "freshness_p99_ms": _percentile(live.freshness_ms, 99),
-                        "freshness_samples": len(live.freshness_ms)})
+        figures.update({f"freshness_{k}": v for k, v in freshness_figures(live).items()})
         print(freshness_line(live))
     return figures

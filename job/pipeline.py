@@ -2,7 +2,8 @@
 
     impressions ─ parse ─ watermarks ─┐
                                       ├─ join + learn (key: user_id) ─ examples
-    clicks ────── parse ─ watermarks ─┘        ├─ snapshots
+    clicks ────── parse ─ watermarks ─┘    ▲   ├─ snapshots
+    item-side snapshots (Kafka loop) ──────┘   │
                                                ├─ late clicks, orphan clicks
                                                ├─ metric partials ─┐
                                                └─ join events ─────┴─ metrics (one subtask)
@@ -20,7 +21,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, OutputTag
 
 from job.config import JobConfig
-from job.flink_types import row_type
+from job.flink_types import event_type
 from udfs.encoding import RecordEncoder
 from udfs.join_learn import JoinAndLearn, join_event_type, partial_metrics_type
 from udfs.join_logic import ImpressionClickJoin
@@ -51,13 +52,15 @@ class PipelineInputs:
     # Kafka sources carry event time as the record timestamp and generate per-partition watermarks
     # themselves; file sources need timestamps from the parsed records.
     timestamps_assigned: bool = False
+    # Event rows of kind ITEM_PARAMS: other replicas' item-side parameters, read back from Kafka.
+    item_loop: DataStream | None = None
 
 
 def _parsed(raw: DataStream, source: str, schema: str, config: JobConfig, inputs: PipelineInputs,
             dead_letter_tag: OutputTag, encoder: RecordEncoder) -> tuple[DataStream, DataStream]:
     parsed = (
         raw.process(ParseEvents(source, schema, dead_letter_tag, encoder, inputs.decode),
-                    output_type=row_type(schema))
+                    output_type=event_type())
         .name(f"parse-{source}")
         .uid(f"parse-{source}")
     )
@@ -90,17 +93,17 @@ def build_pipeline(
         "partial-metrics": OutputTag("partial-metrics", partial_metrics_type()),
     }
 
-    # parse + watermarks: Row(Impression) / Row(Click)
+    # parse + watermarks: event rows (kind, impression_id, ..., event_time)
     impressions, bad_impressions = _parsed(
         inputs.impressions, "impressions", "Impression", config, inputs, dead_letter_tag, encoder
     )
     clicks, bad_clicks = _parsed(inputs.clicks, "clicks", "Click", config, inputs, dead_letter_tag, encoder)
+    streams = [clicks] if inputs.item_loop is None else [clicks, inputs.item_loop]
+    events = impressions.union(*streams).key_by(lambda event: event[3], key_type=Types.STRING())
 
-    # join + learn, keyed by user: encoded LabeledExample (scored before learning), one per impression_id
+    # join + learn, keyed by user: encoded LabeledExample (scored on arrival), one per impression_id
     learned = (
-        impressions.connect(clicks)
-        .key_by(lambda imp: imp[2], lambda click: click[1], key_type=Types.STRING())
-        .process(
+        events.process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
                          initial_model),

@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any
 
 from udfs.join_logic import Effects, ImpressionClickJoin, JoinState
-from udfs.records import click_tuple, impression_tuple
+from udfs.records import click_event, click_of, impression_event, impression_of
 
 MIN_WATERMARK = -(2**63)
 MAX_WATERMARK = 2**63 - 1
@@ -193,7 +193,7 @@ def simulate(
     """Run the join over schema dicts in one interleaving; each input ends after its last record."""
     sim = JoinSimulator(window_ms, retention_ms, max_disorder_ms, per_input_watermarks)
     sequence = interleave(
-        [impression_tuple(r) for r in impressions], [click_tuple(r) for r in clicks], how, seed
+        [impression_of(impression_event(r)) for r in impressions], [click_of(click_event(r)) for r in clicks], how, seed
     )
     remaining = Counter(which for which, _ in sequence)
     for which, record in sequence:

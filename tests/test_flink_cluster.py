@@ -15,6 +15,7 @@ One scenario, in order (a real cluster from the pip-installed Flink, a real brok
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import uuid
 from collections import Counter
@@ -135,6 +136,7 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
         "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2", "--checkpoint-interval", "2",
         "--idleness", "0", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
         "--retention", "600", "--metrics-interval", "60", "--dim", "8", "--job-name", "freshrank-cluster-test",
+        "--snapshot-interval", "2",
     ]
     examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
     job_id = None
@@ -185,6 +187,10 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
         # Two more checkpoints' worth of commits: any duplicate would show up now.
         examples.drain(quiet_s=5.0)
         log("drained")
+        # Traffic goes on: a later sentinel closes the metric intervals the item loop's merges fell into.
+        send_sentinels(kafka_broker, topics, sentinel_ms + 10 * int(WINDOW_S * 1000))
+        time.sleep(8)
+        log("second sentinels produced")
     finally:
         examples.close()
         if job_id is not None:
@@ -196,3 +202,15 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
     assert not duplicated, f"{len(duplicated)} impressions have more than one example, e.g. {duplicated[:5]}"
     assert first_run > 0 and len(ids) > first_run, "both runs must have produced examples"
     assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples.records} == expected
+
+    # The item loop: each replica merged the other's item-side parameters read back from Kafka,
+    # and the metrics report how old they were on arrival (emitted once later traffic moves the
+    # watermark past the interval the merges fell into).
+    metrics = TopicReader(kafka_broker, topics.metrics, "Metric")
+    metrics.drain(quiet_s=3.0)
+    metrics.close()
+    loop_records = max((m["value"] for m in metrics.records if m["name"] == "item_loop_records_total"), default=0)
+    assert loop_records > 0, "no item-side parameters came back through the Kafka loop"
+    staleness = [m["value"] for m in metrics.records
+                 if m["name"] == "item_loop_staleness_ms_max" and not math.isnan(m["value"])]
+    assert staleness and 0 <= max(staleness) < 120_000

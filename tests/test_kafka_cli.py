@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -144,14 +143,20 @@ def test_typed_options_tell_typed_from_defaults(monkeypatch) -> None:
 
 def test_freshness_uses_the_first_user_record_that_includes_the_click() -> None:
     examples = [
-        {"impression_id": "i1", "user_id": "u", "label": 1, "click_time": 500, "model_version": 10},
-        {"impression_id": "i2", "user_id": "v", "label": 1, "click_time": 700, "model_version": 20},
-        {"impression_id": "i3", "user_id": "u", "label": 1, "click_time": 999, "model_version": 10},  # other click
-        {"impression_id": "i4", "user_id": "w", "label": 1, "click_time": 800, "model_version": 30},
+        {"impression_id": "i1", "user_id": "u", "label": 1, "impression_time": 400, "click_time": 500,
+         "model_version": 10},
+        {"impression_id": "i2", "user_id": "v", "label": 1, "impression_time": 600, "click_time": 700,
+         "model_version": 20},
+        {"impression_id": "i3", "user_id": "u", "label": 1, "impression_time": 450, "click_time": 999,
+         "model_version": 10},  # another click on the impression was the one counted
+        {"impression_id": "i4", "user_id": "w", "label": 1, "impression_time": 700, "click_time": 800,
+         "model_version": 30},
+        {"impression_id": "i6", "user_id": "u", "label": 1, "impression_time": 100, "click_time": 150,
+         "model_version": 10},  # in the warm-up window
     ]
-    acked = {"i1": (1_000, 500), "i2": (2_000, 700), "i3": (1_500, 900), "i4": (3_000, 800), "i5": (100, 1)}
+    acked = {"i1": (1_000, 500), "i2": (2_000, 700), "i3": (1_500, 900), "i4": (3_000, 800), "i5": (100, 1),
+             "i6": (900, 150)}
     history = {"u": [(5, 900), (10, 1_100), (11, 1_800), (12, 2_500)], "v": [(21, 2_600)], "w": [(31, 9_999)]}
-    values, at_drain, unmatched = freshness_of(acked, examples, history, drain_started_ms=9_000)
-    assert values == [800.0, 600.0]  # u: version 11 seen at 1800 (not 10, which predates the click); v: 2600
-    assert at_drain == 1 and unmatched == 2  # w only at the drain; i3 counted another click, i5 no example
-    assert Counter(type(v) for v in values) == Counter({float: 2})
+    result = freshness_of(acked, examples, history, drain_started_ms=9_000, warm_up_until_ms=300)
+    assert result.values_ms == [800.0, 600.0]  # u: version 11 seen at 1800 (10 predates the click); v: 2600
+    assert (result.at_drain, result.warm_up, result.unmatched) == (1, 1, 2)  # w; i6; i3 and i5 (no example)

@@ -273,3 +273,25 @@ def test_bias_step_is_adagrad() -> None:
     assert bias.accum == pytest.approx(0.44)
     assert bias.value == pytest.approx(-0.2 * 0.5 / math.sqrt(0.35) + 0.2 * 0.3 / math.sqrt(0.44))
     assert bias.updates == 2 and bias.dirty
+
+
+def test_merge_record_averages_another_replicas_item_side_parameters():
+    side = ItemSide(CFG)
+    local = side.item("sku1")
+    before = local.vector.copy()
+    remote_vector = np.full(CFG.dim, 0.5)
+    remote = {"entity_type": "ITEM", "entity_id": "sku1", "vector": remote_vector.tolist(), "bias": 1.0,
+              "vector_accum": [9.0] * CFG.dim, "bias_accum": 0.01, "updates": 3, "replica": 1}
+    assert side.merge_record(remote)
+    assert np.allclose(side.item("sku1").vector, (before + remote_vector) / 2)
+    assert side.item("sku1").bias.value == pytest.approx(0.5)
+    assert np.all(side.item("sku1").accum == 9.0)  # max: merging never enlarges steps
+    assert side.item("sku1").bias.accum == pytest.approx(CFG.init_accumulator)
+    assert not side.item("sku1").dirty  # merged parameters are not republished
+    # an unknown item is adopted as is; user records are not item-side
+    assert side.merge_record({**remote, "entity_id": "sku2"})
+    assert np.allclose(side.item("sku2").vector, remote_vector)
+    assert not side.merge_record({**remote, "entity_type": "USER"})
+    glob = side.global_bias.value
+    assert side.merge_record({**remote, "entity_type": "GLOBAL", "entity_id": "global", "vector": []})
+    assert side.global_bias.value == pytest.approx((glob + 1.0) / 2)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
-from pyflink.datastream import KeyedCoProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from udfs.encoding import RecordEncoder
@@ -53,6 +53,7 @@ from udfs.join_logic import (
 from udfs.learner_math import LearnerConfig, OnlineRanker
 from udfs.metrics import IntervalBuckets, decision_time
 from udfs.model_store import GLOBAL, POSITION, USER, ModelStore
+from udfs.records import CLICK, IMPRESSION, click_of, impression_of
 from udfs.snapshots import END_OF_INPUT, item_record, next_version, snapshot_record, subtask_index
 
 JOIN_EVENT_KINDS = ("duplicate_impression", "duplicate_click", "early_click", "late_click", "orphan_click")
@@ -79,11 +80,13 @@ def click_record(click: tuple) -> dict:
     }
 
 
-class JoinAndLearn(KeyedCoProcessFunction):
-    """Input 1: impressions, input 2: clicks (both keyed by user_id).
+class JoinLearnCore:
+    """Everything the operator does; the Flink classes below only route their callbacks here.
 
-    Main output: encoded LabeledExample records (scored before learning). Side outputs: snapshots,
-    metric partials, join events, late clicks, orphan clicks.
+    Input: event rows (udfs.records.EVENT_FIELDS) keyed by user_id; in Kafka mode also other
+    replicas' item-side parameters, read back from the snapshot topic (the loop through Kafka). Main output: encoded
+    LabeledExample records. Side outputs: snapshots, metric partials, join events, late clicks,
+    orphan clicks.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class JoinAndLearn(KeyedCoProcessFunction):
         self.max_event_time = -(2**63)
         self.next_snapshot_ms = int(time.time() * 1000) + self.snapshot_interval_ms
         self.end_timer_set = False
+        self.snapshot_pending = False
         self.metric_buckets = IntervalBuckets(self.metrics_interval_ms)
         if self.initial_model is None:
             self.warm_up_until = None
@@ -131,6 +135,7 @@ class JoinAndLearn(KeyedCoProcessFunction):
         self.examples_counter = group.counter("examples")
         self.positives_counter = group.counter("positives")
         self.snapshot_counter = group.counter("snapshot_records")
+        self.loop_records_counter = group.counter("item_loop_records")
         group.gauge("model_version", lambda: self.version)
         group.gauge("item_count", lambda: len(self.ranker.item_side.items))
 
@@ -183,8 +188,24 @@ class JoinAndLearn(KeyedCoProcessFunction):
         if examples:
             yield from self._learn(examples, ctx)
 
-    def process_element1(self, value, ctx) -> Iterator:
-        impression = tuple(value)
+    def _on_event(self, value, ctx) -> Iterator:
+        kind = value[0]
+        if kind == IMPRESSION:
+            yield from self._on_impression(impression_of(value), ctx)
+        elif kind == CLICK:
+            yield from self._on_click(click_of(value), ctx)
+        else:
+            self._merge_item_params(value[8])
+
+    def _merge_item_params(self, record: dict) -> None:
+        """Kafka loop: another replica's item-side record; merge it and measure how old it is."""
+        if record["replica"] == self.replica or not self.ranker.item_side.merge_record(record):
+            return
+        stats, _ = self.metric_buckets.bucket(self.watermark)
+        stats.add_loop_staleness(int(time.time() * 1000) - record["created_at"])
+        self.loop_records_counter.inc()
+
+    def _on_impression(self, impression: tuple, ctx) -> Iterator:
         impression_id = impression[IMP_ID]
         if self.warm_up_until is None:
             self.warm_up_until = impression[IMP_TIME] + self.join.window_ms
@@ -194,14 +215,18 @@ class JoinAndLearn(KeyedCoProcessFunction):
             score = self.ranker.score(self._user(impression[IMP_USER]), impression[IMP_ITEM], impression[IMP_POSITION])
         yield from self._apply(impression_id, state, score, effects, ctx, deferred)
 
-    def process_element2(self, value, ctx) -> Iterator:
-        click = tuple(value)
+    def _on_click(self, click: tuple, ctx) -> Iterator:
         impression_id = click[CLK_ID]
         state, score, deferred = self._load(impression_id)
         state, effects = self.join.on_click(state, click, ctx.timer_service().current_watermark())
         yield from self._apply(impression_id, state, score, effects, ctx, deferred)
 
-    def on_timer(self, timestamp: int, ctx) -> Iterator:
+    def _on_timer(self, timestamp: int, ctx) -> Iterator:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # the snapshot schedule
+            self.snapshot_pending = False
+            self.next_snapshot_ms = timestamp + self.snapshot_interval_ms
+            yield from self._snapshot(int(time.time() * 1000))
+            return
         # Partials leave before the watermark that closes their interval reaches the merger.
         for start, stats in self.metric_buckets.pop_until(timestamp):
             yield self.tags["partial-metrics"], Row(start, stats)
@@ -212,6 +237,7 @@ class JoinAndLearn(KeyedCoProcessFunction):
                 state, score, deferred = self._load(impression_id)
                 if deferred and state is not None and timestamp >= self.join.deadline(state.impression):
                     self._learn_deferred(state.impression)
+                    self._schedule_snapshot(ctx.timer_service())
                     deferred = False
                 state, effects = self.join.on_timer(state, timestamp)
                 if state is not None or effects.clear:
@@ -284,10 +310,13 @@ class JoinAndLearn(KeyedCoProcessFunction):
         if not self.end_timer_set:
             timers.register_event_time_timer(END_OF_INPUT)
             self.end_timer_set = True
-        now_ms = int(time.time() * 1000)
-        if now_ms >= self.next_snapshot_ms:
-            self.next_snapshot_ms = now_ms + self.snapshot_interval_ms
-            yield from self._snapshot(now_ms)
+        self._schedule_snapshot(timers)
+
+    def _schedule_snapshot(self, timers) -> None:
+        """Changed state is published on a wall-clock schedule, also when no more events come."""
+        if not self.snapshot_pending:
+            self.snapshot_pending = True
+            timers.register_processing_time_timer(max(self.next_snapshot_ms, int(time.time() * 1000)))
 
     def _snapshot(self, now_ms: int) -> Iterator:
         """Publish every entity changed since the last snapshot under one new version."""
@@ -321,3 +350,13 @@ class JoinAndLearn(KeyedCoProcessFunction):
         self.snapshot_counter.inc(len(records))
         for record in records:
             yield self.tags["snapshots"], self.encoder.encode("ModelSnapshot", record)
+
+
+class JoinAndLearn(JoinLearnCore, KeyedProcessFunction):
+    """The Flink function: routes callbacks to `JoinLearnCore`."""
+
+    def process_element(self, value, ctx) -> Iterator:
+        yield from self._on_event(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx) -> Iterator:
+        yield from self._on_timer(timestamp, ctx)

@@ -117,6 +117,36 @@ class ItemSide:
             self.items[item_id] = params
         return params
 
+    def merge_record(self, record: dict) -> bool:
+        """Average another replica's item-side snapshot record into this replica's parameters.
+
+        Replicas learn the same item-side parameters from disjoint user shards; averaging what they
+        publish keeps them close (gossip averaging). Accumulators take the maximum, so merging never
+        makes steps larger. Merged parameters are not marked dirty: only learning republishes them.
+        Returns whether the record was used (USER records are not item-side).
+        """
+        kind = record["entity_type"]
+        if kind == "ITEM":
+            item = self.items.get(record["entity_id"])
+            remote = np.asarray(record["vector"], dtype=np.float64)
+            if item is None:
+                self.items[record["entity_id"]] = ItemParams(
+                    remote, np.asarray(record["vector_accum"], dtype=np.float64),
+                    Bias(record["bias"], record["bias_accum"]), record["updates"])
+                return True
+            item.vector = (item.vector + remote) / 2
+            item.accum = np.maximum(item.accum, np.asarray(record["vector_accum"], dtype=np.float64))
+            bias = item.bias
+        elif kind == "POSITION":
+            bias = self.position(int(record["entity_id"]))
+        elif kind == "GLOBAL":
+            bias = self.global_bias
+        else:
+            return False
+        bias.value = (bias.value + record["bias"]) / 2
+        bias.accum = max(bias.accum, record["bias_accum"])
+        return True
+
     def position(self, position: int) -> Bias:
         term = self.positions.get(position)
         if term is None:

@@ -32,6 +32,15 @@ class IntervalStats:
         self.examples = ExampleStats()
         self.auc = BinnedAUC()
         self.events = dict.fromkeys(EVENT_KINDS, 0)
+        # Item-side records merged from other replicas through the Kafka loop, and their age on arrival.
+        self.loop_records = 0
+        self.loop_staleness_sum_ms = 0
+        self.loop_staleness_max_ms = 0
+
+    def add_loop_staleness(self, staleness_ms: int) -> None:
+        self.loop_records += 1
+        self.loop_staleness_sum_ms += staleness_ms
+        self.loop_staleness_max_ms = max(self.loop_staleness_max_ms, staleness_ms)
 
     def add_example(self, score: float, label: int) -> None:
         self.examples.add(score, label)
@@ -42,6 +51,9 @@ class IntervalStats:
         self.auc.merge(other.auc)
         for kind, count in other.events.items():
             self.events[kind] += count
+        self.loop_records += other.loop_records
+        self.loop_staleness_sum_ms += other.loop_staleness_sum_ms
+        self.loop_staleness_max_ms = max(self.loop_staleness_max_ms, other.loop_staleness_max_ms)
 
     def values(self) -> dict[str, float]:
         """Metric name -> value (NaN when undefined)."""
@@ -64,6 +76,10 @@ class IntervalStats:
             "ne": ex.normalized_entropy(),
             "auc": self.auc.value(),
             "calibration": ex.calibration(),
+            "item_loop_records": self.loop_records,
+            "item_loop_staleness_ms_mean": (self.loop_staleness_sum_ms / self.loop_records
+                                            if self.loop_records else math.nan),
+            "item_loop_staleness_ms_max": self.loop_staleness_max_ms if self.loop_records else math.nan,
         }
 
 

@@ -10,7 +10,7 @@ from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction
 
 from udfs.encoding import RecordEncoder
-from udfs.records import InvalidRecord, click_tuple, impression_tuple, parse_json
+from udfs.records import InvalidRecord, click_event, impression_event, parse_json
 
 
 def dead_letter(source: str, reason: str, payload: str | bytes) -> dict[str, Any]:
@@ -19,14 +19,14 @@ def dead_letter(source: str, reason: str, payload: str | bytes) -> dict[str, Any
     return {"source": source, "reason": reason, "payload": raw, "received_at": int(time.time() * 1000)}
 
 
-TO_TUPLE: dict[str, Callable[[dict[str, Any]], tuple]] = {
-    "Impression": impression_tuple,
-    "Click": click_tuple,
+TO_EVENT: dict[str, Callable[[dict[str, Any]], tuple]] = {
+    "Impression": impression_event,
+    "Click": click_event,
 }
 
 
 class ParseEvents(ProcessFunction):
-    """JSON text -> Row of the source's schema; a bad record goes to `dead_letter_tag` with its reason."""
+    """Raw record -> event Row (udfs.records.EVENT_FIELDS); a bad record goes to `dead_letter_tag` with its reason."""
 
     def __init__(
         self,
@@ -41,7 +41,7 @@ class ParseEvents(ProcessFunction):
         self.dead_letter_tag = dead_letter_tag
         self.encoder = encoder
         self.decode = decode
-        self.to_tuple = TO_TUPLE[schema_name]
+        self.to_event = TO_EVENT[schema_name]
 
     def open(self, runtime_context) -> None:
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group(self.source)
@@ -58,4 +58,4 @@ class ParseEvents(ProcessFunction):
             )
             return
         self.accepted.inc()
-        yield Row(*self.to_tuple(record))
+        yield Row(*self.to_event(record))

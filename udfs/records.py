@@ -68,9 +68,19 @@ def parse_json(schema_name: str, line: str | bytes) -> dict[str, Any]:
     return validate_record(schema_name, record)
 
 
-def impression_tuple(record: dict[str, Any]) -> tuple:
-    """Impression as the tuple that flows through the job (schema field order)."""
+# Impressions and clicks travel as one stream of event rows (one key-by, one operator input):
+# (kind, impression_id, request_id, user_id, item_id, query, position, event_time, payload), where
+# clicks leave request_id, query and position empty. In Kafka mode a third kind, ITEM_PARAMS, carries
+# another replica's item-side snapshot record (payload) to one learner subtask, routed by user_id.
+IMPRESSION, CLICK, ITEM_PARAMS = 0, 1, 2
+EVENT_FIELDS = ("kind", "impression_id", "request_id", "user_id", "item_id", "query", "position", "event_time",
+                "payload")
+
+
+def impression_event(record: dict[str, Any]) -> tuple:
+    """An Impression record as an event row."""
     return (
+        IMPRESSION,
         record["impression_id"],
         record["request_id"],
         record["user_id"],
@@ -78,12 +88,24 @@ def impression_tuple(record: dict[str, Any]) -> tuple:
         record.get("query"),
         record["position"],
         record["event_time"],
+        None,
     )
 
 
-def click_tuple(record: dict[str, Any]) -> tuple:
-    """Click as the tuple that flows through the job (schema field order)."""
-    return (record["impression_id"], record["user_id"], record["item_id"], record["event_time"])
+def click_event(record: dict[str, Any]) -> tuple:
+    """A Click record as an event row."""
+    return (CLICK, record["impression_id"], None, record["user_id"], record["item_id"], None, None,
+            record["event_time"], None)
+
+
+def impression_of(event: tuple) -> tuple:
+    """The impression tuple of `udfs.join_logic` (schema field order) from an event row."""
+    return tuple(event[1:8])
+
+
+def click_of(event: tuple) -> tuple:
+    """The click tuple of `udfs.join_logic` (schema field order) from an event row."""
+    return (event[1], event[3], event[4], event[7])
 
 
 _WIRE_DECODERS: dict[str, Any] = {}
@@ -102,3 +124,23 @@ def parse_wire(schema_name: str, message: bytes) -> dict[str, Any]:
         raise InvalidRecord(f"undecodable {schema_name} message: {error}") from None
     _check_semantics(schema_name, record)
     return record
+
+
+def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
+    """The item-side parameters in one snapshot-topic message (none for user vectors or bad bytes).
+
+    This is the return path of the Kafka loop; an undecodable message here is not an input record
+    and is skipped (the snapshot topic is written by the job itself).
+    """
+    from job.wire import WireError
+
+    decoder = _WIRE_DECODERS.get("ModelSnapshot")
+    if decoder is None:
+        from job.wire import WireDecoder
+
+        decoder = _WIRE_DECODERS["ModelSnapshot"] = WireDecoder("ModelSnapshot")
+    try:
+        record = decoder.decode(message)
+    except WireError:
+        return []
+    return [] if record["entity_type"] == "USER" else [record]
