@@ -13,15 +13,17 @@ example on the examples topic carries `model_version`, the learner's version whe
 click, and the learner publishes the user's update under the next version, so the first record of
 that user with a version above `model_version` is the one (`SnapshotConsumer.seen_at_ms` tells when
 it arrived). It includes the join, the learner, the wait for the next snapshot (`--snapshot-interval`)
-and for the checkpoint that commits the Kafka transaction (`--checkpoint-interval`).
+and for the checkpoint that commits the Kafka transaction (`--checkpoint-interval`). Clicks of the
+first window after the cold start are not measured: the learner defers them to the window's end.
 
 The job runs in a child process (its own MiniCluster and Py4J gateway, so nothing JVM-side leaks into
-this process); it is found and stopped through Flink's REST API, on the first free port of
-`rest.bind-port` in flink-conf/config.yaml (8081-8099), recognised by its unique job name.
+this process, and its Flink log goes next to ours); it is found and stopped through Flink's REST API,
+whose free port the MiniCluster's log names, and recognised there by its unique job name.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -617,6 +619,9 @@ class _Broker:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.broker is not None:
+            # Kafka clients awaiting garbage collection (the producer's callbacks make a cycle) would
+            # otherwise log the broker's shutdown as connection failures.
+            gc.collect()
             self.broker.stop()
             self.say("broker stopped")
 
