@@ -28,7 +28,9 @@ from udfs.join_logic import ImpressionClickJoin
 from udfs.metrics import ComputeMetrics
 from udfs.model_store import ModelStore
 from udfs.parse import ParseEvents
-from udfs.records import parse_json
+from udfs.records import EVENT_FIELDS, parse_json
+
+EVENT_TIME = EVENT_FIELDS.index("event_time")
 
 # A sink takes an output stream and its name ("examples", "snapshots", ...).
 Sink = Callable[[DataStream, str], None]
@@ -36,10 +38,10 @@ OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "or
 
 
 class EventTimeField(TimestampAssigner):
-    """Event time from a row field (impressions and clicks carry it last)."""
+    """Event time from the event row's `event_time` field."""
 
     def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value[-1]
+        return value[EVENT_TIME]
 
 
 @dataclass
