@@ -195,14 +195,17 @@ class JoinLearnCore:
         elif kind == CLICK:
             yield from self._on_click(click_of(value), ctx)
         else:
-            self._merge_item_params(value[8])
+            self._merge_item_params(value[8], ctx.timer_service())
 
-    def _merge_item_params(self, record: dict) -> None:
+    def _merge_item_params(self, record: dict, timers) -> None:
         """Kafka loop: another replica's item-side record; merge it and measure how old it is."""
         if record["replica"] == self.replica or not self.ranker.item_side.merge_record(record):
             return
-        stats, _ = self.metric_buckets.bucket(self.watermark)
+        self.watermark = max(self.watermark, timers.current_watermark())
+        stats, new_end = self.metric_buckets.bucket(self.watermark)
         stats.add_loop_staleness(int(time.time() * 1000) - record["created_at"])
+        if new_end is not None:
+            timers.register_event_time_timer(new_end)
         self.loop_records_counter.inc()
 
     def _on_impression(self, impression: tuple, ctx) -> Iterator:
