@@ -46,7 +46,6 @@ import re
 import shutil
 import signal
 import site
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from typing import Any
 import yaml
 
 from job.jars import REPO_ROOT
+from job.ports import free_port, port_is_free
 
 MAIN_PY = REPO_ROOT / "job" / "main.py"
 DEFAULT_HOME = REPO_ROOT / ".cache" / "flink-cluster"
@@ -81,22 +81,6 @@ def pyflink_home() -> Path:
     import pyflink
 
     return Path(pyflink.__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _java_bin() -> Path:
@@ -237,8 +221,8 @@ class StandaloneCluster:
         if self.home is None:
             self.home = Path(tempfile.mkdtemp(prefix="freshrank-flink-"))
         if self.rest_port == 0:
-            self.rest_port = _free_port()
-        if not _port_is_free(self.rest_port):
+            self.rest_port = free_port()
+        if not port_is_free(self.rest_port):
             raise ClusterError(f"REST port {self.rest_port} is in use (another cluster or MiniCluster?)")
         if self._running_pids():
             raise ClusterError(f"a cluster of {self.home} is still running (pids {self._running_pids()}): stop it")
@@ -449,7 +433,7 @@ class StandaloneCluster:
             "rest.port": str(self.rest_port),
             "rest.bind-port": str(self.rest_port),
             "jobmanager.rpc.address": "localhost",
-            "jobmanager.rpc.port": str(_free_port()),
+            "jobmanager.rpc.port": str(free_port()),
             "taskmanager.numberOfTaskSlots": str(self.slots),
             "python.executable": self.python,
             "python.client.executable": self.python,

@@ -22,7 +22,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from job import jars
+from job.ports import free_port, port_accepts, port_is_free
 
 DEFAULT_PORT = 9092
 DEFAULT_CLI_DATA_DIR = jars.REPO_ROOT / ".cache" / "kafka"
@@ -58,30 +58,6 @@ logger.cleaner.level = WARN
 
 class BrokerError(RuntimeError):
     """The broker could not be started, reached or stopped; the message carries the log's tail."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def random_cluster_id() -> str:
@@ -194,13 +170,13 @@ class KafkaBroker:
             self.data_dir = Path(tempfile.mkdtemp(prefix="freshrank-kafka-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
-            self.port = _free_port()
+            self.port = free_port()
         if self.controller_port == 0:
-            self.controller_port = _free_port()
+            self.controller_port = free_port()
             while self.controller_port == self.port:
-                self.controller_port = _free_port()
+                self.controller_port = free_port()
         for port in (self.port, self.controller_port):
-            if not _port_is_free(port):
+            if not port_is_free(port):
                 raise BrokerError(f"port {port} on 127.0.0.1 is already in use (another broker?)")
 
         classpath = os.pathsep.join(str(p) for p in jars.kafka_broker_classpath())
@@ -350,7 +326,7 @@ class KafkaBroker:
                     f"broker not ready in time; log {self.log_path}:\n{_log_tail(self.log_path)}"
                 )
             # Wait for the port first: librdkafka would log every refused connection to stderr.
-            if _port_accepts(self.port) and _metadata_ok(self.bootstrap_servers, 2.0):
+            if port_accepts(self.port) and _metadata_ok(self.bootstrap_servers, 2.0):
                 return
             time.sleep(0.2)
 
