@@ -101,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from job.replay import run_replay
     from job.report import format_summary, plot_learning_curve, run_summary
 
-    out = Path(args.out)
+    out = Path(args.out or f"out/demo/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; pass a new --out folder")
     print(f"generating {args.n_impressions:,} impressions (hidden user preferences, position bias, "
@@ -178,7 +178,7 @@ def cmd_demo_kafka(args: argparse.Namespace) -> int:
     for dest, value in KAFKA_DEMO_DEFAULTS.items():
         if dest not in typed:
             setattr(args, dest, value)
-    out = Path(args.out if "out" in typed else "out/demo-kafka")
+    out = Path(args.out if "out" in typed else f"out/demo-kafka/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; pass a new --out folder")
     config = job_config(args)
@@ -310,11 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate a stream, learn from it on a local Flink, print a summary")
-    demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
+    demo.add_argument("--out", default=None,
+                      help="output folder (default out/demo/<time>; out/demo-kafka/<time> with --kafka)")
     _generator_options(demo, impressions=200_000)
     _job_options(demo)
     kafka_demo = demo.add_argument_group("on Kafka (--kafka; defaults there: 30000 impressions, 300 users, 300 items, "
-                                         "--window 300, --snapshot-interval 1, --out out/demo-kafka)")
+                                         "--window 300, --snapshot-interval 1, --out out/demo-kafka/<time>)")
     kafka_demo.add_argument("--kafka", action="store_true",
                             help="run live on Kafka: broker, topics, the job, a live stream; measures snapshot "
                                  "freshness")
