@@ -18,12 +18,13 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.table import StreamTableEnvironment
 
+from job.catalog import catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import make_environment
 from job.flink_types import event_type
 from job.jars import flink_kafka_connector_jar
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
-from job.replay import load_catalog, load_snapshots
+from job.replay import load_snapshots
 from job.topics import DEFAULT_TOPICS, TopicNames
 from udfs.encoding import AvroWireEncoder
 from udfs.records import ITEM_PARAMS, item_side_snapshots, parse_wire
@@ -174,6 +175,25 @@ def snapshot_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: 
     statements.attach_as_datastream()
 
 
+def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None) -> dict[str, list[float]]:
+    """Embeddings from the items topic (and a catalog file, which wins); rejects go to dead-letter."""
+    from confluent_kafka import Producer
+
+    from job.wire import encode
+
+    embeddings, rejects = catalog_from_topic(bootstrap, topics.items)
+    if items is not None:
+        from_file, file_rejects = catalog_from_file(items)
+        embeddings.update(from_file)
+        rejects += file_rejects
+    if rejects:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for record in rejects:
+            producer.produce(topics.dead_letter, encode("DeadLetter", record))
+        producer.flush(30)
+    return embeddings
+
+
 def build_kafka_job(
     env: StreamExecutionEnvironment,
     bootstrap: str,
@@ -204,7 +224,7 @@ def build_kafka_job(
         else:
             kafka_sink(stream, bootstrap, topic, name, prefix)
 
-    embeddings = load_catalog(items, Path("dead-letter-catalog.jsonl")) if items else None
+    embeddings = load_kafka_catalog(bootstrap, topics, items)
     initial_model = load_snapshots(from_snapshot) if from_snapshot else None
     build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), embeddings, initial_model)
 

@@ -9,15 +9,14 @@ from typing import Any
 
 import orjson
 
+from job.catalog import catalog_from_file
 from job.config import JobConfig
-from job.event_files import files_of, read_records, stage_as_json_lines
+from job.event_files import files_of, stage_as_json_lines
 from job.files import json_lines_sink, text_lines
 from job.flink_env import make_environment
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from udfs.encoding import JsonLinesEncoder
 from udfs.model_store import ModelStore
-from udfs.parse import dead_letter
-from udfs.records import InvalidRecord, validate_record
 
 
 @dataclass
@@ -28,16 +27,7 @@ class ReplayResult:
 
 def load_catalog(items: Path, dead_letter_file: Path) -> dict[str, list[float]]:
     """Item embeddings from a catalog file; invalid entries are written to the dead letter."""
-    embeddings: dict[str, list[float]] = {}
-    rejects = []
-    for record in read_records(items):
-        try:
-            item = validate_record("Item", record)
-        except InvalidRecord as error:
-            rejects.append(dead_letter("items", str(error), orjson.dumps(record, default=str)))
-            continue
-        if item.get("embedding"):
-            embeddings[item["item_id"]] = [float(x) for x in item["embedding"]]
+    embeddings, rejects = catalog_from_file(items)
     if rejects:
         encoder = JsonLinesEncoder()
         dead_letter_file.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ def kafka_run(kafka_broker):
     with EventProducer(kafka_broker, topics) as producer:
         events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
                         key=lambda e: e[1]["event_time"])
+        for item in stream.items:
+            producer.send_item(item)
         for kind, record in events:
             (producer.send_impression if kind == "i" else producer.send_click)(record)
         producer.flush(30)
@@ -58,6 +60,7 @@ def kafka_run(kafka_broker):
     raw.produce(topics.impressions, b"\x00garbage", timestamp=GEN.start_ms)
     raw.produce(topics.clicks, b"\xc3\x01" + b"\xff" * 8 + b"\x02xx", timestamp=GEN.start_ms)
     raw.produce(topics.impressions, encode("Click", stream.clicks[0]), timestamp=GEN.start_ms)
+    raw.produce(topics.items, b"not an item")
     raw.flush(10)
 
     env = kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True)
@@ -78,10 +81,11 @@ def test_examples_on_kafka_match_the_reference(kafka_run):
 def test_undecodable_messages_reach_dead_letter_with_reasons(kafka_run):
     bootstrap, topics, _ = kafka_run
     dead = read_topic(bootstrap, topics.dead_letter, "DeadLetter")
-    assert len(dead) == 3
+    assert len(dead) == 4
     reasons = " | ".join(d["reason"] for d in dead)
     assert "unknown" in reasons.lower() and "fingerprint" in reasons.lower()
-    assert {d["source"] for d in dead} == {"impressions", "clicks"}
+    assert {d["source"] for d in dead} == {"impressions", "clicks", "items"}
+    assert any(d["payload"] == b"not an item" and d["source"] == "items" for d in dead)
     assert any(d["payload"] == b"\x00garbage" for d in dead)
 
 

@@ -1,0 +1,71 @@
+"""The item catalog: embeddings that seed item vectors, from a file or from the `items` topic.
+
+The catalog is read once when the job starts (items published later are used from the next start);
+entries that fail to decode or validate are returned as DeadLetter records with their reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from job.event_files import read_records
+from udfs.parse import dead_letter
+from udfs.records import InvalidRecord, parse_wire, validate_record
+
+Embeddings = dict[str, list[float]]
+
+
+def catalog_embeddings(raw_records: Iterable[Any], decode: Callable[[Any], dict[str, Any]],
+                       payload: Callable[[Any], bytes]) -> tuple[Embeddings, list[dict[str, Any]]]:
+    """Embeddings by item id (the last entry of an item wins) and DeadLetter records of the rejects."""
+    embeddings: Embeddings = {}
+    rejects = []
+    for raw in raw_records:
+        try:
+            item = decode(raw)
+        except InvalidRecord as error:
+            rejects.append(dead_letter("items", str(error), payload(raw)))
+            continue
+        if item.get("embedding"):
+            embeddings[item["item_id"]] = [float(x) for x in item["embedding"]]
+    return embeddings, rejects
+
+
+def catalog_from_file(path: Path) -> tuple[Embeddings, list[dict[str, Any]]]:
+    """A catalog file (JSON Lines or Avro container)."""
+    return catalog_embeddings(read_records(path), lambda r: validate_record("Item", r),
+                              lambda r: orjson.dumps(r, default=str))
+
+
+def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> tuple[Embeddings, list[dict[str, Any]]]:
+    """Every committed message of the items topic, from the beginning to its current end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"freshrank-catalog-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"cannot read topic {topic}: {metadata.error}")
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions}
+        consumer.assign(partitions)
+        messages: list[bytes] = []
+        remaining = {p for p, end in ends.items() if end > 0}
+        while remaining:
+            message = consumer.poll(timeout_s)
+            if message is None:
+                raise TimeoutError(f"reading {topic} stalled with partitions {sorted(remaining)} unfinished")
+            if message.error():
+                continue
+            messages.append(message.value())
+            if message.offset() + 1 >= ends[message.partition()]:
+                remaining.discard(message.partition())
+    finally:
+        consumer.close()
+    return catalog_embeddings(messages, lambda m: parse_wire("Item", m), bytes)
