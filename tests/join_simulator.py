@@ -157,27 +157,23 @@ def interleave(impressions: list[tuple], clicks: list[tuple], how: str, seed: in
         return clks + imps
     if how == "random":
         rng = random.Random(seed)
-        out, i, j = [], 0, 0
-        while i < len(imps) or j < len(clks):
-            left_i, left_j = len(imps) - i, len(clks) - j
-            if rng.random() * (left_i + left_j) < left_i:
-                out.append(imps[i])
-                i += 1
-            else:
-                out.append(clks[j])
-                j += 1
-        return out
+        return _merge(imps, clks, lambda i, j: rng.random() * (len(imps) - i + len(clks) - j) < len(imps) - i)
     if how == "by-time":
-        out, i, j = [], 0, 0
-        while i < len(imps) or j < len(clks):
-            if j == len(clks) or (i < len(imps) and imps[i][1][-1] <= clks[j][1][-1]):
-                out.append(imps[i])
-                i += 1
-            else:
-                out.append(clks[j])
-                j += 1
-        return out
+        return _merge(imps, clks, lambda i, j: imps[i][1][-1] <= clks[j][1][-1])
     raise ValueError(f"unknown interleaving {how!r}")
+
+
+def _merge(imps: list, clks: list, take_impression) -> list:
+    """Interleave two arrival sequences, keeping each one's order; `take_impression(i, j)` picks."""
+    out, i, j = [], 0, 0
+    while i < len(imps) or j < len(clks):
+        if j == len(clks) or (i < len(imps) and take_impression(i, j)):
+            out.append(imps[i])
+            i += 1
+        else:
+            out.append(clks[j])
+            j += 1
+    return out
 
 
 def simulate(
