@@ -51,7 +51,8 @@ def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> t
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         if metadata.error is not None:
-            raise RuntimeError(f"cannot read topic {topic}: {metadata.error}")
+            raise RuntimeError(f"cannot read topic {topic}: {metadata.error} (create the topics first: "
+                               "`freshrank topics create`, or `freshrank run --create-topics`)")
         partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions}
         consumer.assign(partitions)

@@ -1,6 +1,6 @@
 """A tiny event-time simulator that hosts `udfs.join_logic.ImpressionClickJoin` the way the Flink shell does.
 
-It mirrors `udfs.join.JoinImpressionsClicks`: per-key state stored as a copied list (Flink pickles it),
+It mirrors the join part of `udfs.join_learn.JoinLearnCore`: per-key state stored as a copied list (Flink pickles it),
 cleared when the step asks for it or returns no state; event-time timers per key, deduplicated per
 timestamp, fired in timestamp order whenever the watermark reaches them (timers registered at or
 below the watermark fire at the next advance, as in Flink); outputs in `_apply` order: examples,

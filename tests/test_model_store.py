@@ -93,7 +93,7 @@ def train(ranker: OnlineRanker, users: dict[str, np.ndarray], n: int, seed: int)
 
 
 def snapshot(ranker: OnlineRanker, users: dict[str, np.ndarray], version: int) -> list[dict]:
-    """What LearnUserVectors._snapshot publishes for every entity (all of them dirty here)."""
+    """What JoinLearnCore._snapshot publishes for every entity (all of them dirty here)."""
     common = {"watermark": 123, "created_at": 456, "replica": 0}
     codec, side = ranker.codec, ranker.item_side
     out = [
