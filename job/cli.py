@@ -37,6 +37,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--metrics-interval", type=float,
                        default=_env_default("metrics_interval", defaults.metrics_interval_s),
                        help="event-time seconds per metrics interval (default %(default)s)")
+    group.add_argument("--batch", type=float, default=_env_default("batch", defaults.batch_s),
+                       help="wall-clock seconds of events per learner call: longer batches raise throughput, "
+                            "shorter ones freshness (default %(default)s)")
     group.add_argument("--parallelism", type=int, default=_env_default("parallelism", defaults.parallelism),
                        help="operator parallelism (default %(default)s)")
     group.add_argument("--dim", type=int, default=_env_default("dim", learner.dim),
@@ -52,6 +55,7 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         retention_s=args.retention,
         snapshot_interval_s=args.snapshot_interval,
         metrics_interval_s=args.metrics_interval,
+        batch_s=args.batch,
         parallelism=args.parallelism,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
     )
@@ -64,13 +68,15 @@ def _generator_options(parser: argparse.ArgumentParser, impressions: int) -> Non
     group.add_argument("--users", dest="n_users", type=int, default=2000, help="number of users")
     group.add_argument("--items", dest="n_items", type=int, default=1000, help="number of catalog items")
     group.add_argument("--seed", type=int, default=7, help="random seed")
+    group.add_argument("--heavy-users", type=int, default=0,
+                       help="users (bots, power users) that each make 10%% of all requests (default %(default)s)")
 
 
 def _generator_config(args: argparse.Namespace):
     from job.generate import GeneratorConfig
 
     return GeneratorConfig(n_impressions=args.n_impressions, n_users=args.n_users, n_items=args.n_items,
-                           seed=args.seed)
+                           seed=args.seed, heavy_users=args.heavy_users)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -125,7 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_kafka(args)
     from job.bench import run_bench
 
-    run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed)
+    run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed, heavy_users=args.heavy_users)
     return 0
 
 
@@ -361,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="out/bench", help="work folder (default %(default)s)")
     bench.add_argument("--impressions", dest="n_impressions", type=int, default=1_000_000)
     bench.add_argument("--seed", type=int, default=7)
+    bench.add_argument("--heavy-users", type=int, default=3,
+                       help="users that each make 10%% of all requests, so per-user state grows large "
+                            "(default %(default)s)")
     _job_options(bench)
     bench.add_argument("--kafka", action="store_true",
                        help="on Kafka: impressions/s of a bounded run over produced topics (default 100000 "

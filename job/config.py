@@ -16,6 +16,9 @@ class JobConfig:
     retention_s: float = 10800.0  # late clicks hours after the window still count as late
     snapshot_interval_s: float = 10.0
     metrics_interval_s: float = 60.0
+    # Wall-clock length of an event batch handed to the Python learner: the throughput/freshness
+    # knob (every event waits up to this long, plus the watermark interval, before it is learned).
+    batch_s: float = 0.1
     parallelism: int = 1
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
@@ -34,6 +37,10 @@ class JobConfig:
     @property
     def snapshot_interval_ms(self) -> int:
         return int(self.snapshot_interval_s * 1000)
+
+    @property
+    def batch_ms(self) -> int:
+        return max(1, int(self.batch_s * 1000))
 
     @property
     def metrics_interval_ms(self) -> int:

@@ -8,7 +8,8 @@ oracle (the true click probability) and with a popularity baseline that ignores 
 The world:
 - users and items have latent vectors in `true_dim` dimensions; item vectors are partly their
   category's vector, so users prefer whole categories as well as single items;
-- users are Zipf-active (a few users make many requests), items have a click bias and an exposure
+- users are Zipf-active (a few users make many requests); optionally `heavy_users` users (bots,
+  power users) each make `heavy_user_share` of all requests; items have a click bias and an exposure
   popularity (correlated with the bias), and belong to one of `n_categories` categories;
 - the catalog `embedding` of an item is a noisy linear projection of its latent vector into
   `embedding_dim`, so a learner that seeds item vectors from it starts with real signal;
@@ -94,6 +95,10 @@ class GeneratorConfig:
     popularity_sigma: float = 1.0  # std of log exposure popularity
     popularity_bias_corr: float = 0.5  # correlation of log exposure popularity with item bias
     user_zipf_exponent: float = 1.0  # activity of the r-th most active user ~ r ** -exponent
+    # Skew beyond Zipf, as bots and power users produce: users 0..heavy_users-1 each make this share
+    # of all requests; the other users share the rest by their Zipf activity.
+    heavy_users: int = 0
+    heavy_user_share: float = 0.1
     position_decay: float = 0.7  # position_bias(pos) = -position_decay * ln(pos)
     embedding_noise: float = 0.3  # std of noise added to the catalog embedding (signal std ~1)
     # Time.
@@ -182,6 +187,26 @@ def _solve_global_bias(logits: np.ndarray, target: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def _request_users(activity: np.ndarray, u: np.ndarray, heavy_users: int, heavy_share: float) -> np.ndarray:
+    """The user of each request from one uniform draw `u` per request.
+
+    Heavy users take the bottom `heavy_users * heavy_share` of [0, 1), one slice each; the rest of
+    the interval is stretched back to [0, 1) and mapped through the other users' Zipf activity.
+    One draw per request either way, so a stream without heavy users consumes exactly the random
+    numbers it always did and stays identical for its seed.
+    """
+    n_users = activity.size
+    if heavy_users == 0:
+        # Kept as it was, not as the heavy_users=0 case of the general formula: renormalizing the
+        # activity would change float rounding and so, rarely, a user.
+        return np.minimum(np.searchsorted(np.cumsum(activity), u, side="right"), n_users - 1)
+    heavy_total = heavy_users * heavy_share
+    rest = activity[heavy_users:] / activity[heavy_users:].sum()
+    rest_user = heavy_users + np.searchsorted(np.cumsum(rest), (u - heavy_total) / (1.0 - heavy_total), side="right")
+    heavy_user = np.floor(u / heavy_share).astype(np.int64)
+    return np.where(u < heavy_total, np.minimum(heavy_user, heavy_users - 1), np.minimum(rest_user, n_users - 1))
+
+
 def _category_names(n: int) -> list[str]:
     words = list(CATEGORY_WORDS)
     return [words[c % len(words)] + ("" if c < len(words) else f"-{c // len(words)}") for c in range(n)]
@@ -194,6 +219,10 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
         raise ValueError("n_items must be at least items_per_request")
     if cfg.n_impressions < 1 or cfg.n_users < 1 or cfg.n_categories < 1:
         raise ValueError("n_impressions, n_users and n_categories must be positive")
+    if cfg.heavy_users < 0 or cfg.heavy_users >= cfg.n_users:
+        raise ValueError("heavy_users must be at least 0 and below n_users (the rest need someone)")
+    if cfg.heavy_users and not (0.0 < cfg.heavy_user_share and cfg.heavy_users * cfg.heavy_user_share < 1.0):
+        raise ValueError("heavy_user_share must be positive and heavy_users * heavy_user_share below 1")
     rng = np.random.default_rng(cfg.seed)
     id_key = int(rng.integers(0, 2**62))
     d, k = cfg.true_dim, cfg.items_per_request
@@ -229,8 +258,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     n_req = -(-cfg.n_impressions // k)
     gaps_ms = rng.exponential(1000.0 / cfg.requests_per_s, n_req)
     req_ms = cfg.start_ms + np.floor(np.cumsum(gaps_ms) - gaps_ms[0]).astype(np.int64)
-    req_user = np.searchsorted(np.cumsum(activity), rng.random(n_req), side="right")
-    req_user = np.minimum(req_user, cfg.n_users - 1)
+    req_user = _request_users(activity, rng.random(n_req), cfg.heavy_users, cfg.heavy_user_share)
     is_search = rng.random(n_req) < cfg.search_fraction
     # Searchers ask for categories they like: P(cat) ~ softmax(2 * u.center) over non-empty categories.
     affinity = 2.0 * users @ centers.T
@@ -370,6 +398,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
         "global_bias": global_bias,
         "true_ctr": float(p_click.mean()),
         "span_ms": int(imp_ms[-1] - imp_ms[0]),
+        "heavy_user_ids": user_ids[: cfg.heavy_users],
     }
     return Stream(impressions=impressions, clicks=clicks, items=items, oracle=oracle, stats=stats)
 

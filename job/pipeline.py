@@ -1,12 +1,14 @@
 """The freshrank dataflow, independent of connectors: raw events in, six output streams out.
 
-    impressions ─ parse ─ watermarks ─┐
-                                      ├─ join + learn (key: user_id) ─ examples
-    clicks ────── parse ─ watermarks ─┘    ▲   ├─ snapshots
-    item-side snapshots (Kafka loop) ──────┘   │
-                                               ├─ late clicks, orphan clicks
-                                               ├─ metric partials ─┐
-                                               └─ join events ─────┴─ metrics (one subtask)
+    impressions ─ parse ─┐                                      (Python, per record)
+                         ├─ watermarks, keyBy shard, stamp,      (JVM, job.batching)
+    clicks ────── parse ─┘  batch per shard every batch_ms
+                                  │
+    item-side snapshots (Kafka loop, one row per subtask) ─┐
+                                  ▼                         │
+             join + learn (key: shard, one call per batch) ◄┘  (Python, udfs.join_learn)
+                 ├─ examples, snapshots, late clicks, orphan clicks
+                 └─ metric partials ─ metrics (one subtask)
     parse rejects ─ dead letter
 """
 
@@ -16,32 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.common import Types
 from pyflink.datastream import DataStream, OutputTag
+from pyflink.table import StreamTableEnvironment
 
+from job.batching import batches, event_row_type, with_event_time
 from job.config import JobConfig
-from job.flink_types import event_type
+from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
-from udfs.join_learn import JoinAndLearn, join_event_type, partial_metrics_type
+from udfs.join_learn import JoinAndLearn
 from udfs.join_logic import ImpressionClickJoin
-from udfs.metrics import ComputeMetrics
+from udfs.metrics import ComputeMetrics, partial_metrics_type
 from udfs.model_store import ModelStore
 from udfs.parse import ParseEvents
-from udfs.records import EVENT_FIELDS, parse_json
-
-EVENT_TIME = EVENT_FIELDS.index("event_time")
+from udfs.records import parse_json
 
 # A sink takes an output stream and its name ("examples", "snapshots", ...).
 Sink = Callable[[DataStream, str], None]
 OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "orphan-clicks")
-
-
-class EventTimeField(TimestampAssigner):
-    """Event time from the event row's `event_time` field."""
-
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value[EVENT_TIME]
 
 
 @dataclass
@@ -51,30 +45,12 @@ class PipelineInputs:
     impressions: DataStream
     clicks: DataStream
     decode: Callable[[str, Any], dict[str, Any]] = parse_json
-    # Kafka sources carry event time as the record timestamp and generate per-partition watermarks
-    # themselves; file sources need timestamps from the parsed records.
+    # Kafka sources generate per-partition watermarks from the record timestamps themselves; file
+    # sources need watermarks from the parsed event times.
     timestamps_assigned: bool = False
-    # Event rows of kind ITEM_PARAMS: other replicas' item-side parameters, read back from Kafka.
-    item_loop: DataStream | None = None
-
-
-def _parsed(raw: DataStream, source: str, schema: str, config: JobConfig, inputs: PipelineInputs,
-            dead_letter_tag: OutputTag, encoder: RecordEncoder) -> tuple[DataStream, DataStream]:
-    parsed = (
-        raw.process(ParseEvents(source, schema, dead_letter_tag, encoder, inputs.decode),
-                    output_type=event_type())
-        .name(f"parse-{source}")
-        .uid(f"parse-{source}")
-    )
-    if inputs.timestamps_assigned:
-        return parsed, parsed.get_side_output(dead_letter_tag)
-    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(config.max_disorder_ms)
-    ).with_timestamp_assigner(EventTimeField())
-    timed = parsed.assign_timestamps_and_watermarks(watermarks).name(f"watermarks-{source}").uid(
-        f"watermarks-{source}"
-    )
-    return timed, parsed.get_side_output(dead_letter_tag)
+    # Makes the Kafka loop's input: other replicas' item-side parameters as batch rows, given the
+    # learner's routing keys (one per subtask).
+    item_loop: Callable[[list[str]], DataStream] | None = None
 
 
 def build_pipeline(
@@ -84,28 +60,45 @@ def build_pipeline(
     encoder: RecordEncoder,
     embeddings: dict[str, list[float]] | None = None,
     initial_model: ModelStore | None = None,
+    t_env: StreamTableEnvironment | None = None,
 ) -> None:
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
+    env = inputs.impressions.get_execution_environment()
+    t_env = t_env or StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.optimizer.agg-phase-strategy", "ONE_PHASE")  # one list per shard and batch
     dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
     tags = {
         "late-clicks": OutputTag("late-clicks", encoder.flink_type("Click")),
         "orphan-clicks": OutputTag("orphan-clicks", encoder.flink_type("Click")),
-        "join-events": OutputTag("join-events", join_event_type()),
         "snapshots": OutputTag("snapshots", encoder.flink_type("ModelSnapshot")),
         "partial-metrics": OutputTag("partial-metrics", partial_metrics_type()),
     }
+    shards = routing_keys(config.parallelism)
 
-    # parse + watermarks: event rows (kind, impression_id, ..., event_time)
-    impressions, bad_impressions = _parsed(
-        inputs.impressions, "impressions", "Impression", config, inputs, dead_letter_tag, encoder
-    )
-    clicks, bad_clicks = _parsed(inputs.clicks, "clicks", "Click", config, inputs, dead_letter_tag, encoder)
-    streams = [clicks] if inputs.item_loop is None else [clicks, inputs.item_loop]
-    events = impressions.union(*streams).key_by(lambda event: event[3], key_type=Types.STRING())
+    # parse: Row(shard, event_time, event JSON); rejects to the dead letter
+    parsed = {}
+    rejects = []
+    for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
+        stream = (
+            getattr(inputs, source)
+            .process(ParseEvents(source, schema, dead_letter_tag, encoder, shards, inputs.decode),
+                     output_type=event_row_type())
+            .name(f"parse-{source}")
+            .uid(f"parse-{source}")
+        )
+        rejects.append(stream.get_side_output(dead_letter_tag))
+        parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
+                                                                                    config.max_disorder_ms)
 
-    # join + learn, keyed by user: encoded LabeledExample (scored on arrival), one per impression_id
+    # batches: Row(shard, ["[join watermark, event]", ...]) per shard every batch_ms (JVM)
+    batched = batches(env, t_env, parsed["impressions"].union(parsed["clicks"]), config.batch_ms)
+    if inputs.item_loop is not None:
+        batched = batched.union(inputs.item_loop(shards))
+
+    # join + learn, keyed by shard: encoded LabeledExample (scored on arrival), one per impression_id
     learned = (
-        events.process(
+        batched.key_by(lambda row: row[0], key_type=Types.STRING())
+        .process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
                          initial_model),
@@ -118,9 +111,9 @@ def build_pipeline(
     # metrics: encoded Metric records per event-time interval (one subtask merges the partials)
     metrics = (
         learned.get_side_output(tags["partial-metrics"])
-        .connect(learned.get_side_output(tags["join-events"]))
-        .key_by(lambda _: 0, lambda _: 0, key_type=Types.INT())
-        .process(ComputeMetrics(config.metrics_interval_ms, encoder), output_type=encoder.flink_type("Metric"))
+        .key_by(lambda _: 0, key_type=Types.INT())
+        .process(ComputeMetrics(config.metrics_interval_ms, config.parallelism, encoder),
+                 output_type=encoder.flink_type("Metric"))
         .name("compute-metrics")
         .uid("compute-metrics")
         .set_parallelism(1)
@@ -130,7 +123,7 @@ def build_pipeline(
         "examples": learned,
         "snapshots": learned.get_side_output(tags["snapshots"]),
         "metrics": metrics,
-        "dead-letter": bad_impressions.union(bad_clicks),
+        "dead-letter": rejects[0].union(rejects[1]),
         "late-clicks": learned.get_side_output(tags["late-clicks"]),
         "orphan-clicks": learned.get_side_output(tags["orphan-clicks"]),
     }

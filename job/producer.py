@@ -16,7 +16,6 @@ batched (idempotent producer, lz4, linger 5 ms); delivery failures are raised by
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -32,10 +31,9 @@ from tqdm import tqdm
 
 from job.event_files import files_of, is_avro_container
 from job.generate import GeneratorConfig, generate
-from job.schemas import raw_schema
 from job.topics import DEFAULT_TOPICS, TopicNames
 from job.wire import encode
-from udfs.records import InvalidRecord, _check_semantics, validate_record
+from udfs.records import fast_validator, validate_record
 
 log = logging.getLogger(__name__)
 
@@ -56,56 +54,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 _PROGRESS_STEP = 256  # progress bar updates every this many messages
 
-_INT32 = (-(2**31), 2**31 - 1)
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _type_check(avro_type: Any) -> Callable[[Any], bool] | None:
-    """A strict, fast check of a value against an Avro type (None if the type is not one it handles)."""
-    if avro_type == "string":
-        return lambda value: type(value) is str
-    if avro_type in ("int", "long"):
-        low, high = _INT32 if avro_type == "int" else _INT64
-        return lambda value: type(value) is int and low <= value <= high
-    if avro_type in ("float", "double"):
-        return lambda value: type(value) is float or type(value) is int
-    if isinstance(avro_type, list) and len(avro_type) == 2 and avro_type[0] == "null":
-        inner = _type_check(avro_type[1])
-        return None if inner is None else (lambda value: value is None or inner(value))
-    if isinstance(avro_type, dict) and avro_type.get("type") == "array":
-        item = _type_check(avro_type["items"])
-        return None if item is None else (lambda value: type(value) is list and all(map(item, value)))
-    return None
-
-
-@functools.cache
-def _fast_validator(schema: str) -> Callable[[dict[str, Any]], bool] | None:
-    """A check that passes only records `validate_record` would accept (~10x faster); None if unsupported.
-
-    Records that fail it go through `validate_record`, which gives the reason (or accepts a looser form).
-    """
-    checks = {}
-    for field in raw_schema(schema)["fields"]:
-        check = _type_check(field["type"])
-        if check is None:
-            return None
-        checks[field["name"]] = check
-    required = frozenset(f["name"] for f in raw_schema(schema)["fields"] if "default" not in f)
-    names = frozenset(checks)
-
-    def valid(record: dict[str, Any]) -> bool:
-        keys = record.keys()
-        if not (required <= keys <= names):
-            return False
-        if not all(checks[key](value) for key, value in record.items()):
-            return False
-        try:
-            _check_semantics(schema, record)  # the rules Avro cannot express (position >= 1, ...)
-        except InvalidRecord:
-            return False
-        return True
-
-    return valid
 
 
 class DeliveryError(RuntimeError):
@@ -196,7 +144,7 @@ class Producer:
         except KeyError:
             raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}") from None
         valid = record if isinstance(record, dict) else dict(record)
-        fast = _fast_validator(schema)
+        fast = fast_validator(schema)
         if fast is None or not fast(valid):
             valid = validate_record(schema, valid)
         value = encode(schema, valid)  # WireError (a ValueError) for anything validation let through

@@ -216,3 +216,52 @@ def test_write_stream_round_trips(stream: Stream, tmp_path) -> None:
 def test_rejects_a_catalog_smaller_than_a_page() -> None:
     with pytest.raises(ValueError):
         generate(GeneratorConfig(n_items=5, items_per_request=10))
+
+
+HEAVY = GeneratorConfig(n_impressions=50_000, heavy_users=3)
+
+
+def user_shares(stream: Stream) -> dict[str, float]:
+    impressions = first_impressions(stream)
+    counts = Counter(rec["user_id"] for rec in impressions.values())
+    return {user: n / len(impressions) for user, n in counts.items()}
+
+
+def test_heavy_users_each_make_their_share_and_the_rest_keeps_its_zipf_shape() -> None:
+    heavy = generate(HEAVY)
+    plain = generate(GeneratorConfig(n_impressions=HEAVY.n_impressions))
+    heavy_ids = ["u000000", "u000001", "u000002"]
+    assert heavy.stats["heavy_user_ids"] == heavy_ids
+    assert plain.stats["heavy_user_ids"] == []
+    shares, plain_shares = user_shares(heavy), user_shares(plain)
+    for user in heavy_ids:
+        assert 0.08 < shares[user] < 0.12, user  # 5000 requests: sd of a 10% share is 0.4 points
+        assert plain_shares.get(user, 0.0) < 0.05, user  # without the option they are ordinary users
+    # The other users keep their (Zipf) activity, renormalized to the 70% left to them.
+    rest = {u: s / (1 - 0.3) for u, s in shares.items() if u not in heavy_ids}
+    top_plain = sorted(plain_shares, key=plain_shares.get, reverse=True)[:3]
+    assert sorted(rest, key=rest.get, reverse=True)[:3] == top_plain
+    for user in top_plain:
+        assert abs(rest[user] - plain_shares[user]) < 0.02
+
+
+def test_heavy_users_change_who_sees_a_request_and_nothing_else_before_it() -> None:
+    # The user of a request comes from one uniform draw per request in both modes, so every random
+    # number drawn before the users' preferences matter (request times, search or not) is the same,
+    # and a stream without heavy users draws exactly what it drew before the option existed.
+    heavy, plain = generate(HEAVY), generate(GeneratorConfig(n_impressions=HEAVY.n_impressions))
+
+    def skeleton(stream: Stream) -> dict[str, tuple]:
+        return {i: (r["request_id"], r["position"], r["event_time"], r["query"] is None)
+                for i, r in first_impressions(stream).items()}
+
+    assert skeleton(heavy) == skeleton(plain)
+    assert {r["impression_id"]: r["user_id"] for r in heavy.impressions} != {
+        r["impression_id"]: r["user_id"] for r in plain.impressions}
+
+
+@pytest.mark.parametrize("heavy_users, share", [(10, 0.1), (4, 0.3), (2, 0.0), (-1, 0.1), (300, 0.001)])
+def test_rejects_impossible_heavy_users(heavy_users: int, share: float) -> None:
+    with pytest.raises(ValueError):
+        generate(GeneratorConfig(n_impressions=1000, n_users=300, n_items=200, heavy_users=heavy_users,
+                                 heavy_user_share=share))

@@ -16,14 +16,14 @@ from samples import SAMPLES
 
 from job.generate import GeneratorConfig, generate, write_stream
 from job.kafka_broker import create_topics
-from job.producer import DeliveryError, _fast_validator, replay_files, stream_generated
+from job.producer import DeliveryError, replay_files, stream_generated
 from job.producer import Producer as EventProducer
 from job.schemas import RECORD_NAMES
 from job.snapshot_consumer import SnapshotConsumer
 from job.topics import TopicNames, create_all, snapshot_key
 from job.wire import WireDecoder, encode
 from udfs.model_store import ModelStore
-from udfs.records import InvalidRecord, validate_record
+from udfs.records import InvalidRecord, fast_validator, validate_record
 
 NOW_MS = int(time.time() * 1000)
 FOREVER = dict.fromkeys(("impressions", "clicks", "items", "examples", "metrics", "dead_letter"), -1)
@@ -172,7 +172,7 @@ def test_fast_validation_never_accepts_what_validate_record_rejects() -> None:
     odd_values = (None, "", "x", 0, -1, 7, 1.5, True, 2**40, 2**70, [], [1.0, 2], ["a"], {"a": 1})
     click = {"impression_id": "imp-1", "user_id": "u-1", "item_id": "it-1", "event_time": 1_000}
     for schema, record in (("Impression", stream.impressions[0]), ("Click", click), ("Item", stream.items[0])):
-        fast = _fast_validator(schema)
+        fast = fast_validator(schema)
         assert fast is not None and fast(record)
         variants = [{k: v for k, v in record.items() if k != drop} for drop in record]
         variants += [{**record, key: value} for key in [*record, "extra"] for value in odd_values]

@@ -32,6 +32,7 @@ DUPLICATE_CLICK = "duplicate_click"
 EARLY_CLICK = "early_click"
 LATE_CLICK = "late_click"
 ORPHAN_CLICK = "orphan_click"
+JOIN_EVENT_KINDS = (DUPLICATE_IMPRESSION, DUPLICATE_CLICK, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK)
 
 
 @dataclass

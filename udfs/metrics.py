@@ -4,9 +4,9 @@ Examples are bucketed by the event time at which their label became known (the c
 positive, the window's end for a negative), so an interval is complete, and emitted, when the
 watermark passes its end. Each learner subtask accumulates its examples' stats per interval and
 sends one partial per interval (not one record per example: per-record Python is the cost that
-matters); a single merger adds the join events and emits the Metric records. Names ending in
-`_total` are cumulative since the job started (kept in memory: they restart from zero when the
-job is restored).
+matters), with its join events counted in; a single merger emits the Metric records once every
+learner's join watermark has passed an interval's end. Names ending in `_total` are cumulative
+since the job started (kept in Flink state, so they continue after a restore).
 """
 
 from __future__ import annotations
@@ -16,13 +16,23 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from pyflink.datastream import KeyedCoProcessFunction, RuntimeContext
+from pyflink.common import Types
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs.encoding import RecordEncoder
-from udfs.join_logic import DUPLICATE_CLICK, DUPLICATE_IMPRESSION, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK
+from udfs.join_logic import (
+    DUPLICATE_CLICK,
+    DUPLICATE_IMPRESSION,
+    EARLY_CLICK,
+    JOIN_EVENT_KINDS,
+    LATE_CLICK,
+    ORPHAN_CLICK,
+)
 from udfs.metrics_math import BinnedAUC, ExampleStats
 
-EVENT_KINDS = (DUPLICATE_IMPRESSION, DUPLICATE_CLICK, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK)
+EVENT_KINDS = JOIN_EVENT_KINDS
 
 
 class IntervalStats:
@@ -36,6 +46,14 @@ class IntervalStats:
         self.loop_records = 0
         self.loop_staleness_sum_ms = 0
         self.loop_staleness_max_ms = 0
+        # Microseconds the learner spent per stage, and the learning operations they covered.
+        self.costs: dict[str, float] = {}
+        self.cost_ops = 0
+
+    def add_costs(self, costs: dict[str, float], ops: int) -> None:
+        for stage, micros in costs.items():
+            self.costs[stage] = self.costs.get(stage, 0.0) + micros
+        self.cost_ops += ops
 
     def add_loop_staleness(self, staleness_ms: int) -> None:
         self.loop_records += 1
@@ -54,6 +72,7 @@ class IntervalStats:
         self.loop_records += other.loop_records
         self.loop_staleness_sum_ms += other.loop_staleness_sum_ms
         self.loop_staleness_max_ms = max(self.loop_staleness_max_ms, other.loop_staleness_max_ms)
+        self.add_costs(other.costs, other.cost_ops)
 
     def values(self) -> dict[str, float]:
         """Metric name -> value (NaN when undefined)."""
@@ -80,6 +99,8 @@ class IntervalStats:
             "item_loop_staleness_ms_mean": (self.loop_staleness_sum_ms / self.loop_records
                                             if self.loop_records else math.nan),
             "item_loop_staleness_ms_max": self.loop_staleness_max_ms if self.loop_records else math.nan,
+            **{f"cost_{stage}_us_per_op": micros / self.cost_ops if self.cost_ops else math.nan
+               for stage, micros in self.costs.items()},
         }
 
 
@@ -117,23 +138,24 @@ def decision_time(label: int, impression_time: int, click_time: int | None, wind
 
 
 class MetricsAggregator:
-    """Merges per-learner partial stats and join events; turns closed intervals into Metric records."""
+    """Merges learner partials; an interval is complete once every learner's join watermark passed its end."""
 
-    def __init__(self, interval_ms: int) -> None:
+    def __init__(self, interval_ms: int, learners: int) -> None:
         self.buckets = IntervalBuckets(interval_ms)
         self.total = IntervalStats()
         self.started_wall_s = time.time()
+        self.progress = [-(2**63)] * learners  # each learner subtask's join watermark
 
-    def add_partial(self, start: int, stats: IntervalStats) -> int | None:
-        """Merge a learner's stats of the interval at `start`; returns a newly opened interval's end."""
-        held, new_end = self.buckets.bucket(start)
+    def add_partial(self, start: int, stats: IntervalStats) -> None:
+        """Merge a learner's stats of the interval at `start`."""
+        held, _ = self.buckets.bucket(start)
         held.merge(stats)
-        return new_end
 
-    def add_event(self, kind: str, event_time: int) -> int | None:
-        held, new_end = self.buckets.bucket(event_time)
-        held.events[kind] += 1
-        return new_end
+    def add_progress(self, learner: int, watermark: int) -> None:
+        self.progress[learner] = max(self.progress[learner], watermark)
+
+    def complete_until(self) -> int:
+        return min(self.progress)
 
     def close_until(self, watermark: int) -> list[dict[str, Any]]:
         """Metric records of every interval that ends at or before `watermark`, oldest first."""
@@ -157,37 +179,60 @@ class MetricsAggregator:
         return records
 
 
-class ComputeMetrics(KeyedCoProcessFunction):
-    """Input 1: Row(start, IntervalStats) partials from the learners, input 2: join events;
-    output: encoded Metric records, once per interval when the watermark passes its end."""
+def partial_metrics_type() -> TypeInformation:
+    """Learner -> merger: Row(learner subtask, interval start, pickled IntervalStats or None, join watermark)."""
+    return Types.ROW_NAMED(["learner", "start", "stats", "watermark"],
+                           [Types.INT(), Types.LONG(), Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
 
-    def __init__(self, interval_ms: int, encoder: RecordEncoder) -> None:
+
+END_OF_INPUT = 2**63 - 1
+
+
+class ComputeMetrics(KeyedProcessFunction):
+    """Partials and progress from the learners in; encoded Metric records out, once per interval.
+
+    The aggregator (open intervals and the run's totals) is kept in Flink state, so `_total` metrics
+    continue across restores.
+    """
+
+    def __init__(self, interval_ms: int, learners: int, encoder: RecordEncoder) -> None:
         self.interval_ms = interval_ms
+        self.learners = learners
         self.encoder = encoder
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.aggregator = MetricsAggregator(self.interval_ms)
+        self.state = runtime_context.get_state(ValueStateDescriptor("aggregator", Types.PICKLED_BYTE_ARRAY()))
+        self.aggregator: MetricsAggregator | None = None
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group("quality")
-        total = self.aggregator.total
-        group.gauge("examples_total", lambda: total.examples.examples)
-        group.gauge("positives_total", lambda: total.examples.positives)
-        group.gauge("late_clicks_total", lambda: total.events[LATE_CLICK])
-        group.gauge("orphan_clicks_total", lambda: total.events[ORPHAN_CLICK])
+        group.gauge("examples_total", lambda: self._total().examples.examples)
+        group.gauge("positives_total", lambda: self._total().examples.positives)
+        group.gauge("late_clicks_total", lambda: self._total().events[LATE_CLICK])
+        group.gauge("orphan_clicks_total", lambda: self._total().events[ORPHAN_CLICK])
 
-    def process_element1(self, value, ctx) -> Iterator:
-        start, stats = value
-        end = self.aggregator.add_partial(start, stats)
-        if end is not None:
-            ctx.timer_service().register_event_time_timer(end)
-        return iter(())
+    def _total(self) -> IntervalStats:
+        return self.aggregator.total if self.aggregator is not None else IntervalStats()
 
-    def process_element2(self, value, ctx) -> Iterator:
-        kind, event_time = value
-        end = self.aggregator.add_event(kind, event_time)
-        if end is not None:
-            ctx.timer_service().register_event_time_timer(end)
-        return iter(())
+    def _load(self, ctx) -> MetricsAggregator:
+        if self.aggregator is None:
+            self.aggregator = self.state.value() or MetricsAggregator(self.interval_ms, self.learners)
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+        return self.aggregator
+
+    def process_element(self, value, ctx) -> Iterator:
+        aggregator = self._load(ctx)
+        learner, start, stats, watermark = value
+        if stats is not None:
+            aggregator.add_partial(start, stats)
+        aggregator.add_progress(learner, watermark)
+        records = aggregator.close_until(aggregator.complete_until())
+        self.state.update(aggregator)
+        for record in records:
+            yield self.encoder.encode("Metric", record)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
-        for record in self.aggregator.close_until(timestamp):
+        # The input ended: learners that never got a batch report no progress, so close everything.
+        aggregator = self._load(ctx)
+        records = aggregator.close_until(END_OF_INPUT)
+        self.state.update(aggregator)
+        for record in records:
             yield self.encoder.encode("Metric", record)

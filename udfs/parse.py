@@ -1,11 +1,13 @@
-"""Parse operator: raw input records in, validated rows out, rejects to the dead letter."""
+"""Parse operator: raw input records in, validated events out, rejects to the dead letter."""
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction
 
@@ -19,14 +21,20 @@ def dead_letter(source: str, reason: str, payload: str | bytes) -> dict[str, Any
     return {"source": source, "reason": reason, "payload": raw, "received_at": int(time.time() * 1000)}
 
 
-TO_EVENT: dict[str, Callable[[dict[str, Any]], tuple]] = {
+TO_EVENT: dict[str, Callable[[dict[str, Any]], list]] = {
     "Impression": impression_event,
     "Click": click_event,
 }
 
 
+def shard_of(user_id: str, shards: list[str]) -> str:
+    """The learner shard of a user: a stable hash (the same in every process, unlike `hash`)."""
+    return shards[zlib.crc32(user_id.encode()) % len(shards)]
+
+
 class ParseEvents(ProcessFunction):
-    """Raw record -> event Row (udfs.records.EVENT_FIELDS); a bad record goes to `dead_letter_tag` with its reason."""
+    """Raw record -> Row(shard, event_time, event JSON) (job.batching); a bad record goes to
+    `dead_letter_tag` with its reason."""
 
     def __init__(
         self,
@@ -34,12 +42,14 @@ class ParseEvents(ProcessFunction):
         schema_name: str,
         dead_letter_tag: OutputTag,
         encoder: RecordEncoder,
+        shards: list[str],
         decode: Callable[[str, Any], dict[str, Any]] = parse_json,
     ) -> None:
         self.source = source
         self.schema_name = schema_name
         self.dead_letter_tag = dead_letter_tag
         self.encoder = encoder
+        self.shards = shards
         self.decode = decode
         self.to_event = TO_EVENT[schema_name]
 
@@ -58,4 +68,5 @@ class ParseEvents(ProcessFunction):
             )
             return
         self.accepted.inc()
-        yield Row(*self.to_event(record))
+        event_time = record["event_time"]
+        yield Row(shard_of(record["user_id"], self.shards), event_time, orjson.dumps(self.to_event(record)).decode())

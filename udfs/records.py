@@ -6,12 +6,14 @@ are the ones Avro cannot express.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastavro.validation import ValidationError, validate
 
-from job.schemas import field_names, parsed_schema
+from job.schemas import field_names, parsed_schema, raw_schema
 
 
 class InvalidRecord(ValueError):
@@ -59,53 +61,98 @@ def validate_record(schema_name: str, record: Any) -> dict[str, Any]:
     return record
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _type_check(avro_type: Any) -> Callable[[Any], bool] | None:
+    """A strict, fast check of a value against an Avro type (None if the type is not one it handles)."""
+    if avro_type == "string":
+        return lambda value: type(value) is str
+    if avro_type in ("int", "long"):
+        low, high = _INT32 if avro_type == "int" else _INT64
+        return lambda value: type(value) is int and low <= value <= high
+    if avro_type in ("float", "double"):
+        return lambda value: type(value) is float or type(value) is int
+    if isinstance(avro_type, list) and len(avro_type) == 2 and avro_type[0] == "null":
+        inner = _type_check(avro_type[1])
+        return None if inner is None else (lambda value: value is None or inner(value))
+    if isinstance(avro_type, dict) and avro_type.get("type") == "array":
+        item = _type_check(avro_type["items"])
+        return None if item is None else (lambda value: type(value) is list and all(map(item, value)))
+    return None
+
+
+@functools.cache
+def fast_validator(schema: str) -> Callable[[dict[str, Any]], bool] | None:
+    """A check that passes only records `validate_record` would accept (~10x faster); None if unsupported.
+
+    Records that fail it go through `validate_record`, which gives the reason (or accepts a looser form).
+    """
+    checks = {}
+    for field in raw_schema(schema)["fields"]:
+        check = _type_check(field["type"])
+        if check is None:
+            return None
+        checks[field["name"]] = check
+    required = frozenset(f["name"] for f in raw_schema(schema)["fields"] if "default" not in f)
+    names = frozenset(checks)
+
+    def valid(record: dict[str, Any]) -> bool:
+        keys = record.keys()
+        if not (required <= keys <= names):
+            return False
+        if not all(checks[key](value) for key, value in record.items()):
+            return False
+        try:
+            _check_semantics(schema, record)  # the rules Avro cannot express (position >= 1, ...)
+        except InvalidRecord:
+            return False
+        return True
+
+    return valid
+
+
 def parse_json(schema_name: str, line: str | bytes) -> dict[str, Any]:
     """Decode one JSON Lines record and validate it."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as error:
         raise InvalidRecord(f"not valid JSON: {error}") from None
+    fast = fast_validator(schema_name)
+    if fast is not None and type(record) is dict and fast(record):
+        return record
     return validate_record(schema_name, record)
 
 
-# Impressions and clicks travel as one stream of event rows (one key-by, one operator input):
-# (kind, impression_id, request_id, user_id, item_id, query, position, event_time, payload), where
-# clicks leave request_id, query and position empty. In Kafka mode a third kind, ITEM_PARAMS, carries
-# another replica's item-side snapshot record (payload) to one learner subtask, routed by user_id.
+# Impressions and clicks travel as one stream of events, each a JSON array whose first element is its
+# kind: impressions [IMPRESSION, impression_id, request_id, user_id, item_id, query, position, event_time],
+# clicks [CLICK, impression_id, user_id, item_id, event_time] (after the kind: the join's tuples, see
+# udfs.join_logic). JSON because the JVM batches them as strings (one Python call per batch, not per
+# event). In Kafka mode a third kind, [ITEM_PARAMS, record], carries another replica's item-side
+# snapshot record to a learner subtask.
 IMPRESSION, CLICK, ITEM_PARAMS = 0, 1, 2
-EVENT_FIELDS = ("kind", "impression_id", "request_id", "user_id", "item_id", "query", "position", "event_time",
-                "payload")
 
 
-def impression_event(record: dict[str, Any]) -> tuple:
-    """An Impression record as an event row."""
-    return (
-        IMPRESSION,
-        record["impression_id"],
-        record["request_id"],
-        record["user_id"],
-        record["item_id"],
-        record.get("query"),
-        record["position"],
-        record["event_time"],
-        None,
-    )
+def impression_event(record: dict[str, Any]) -> list:
+    """An Impression record as an event."""
+    return [IMPRESSION, record["impression_id"], record["request_id"], record["user_id"], record["item_id"],
+            record.get("query"), record["position"], record["event_time"]]
 
 
-def click_event(record: dict[str, Any]) -> tuple:
-    """A Click record as an event row."""
-    return (CLICK, record["impression_id"], None, record["user_id"], record["item_id"], None, None,
-            record["event_time"], None)
+def click_event(record: dict[str, Any]) -> list:
+    """A Click record as an event."""
+    return [CLICK, record["impression_id"], record["user_id"], record["item_id"], record["event_time"]]
 
 
-def impression_of(event: tuple) -> tuple:
-    """The impression tuple of `udfs.join_logic` (schema field order) from an event row."""
-    return tuple(event[1:8])
+def impression_of(event: list) -> tuple:
+    """The impression tuple of `udfs.join_logic` from an impression event."""
+    return tuple(event[1:])
 
 
-def click_of(event: tuple) -> tuple:
-    """The click tuple of `udfs.join_logic` (schema field order) from an event row."""
-    return (event[1], event[3], event[4], event[7])
+def click_of(event: list) -> tuple:
+    """The click tuple of `udfs.join_logic` from a click event."""
+    return tuple(event[1:])
 
 
 _WIRE_DECODERS: dict[str, Any] = {}

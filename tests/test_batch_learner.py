@@ -1,0 +1,176 @@
+"""The batched join-and-learn core without a cluster: labels, batch-size independence, restores.
+
+The learner is fed [join watermark, event] rows as job.batching delivers them (arrival order, each
+with the bounded-out-of-orderness watermark as it was when the event passed), in batches of varying
+size, with dict-backed state handles in place of Flink's.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+from reference_joiner import reference_join
+
+from job.generate import GeneratorConfig, generate
+from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
+from udfs.join_logic import ImpressionClickJoin
+from udfs.learner_math import LearnerConfig
+from udfs.records import click_event, impression_event
+
+GEN = GeneratorConfig(n_impressions=3000, n_users=120, n_items=100, seed=5, window_s=60.0, max_disorder_s=2.0,
+                      click_delay_median_s=8.0, requests_per_s=2.0)
+WINDOW_MS, RETENTION_MS, DISORDER_MS = 60_000, 600_000, 3_000
+CONFIG = LearnerConfig(dim=8)
+
+
+class DictMapState:
+    """MapState semantics over a dict; values are stored as Flink would: copies, not references."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+
+    def get(self, key):
+        value = self.data.get(key)
+        return None if value is None else pickle.loads(pickle.dumps(value))
+
+    def put_all(self, entries: dict) -> None:
+        self.data.update(pickle.loads(pickle.dumps(entries)))
+
+    def remove(self, key) -> None:
+        self.data.pop(key, None)
+
+    def items(self):
+        return list(pickle.loads(pickle.dumps(self.data)).items())
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
+class DictValueState:
+    def __init__(self) -> None:
+        self.data = None
+
+    def value(self):
+        return None if self.data is None else pickle.loads(self.data)
+
+    def update(self, value) -> None:
+        self.data = pickle.dumps(value)
+
+
+def new_state() -> LearnerState:
+    return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
+                        DictValueState(), DictValueState())
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return generate(GEN)
+
+
+@pytest.fixture(scope="module")
+def rows(stream) -> list:
+    """Both inputs merged in arrival order (each file's order, interleaved by event time), each event
+    with the watermark from before it: newest event time so far minus the disorder bound minus 1."""
+    events = [impression_event(r) for r in stream.impressions] + [click_event(r) for r in stream.clicks]
+    events.sort(key=lambda e: e[-1])
+    out, newest = [], -(2**63)
+    for event in events:
+        watermark = newest - DISORDER_MS - 1 if newest > -(2**63) else -(2**63) + 1
+        out.append([watermark, event])
+        newest = max(newest, event[-1])
+    return out
+
+
+def run(rows: list, batch_sizes: list[int], restore_every: int | None = None) -> tuple[list, list, LearnerState]:
+    """Feed `rows` in batches; with `restore_every`, a fresh learner over the same state every n batches."""
+    state = new_state()
+
+    def learner() -> BatchJoinLearner:
+        return BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+
+    current = learner()
+    examples, late = [], []
+    position, calls = 0, 0
+    while position < len(rows):
+        size = batch_sizes[calls % len(batch_sizes)]
+        out = current.process_batch(rows[position:position + size], now_ms=0)
+        examples += out.examples
+        late += out.late_clicks
+        position += size
+        calls += 1
+        if restore_every and calls % restore_every == 0:
+            current = learner()  # everything the old one knew must come back from state
+    out = current.advance_to(END_OF_INPUT)
+    return examples + out.examples, late + out.late_clicks, state
+
+
+def test_labels_equal_the_reference(stream, rows):
+    examples, late, _ = run(rows, [1, 7, 250, 33])
+    reference = reference_join(stream.impressions, stream.clicks, WINDOW_MS)
+    got = {e["impression_id"]: (e["label"], e["click_time"]) for e in examples}
+    assert len(got) == len(examples), "an impression produced two examples"
+    assert got == reference.labels
+    assert len(late) == reference.late_clicks
+    assert sum(label for label, _ in got.values()) > 50
+
+
+def test_batch_boundaries_change_nothing(rows):
+    one_by_one, _, _ = run(rows, [1])
+    batched, _, _ = run(rows, [500, 3, 90])
+    assert [(e["impression_id"], e["label"]) for e in one_by_one] == [(e["impression_id"], e["label"]) for e in batched]
+    assert [e["score"] for e in one_by_one] == pytest.approx([e["score"] for e in batched], abs=1e-12)
+
+
+def test_a_restored_learner_continues_exactly_from_state(rows):
+    """All of the model and the join lives in the state handles: a learner rebuilt from them every few
+    batches (what a restore from a checkpoint does) gives the same examples, scores and model."""
+    straight, _, straight_state = run(rows, [40, 13, 101])
+    restored, _, restored_state = run(rows, [40, 13, 101], restore_every=3)
+    assert [(e["impression_id"], e["label"]) for e in straight] == [(e["impression_id"], e["label"]) for e in restored]
+    assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in restored], abs=1e-12)
+    for name in ("users", "items", "biases"):
+        assert getattr(straight_state, name).data == getattr(restored_state, name).data, name
+
+
+def test_snapshot_publishes_changed_entities_once(rows):
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    learner.process_batch(rows[:2000], now_ms=1_000)
+    records = learner.snapshot(now_ms=2_000)
+    kinds = {r["entity_type"] for r in records}
+    assert {"USER", "ITEM", "POSITION", "GLOBAL"} <= kinds
+    assert len({(r["entity_type"], r["entity_id"]) for r in records}) == len(records)
+    assert all(r["version"] == records[0]["version"] >= 2_000 for r in records)
+    assert learner.snapshot(now_ms=3_000) == []  # nothing changed since
+    # The version survives a restore and keeps growing.
+    again = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    again.process_batch(rows[2000:2500], now_ms=1_500)
+    assert again.snapshot(now_ms=1_500)[0]["version"] == records[0]["version"] + 1
+
+
+def test_item_loop_records_are_averaged_in(rows):
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    learner.process_batch(rows[:500], now_ms=0)
+    item_id = next(iter(learner.model.item_rows))
+    before = learner.model.items[learner.model.item_rows[item_id]].copy()
+    remote = {"entity_type": "ITEM", "entity_id": item_id, "vector": [1.0] * CONFIG.dim,
+              "vector_accum": [1e6] * CONFIG.dim, "bias": 2.0, "bias_accum": 5.0, "replica": 1,
+              "created_at": 0, "version": 1, "watermark": 0, "updates": 3}
+    learner.process_batch([[-(2**63) + 1, [2, remote]], [-(2**63) + 1, [2, {**remote, "replica": 0}]]], now_ms=10)
+    after = learner.model.items[learner.model.item_rows[item_id]]
+    dim = CONFIG.dim
+    assert after[:dim] == pytest.approx((before[:dim] + 1.0) / 2)  # own replica's record ignored
+    assert (after[dim:2 * dim] == 1e6).all()
+    assert after[2 * dim] == pytest.approx((before[2 * dim] + 2.0) / 2)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_batching_keeps_labels(stream, rows, seed):
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 400) for _ in range(50)]
+    examples, _, _ = run(rows, sizes, restore_every=rng.randint(2, 9))
+    reference = reference_join(stream.impressions, stream.clicks, WINDOW_MS)
+    assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples} == reference.labels

@@ -1,0 +1,251 @@
+"""The compiled learner kernel against the Python learner it replaces (`OnlineRanker`), op for op."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from udfs import learner_math
+from udfs.learner_kernel import (
+    BIAS_ACCUM,
+    BIAS_UPDATES,
+    BIAS_VALUE,
+    ITEM_BIAS,
+    ITEM_BIAS_ACCUM,
+    ITEM_UPDATES,
+    OP_LEARN,
+    OP_SCORE,
+    ModelArrays,
+    compile_kernel,
+    item_row_width,
+    user_row_width,
+)
+from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, UserCodec
+
+TOLERANCE = 1e-12
+
+
+def config(dim: int) -> LearnerConfig:
+    # Large enough rates and l2 that every term of the update matters over the stream.
+    return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1)
+
+
+def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
+    """(kind, user_id, item_id, position, label) tuples; a few users and items dominate, like real traffic."""
+    user_weights = rng.zipf(1.5, n_users).astype(float)
+    item_weights = rng.zipf(1.5, n_items).astype(float)
+    users = rng.choice(n_users, n_ops, p=user_weights / user_weights.sum())
+    items = rng.choice(n_items, n_ops, p=item_weights / item_weights.sum())
+    positions = rng.integers(0, n_positions, n_ops)
+    kinds = np.where(rng.random(n_ops) < 0.7, OP_LEARN, OP_SCORE)
+    labels = (rng.random(n_ops) < 0.3).astype(int)
+    return [(int(k), f"u{u}", f"i{i}", int(p), int(y))
+            for k, u, i, p, y in zip(kinds, users, items, positions, labels, strict=True)]
+
+
+def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Even users start from the prior, odd ones from a learned-looking state (non-zero vector, grown accum)."""
+    states = {}
+    dim = codec.dim
+    for n in range(n_users):
+        state = codec.new()
+        if n % 2:
+            state[:dim] = rng.normal(0.0, 0.2, dim)
+            state[dim : 2 * dim] += rng.random(dim)
+            state[2 * dim] = float(rng.integers(1, 50))
+        states[f"u{n}"] = state
+    return states
+
+
+@pytest.mark.parametrize("dim", [8, 32])
+def test_batched_kernel_matches_online_ranker(dim: int) -> None:
+    compare_with_ranker(dim, TOLERANCE)
+
+
+def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only arithmetic difference from OnlineRanker is numpy's `@` summation order.
+
+    With the reference's dot product summed left to right as the kernel does, every score and parameter
+    is bit-for-bit equal: the update formulas are evaluated in the same order. (Without it, differences
+    are a few ulps that grow with the magnitude of accumulators, ~2e-13 on this stream.)
+    """
+
+    def sequential_predict(user_vector: np.ndarray, item, position, global_bias) -> float:
+        dot = 0.0
+        for u, v in zip(user_vector.tolist(), item.vector.tolist(), strict=True):
+            dot += u * v
+        return learner_math.sigmoid(dot + item.bias.value + position.value + global_bias.value)
+
+    monkeypatch.setattr(learner_math, "predict", sequential_predict)
+    compare_with_ranker(8, 0.0)
+
+
+def compare_with_ranker(dim: int, tolerance: float) -> None:
+    """One random stream through OnlineRanker op by op and through ModelArrays in batches; all must agree."""
+    cfg = config(dim)
+    rng = np.random.default_rng(dim)
+    stream = random_stream(rng, n_ops=4000, n_users=50, n_items=40, n_positions=10)
+
+    # Reference: the Python learner, one op at a time.
+    side = ItemSide(cfg)
+    ranker = OnlineRanker(cfg, side)
+    initial_users = initial_user_states(UserCodec(cfg), 50, rng)
+    user_states: dict[str, np.ndarray] = {}
+    expected_scores = []
+    for kind, user_id, item_id, position, label in stream:
+        if user_id not in user_states:
+            user_states[user_id] = initial_users[user_id].copy()
+        state = user_states[user_id]
+        if kind == OP_LEARN:
+            expected_scores.append(ranker.score_then_learn(state, item_id, position, label))
+        else:
+            expected_scores.append(ranker.score(state, item_id, position))
+
+    # Kernel: the same stream in batches of varying size; entities are added as they first appear,
+    # between batches, from the same initial states (users) and initial vectors (items).
+    model = ModelArrays(cfg, capacity=4)  # small, so the arrays grow while the stream runs
+    fresh_side = ItemSide(cfg)
+    scores = []
+    start = 0
+    batch_sizes = iter(rng.integers(1, 400, 1000))
+    while start < len(stream):
+        batch = stream[start : start + int(next(batch_sizes))]
+        ops = np.zeros((len(batch), 5), dtype=np.int64)
+        for n, (kind, user_id, item_id, position, label) in enumerate(batch):
+            if user_id not in model.user_rows:
+                model.add_user(user_id, initial_users[user_id])
+            if item_id not in model.item_rows:
+                model.add_item(item_id, model.new_item_row(fresh_side.initial_vector(item_id)))
+            if position not in model.position_rows:
+                model.add_position(position, model.new_bias_row())
+            ops[n] = (kind, model.user_rows[user_id], model.item_rows[item_id], model.position_rows[position], label)
+        scores.extend(model.run(ops))
+        start += len(batch)
+
+    assert model.n_users == len(user_states) and model.n_items == len(side.items)
+    assert model.n_positions == len(side.positions)
+    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=tolerance)
+    for user_id, state in user_states.items():
+        np.testing.assert_allclose(model.users[model.user_rows[user_id]], state, rtol=0, atol=tolerance)
+    for item_id, item in side.items.items():
+        row = model.items[model.item_rows[item_id]]
+        np.testing.assert_allclose(row[:dim], item.vector, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(row[dim : 2 * dim], item.accum, rtol=0, atol=tolerance)
+        assert row[ITEM_BIAS] == pytest.approx(item.bias.value, rel=0, abs=tolerance)
+        assert row[ITEM_BIAS_ACCUM] == pytest.approx(item.bias.accum, rel=0, abs=tolerance)
+        assert row[ITEM_UPDATES] == item.updates == item.bias.updates
+    for position, term in side.positions.items():
+        row = model.positions[model.position_rows[position]]
+        assert row[BIAS_VALUE] == pytest.approx(term.value, rel=0, abs=tolerance)
+        assert row[BIAS_ACCUM] == pytest.approx(term.accum, rel=0, abs=tolerance)
+        assert row[BIAS_UPDATES] == term.updates
+    glob = side.global_bias
+    assert model.global_bias[BIAS_VALUE] == pytest.approx(glob.value, rel=0, abs=tolerance)
+    assert model.global_bias[BIAS_ACCUM] == pytest.approx(glob.accum, rel=0, abs=tolerance)
+    assert model.global_bias[BIAS_UPDATES] == glob.updates == sum(op[0] == OP_LEARN for op in stream)
+
+
+def test_new_rows_match_python_priors() -> None:
+    cfg = config(8)
+    model = ModelArrays(cfg)
+    side = ItemSide(cfg)
+    np.testing.assert_array_equal(model.new_user_row(), UserCodec(cfg).new())
+    item = side.item("x")
+    row = model.new_item_row(side.initial_vector("x"))
+    np.testing.assert_array_equal(row[:8], item.vector)
+    np.testing.assert_array_equal(row[8:16], item.accum)
+    assert (row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES]) == (item.bias.value, item.bias.accum, 0)
+    term = side.position(3)
+    np.testing.assert_array_equal(model.new_bias_row(), [term.value, term.accum, term.updates])
+    glob = side.global_bias
+    np.testing.assert_array_equal(model.initial_global_bias(), [glob.value, glob.accum, glob.updates])
+    np.testing.assert_array_equal(model.global_bias, model.initial_global_bias())
+
+
+def test_growth_keeps_earlier_rows() -> None:
+    dim = 4
+    model = ModelArrays(config(dim), capacity=2)
+    rng = np.random.default_rng(7)
+    users = {f"u{n}": rng.normal(size=user_row_width(dim)) for n in range(37)}
+    items = {f"i{n}": rng.normal(size=item_row_width(dim)) for n in range(29)}
+    positions = {n * 3: rng.normal(size=3) for n in range(11)}
+    for n, (user_id, row) in enumerate(users.items()):
+        assert model.add_user(user_id, row) == n
+    for n, (item_id, row) in enumerate(items.items()):
+        assert model.add_item(item_id, row) == n
+    for n, (position, row) in enumerate(positions.items()):
+        assert model.add_position(position, row) == n
+
+    assert (model.n_users, model.n_items, model.n_positions) == (37, 29, 11)
+    assert model.users.shape[0] >= 37 and model.items.shape[0] >= 29 and model.positions.shape[0] >= 11
+    for user_id, row in users.items():
+        np.testing.assert_array_equal(model.users[model.user_rows[user_id]], row)
+    for item_id, row in items.items():
+        np.testing.assert_array_equal(model.items[model.item_rows[item_id]], row)
+    for position, row in positions.items():
+        np.testing.assert_array_equal(model.positions[model.position_rows[position]], row)
+    with pytest.raises(KeyError):
+        model.add_user("u3", model.new_user_row())
+    with pytest.raises(KeyError):
+        model.add_item("i0", users["u0"][: item_row_width(dim)])
+    with pytest.raises(KeyError):
+        model.add_position(30, model.new_bias_row())
+
+
+def test_score_only_changes_nothing() -> None:
+    cfg = config(8)
+    side = ItemSide(cfg)
+    ranker = OnlineRanker(cfg, side)
+    model = ModelArrays(cfg)
+    rng = np.random.default_rng(3)
+    for n in range(5):
+        state = model.new_user_row()
+        state[:8] = rng.normal(0.0, 0.3, 8)
+        model.add_user(f"u{n}", state)
+        model.add_item(f"i{n}", model.new_item_row(side.item(f"i{n}").vector))
+        model.add_position(n, model.new_bias_row())
+    # Learn a little first so biases and accumulators are not at their priors.
+    model.run(np.array([[OP_LEARN, n % 5, (n * 2) % 5, n % 5, n % 2] for n in range(20)], dtype=np.int64))
+    before = [model.users.copy(), model.items.copy(), model.positions.copy(), model.global_bias.copy()]
+
+    ops = np.array([[OP_SCORE, n % 5, (n * 3) % 5, (n * 7) % 5, 1] for n in range(40)], dtype=np.int64)
+    scores = model.run(ops)
+
+    after = [model.users, model.items, model.positions, model.global_bias]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(new, old)
+    assert np.all((scores > 0) & (scores < 1))
+    # Each score is the model's current prediction: the Python learner, given the same parameters, agrees.
+    for n, item_id in enumerate(side.items):
+        side.items[item_id].vector = model.items[n, :8].copy()
+        side.items[item_id].bias.value = model.items[n, ITEM_BIAS]
+        side.position(n).value = model.positions[n, BIAS_VALUE]
+    side.global_bias.value = model.global_bias[BIAS_VALUE]
+    expected = [ranker.score(model.users[op[1]], f"i{op[2]}", int(op[3])) for op in ops]
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=TOLERANCE)
+
+
+def test_bad_batch_is_rejected_whole() -> None:
+    cfg = config(4)
+    model = ModelArrays(cfg)
+    model.add_user("u", model.new_user_row())
+    model.add_item("i", model.new_item_row(np.full(4, 0.1)))
+    model.add_position(0, model.new_bias_row())
+    before = [model.users.copy(), model.items.copy(), model.positions.copy(), model.global_bias.copy()]
+    bad_batches = [
+        [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 1, 0, 0, 1]],  # user row not added
+        [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, -1, 0, 1]],  # negative row
+        [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, 0, 1, 0]],  # position row not added
+        [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, 0, 0, 2]],  # label not 0/1
+        [[OP_LEARN, 0, 0, 0, 1], [7, 0, 0, 0, 0]],  # unknown op
+    ]
+    for batch in bad_batches:
+        with pytest.raises(ValueError):
+            model.run(np.array(batch, dtype=np.int64))
+    for old, new in zip(before, [model.users, model.items, model.positions, model.global_bias], strict=True):
+        np.testing.assert_array_equal(new, old)
+    assert model.run(np.zeros((0, 5), dtype=np.int64)).shape == (0,)
+
+
+def test_compile_kernel() -> None:
+    assert compile_kernel() >= 0.0

@@ -1,0 +1,520 @@
+"""The batched join-and-learn core of one learner subtask, as plain Python over plain state handles.
+
+One call per batch (`process_batch`): the batch's events, each with the join watermark it carries
+(see job.batching), go through the join in arrival order; every event-time decision due at or before
+an event's watermark is taken before that event, exactly as a per-event operator's timers would fire.
+The learning steps this produces (score an impression when it arrives; score-then-learn an example
+when its label is decided) are collected as one ordered list of operations and run in one compiled
+call (udfs.learner_kernel), so every example is scored before it is learned and sees every update
+before it.
+
+State. Everything lives in Flink state, under the subtask's one shard key (job.routing):
+- `entries`: impression id -> pickled join entry (udfs.join_logic.JoinState fields, the impression-time
+  score, whether a warm-up positive still has to be learned);
+- `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
+- `biases`: position -> bias row bytes, and GLOBAL_KEY for the global bias;
+- `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
+  `buckets`: the open metric intervals.
+Python dicts and arrays are only a cache of that state: every change of a batch is written back
+before the call returns, so a checkpoint (taken between calls) holds all of it. After a restore the
+caches start empty and fill from state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from udfs.join_logic import (
+    CLK_TIME,
+    IMP_ID,
+    IMP_ITEM,
+    IMP_POSITION,
+    IMP_QUERY,
+    IMP_REQUEST,
+    IMP_TIME,
+    IMP_USER,
+    LATE_CLICK,
+    ORPHAN_CLICK,
+    PENDING,
+    ImpressionClickJoin,
+    JoinState,
+)
+from udfs.learner_kernel import (
+    BIAS_ACCUM,
+    BIAS_UPDATES,
+    BIAS_VALUE,
+    ITEM_BIAS,
+    ITEM_BIAS_ACCUM,
+    ITEM_UPDATES,
+    OP_LEARN,
+    OP_SCORE,
+    OP_WIDTH,
+    ModelArrays,
+)
+from udfs.learner_math import LearnerConfig, UserCodec
+from udfs.metrics import IntervalBuckets, IntervalStats, decision_time
+from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
+from udfs.records import CLICK, IMPRESSION, click_of, impression_of
+from udfs.snapshots import next_version
+
+GLOBAL_KEY = 0  # positions are >= 1, so key 0 of `biases` is free for the global bias
+NO_WATERMARK = -(2**63)
+END_OF_INPUT = 2**63 - 1
+
+
+class MapStateLike(Protocol):
+    def get(self, key: Any) -> Any: ...
+    def put_all(self, entries: dict) -> None: ...
+    def remove(self, key: Any) -> None: ...
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+    def clear(self) -> None: ...
+
+
+class ValueStateLike(Protocol):
+    def value(self) -> Any: ...
+    def update(self, value: Any) -> None: ...
+
+
+@dataclass
+class LearnerState:
+    """The state handles of one learner subtask (Flink's, or dict-backed ones in tests)."""
+
+    entries: MapStateLike
+    users: MapStateLike
+    items: MapStateLike
+    biases: MapStateLike
+    dirty: MapStateLike
+    meta: ValueStateLike
+    buckets: ValueStateLike
+
+
+@dataclass
+class BatchOutput:
+    """What one call produced, as plain records for the Flink shell to encode."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    late_clicks: list[dict[str, Any]] = field(default_factory=list)
+    orphan_clicks: list[dict[str, Any]] = field(default_factory=list)
+    partials: list[tuple[int, IntervalStats]] = field(default_factory=list)  # closed metric intervals
+    watermark: int = NO_WATERMARK  # the join watermark after the call
+    join_events: dict[str, int] = field(default_factory=dict)  # counts by kind, for Flink counters
+
+
+def click_record(click: tuple) -> dict[str, Any]:
+    impression_id, user_id, item_id, event_time = click
+    return {"impression_id": impression_id, "user_id": user_id, "item_id": item_id, "event_time": event_time}
+
+
+class BatchJoinLearner:
+    """Join + progressive-validation learning for the events of one learner subtask."""
+
+    def __init__(self, join: ImpressionClickJoin, config: LearnerConfig, metrics_interval_ms: int, replica: int,
+                 state: LearnerState, embeddings: dict[str, list[float]] | None = None,
+                 initial_model: ModelStore | None = None) -> None:
+        self.join = join
+        self.config = config
+        self.replica = replica
+        self.state = state
+        self.initial_model = initial_model
+        self.init_side = (initial_model or ModelStore()).item_side(config, embeddings)
+        self.model = ModelArrays(config)
+        self.entries: dict[str, list] = {}  # id -> [JoinState, impression score or None, deferred learning]
+        self.due: list[tuple[int, str]] = []  # heap of (timer time, impression id)
+        meta = state.meta.value()
+        self.meta: dict[str, Any] = pickle.loads(meta) if meta is not None else {
+            "version": initial_model.version if initial_model else 0,
+            "watermark": NO_WATERMARK,
+            "max_event_time": NO_WATERMARK,
+            # A hot-started model needs no warm-up; a cold one learns first-window positives late.
+            "warm_up_until": NO_WATERMARK if initial_model else None,
+        }
+        stored = state.buckets.value()
+        self.buckets: IntervalBuckets = pickle.loads(stored) if stored is not None else IntervalBuckets(
+            metrics_interval_ms)
+        self._restore_entries()
+        self._global_loaded = False
+        self.costs = {"join": 0.0, "learn": 0.0, "state": 0.0, "emit": 0.0}
+
+    # Restore ------------------------------------------------------------------------------------
+    def _restore_entries(self) -> None:
+        """Join entries and their timers come back from state (timers are derived from the entries)."""
+        for impression_id, data in self.state.entries.items():
+            impression, status, label, held, score, deferred = pickle.loads(data)
+            entry = [JoinState(impression, status, label, list(held)), score, deferred]
+            self.entries[impression_id] = entry
+            for due in self._timers_of(entry):
+                self.due.append((due, impression_id))
+        heapq.heapify(self.due)
+
+    def _timers_of(self, entry: list) -> list[int]:
+        state, _, deferred = entry
+        window = self.join.window_ms
+        if state.impression is None:
+            return [click[CLK_TIME] + window + 1 for click in state.held_clicks]
+        if state.status == PENDING or deferred:
+            return [self.join.deadline(state.impression)]
+        return [state.impression[IMP_TIME] + window + self.join.retention_ms]
+
+    # Model rows ---------------------------------------------------------------------------------
+    def _user_row(self, user_id: str) -> int:
+        row = self.model.user_rows.get(user_id)
+        if row is not None:
+            return row
+        stored = self.state.users.get(user_id)
+        if stored is not None:
+            values = np.frombuffer(stored, dtype=np.float64).copy()
+        else:
+            restored = self.initial_model.user_state(user_id, UserCodec(self.config)) if self.initial_model else None
+            values = restored if restored is not None else self.model.new_user_row()
+        return self.model.add_user(user_id, values)
+
+    def _item_row(self, item_id: str) -> int:
+        row = self.model.item_rows.get(item_id)
+        if row is not None:
+            return row
+        stored = self.state.items.get(item_id)
+        if stored is not None:
+            values = np.frombuffer(stored, dtype=np.float64).copy()
+        else:
+            params = self.init_side.items.get(item_id)
+            if params is None:
+                values = self.model.new_item_row(self.init_side.initial_vector(item_id))
+            else:
+                values = np.concatenate([params.vector, params.accum,
+                                         [params.bias.value, params.bias.accum, float(params.updates)]])
+        return self.model.add_item(item_id, values)
+
+    def _position_row(self, position: int) -> int:
+        row = self.model.position_rows.get(position)
+        if row is not None:
+            return row
+        stored = self.state.biases.get(position)
+        if stored is not None:
+            values = np.frombuffer(stored, dtype=np.float64).copy()
+        else:
+            term = self.init_side.positions.get(position)
+            values = (self.model.new_bias_row() if term is None
+                      else np.array([term.value, term.accum, float(term.updates)]))
+        return self.model.add_position(position, values)
+
+    def _load_global(self) -> None:
+        if self._global_loaded:
+            return
+        stored = self.state.biases.get(GLOBAL_KEY)
+        if stored is not None:
+            self.model.global_bias[:] = np.frombuffer(stored, dtype=np.float64)
+        elif self.initial_model is not None:
+            glob = self.init_side.global_bias
+            self.model.global_bias[:] = [glob.value, glob.accum, float(glob.updates)]
+        self._global_loaded = True
+
+    # One batch ----------------------------------------------------------------------------------
+    def process_batch(self, rows: list, now_ms: int) -> BatchOutput:
+        """Run one batch of [join watermark, event] rows (arrival order) and write the state back."""
+        started = time.perf_counter()
+        self._load_global()
+        run = _BatchRun(self)
+        for watermark, event in rows:
+            if watermark > self.meta["watermark"]:
+                run.advance(watermark)
+            kind = event[0]
+            if kind == IMPRESSION:
+                run.on_impression(impression_of(event))
+            elif kind == CLICK:
+                run.on_click(click_of(event))
+            else:
+                run.merge_item_params(event[1], now_ms)
+        joined = time.perf_counter()
+        return run.finish(started, joined)
+
+    def advance_to(self, watermark: int) -> BatchOutput:
+        """Take every decision due up to `watermark` without new events (the end of the input)."""
+        started = time.perf_counter()
+        self._load_global()
+        run = _BatchRun(self)
+        run.advance(watermark)
+        return run.finish(started, time.perf_counter())
+
+    # Snapshots ----------------------------------------------------------------------------------
+    def snapshot(self, now_ms: int) -> list[dict[str, Any]]:
+        """Every entity changed since the last snapshot, under one new version (ModelSnapshot records)."""
+        keys = [key for key, _ in self.state.dirty.items()]
+        if not keys:
+            return []
+        self._load_global()
+        meta = self.meta
+        meta["version"] = next_version(meta["version"], now_ms)
+        common = {"version": meta["version"], "watermark": int(meta["watermark"]), "created_at": now_ms,
+                  "replica": self.replica}
+        dim = self.config.dim
+        records = []
+        for key in keys:
+            kind, _, entity_id = key.partition(":")
+            if kind == "U":
+                row = self.model.users[self._user_row(entity_id)]
+                records.append(_record(common, USER, entity_id, row[:dim], row[dim:2 * dim], 0.0, 0.0, row[2 * dim]))
+            elif kind == "I":
+                row = self.model.items[self._item_row(entity_id)]
+                records.append(_record(common, ITEM, entity_id, row[:dim], row[dim:2 * dim], row[ITEM_BIAS],
+                                       row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES]))
+            elif kind == "P":
+                row = self.model.positions[self._position_row(int(entity_id))]
+                records.append(_record(common, POSITION, entity_id, None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
+                                       row[BIAS_UPDATES]))
+            else:
+                row = self.model.global_bias
+                records.append(_record(common, GLOBAL, "global", None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
+                                       row[BIAS_UPDATES]))
+        self.state.dirty.clear()
+        self.state.meta.update(pickle.dumps(meta))
+        return records
+
+
+def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np.ndarray | None,
+            accum: np.ndarray | None, bias: float, bias_accum: float, updates: float) -> dict[str, Any]:
+    return {
+        **common,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "vector": [] if vector is None else vector.tolist(),
+        "vector_accum": [] if accum is None else accum.tolist(),
+        "bias": float(bias),
+        "bias_accum": float(bias_accum),
+        "updates": int(updates),
+    }
+
+
+class _BatchRun:
+    """The bookkeeping of one call: learning operations in order, and what changed."""
+
+    def __init__(self, learner: BatchJoinLearner) -> None:
+        self.learner = learner
+        self.ops: list[tuple[int, int, int, int, int]] = []
+        self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
+        self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
+        self.changed_entries: set[str] = set()
+        self.removed_entries: set[str] = set()
+        self.touched_users: set[str] = set()
+        self.touched_items: set[str] = set()
+        self.touched_positions: set[int] = set()
+        self.global_changed = False
+        self.out = BatchOutput()
+        self.loop_staleness: list[int] = []
+
+    # Join ---------------------------------------------------------------------------------------
+    def advance(self, watermark: int) -> None:
+        learner = self.learner
+        learner.meta["watermark"] = watermark
+        due = learner.due
+        while due and due[0][0] <= watermark:
+            timestamp, impression_id = heapq.heappop(due)
+            entry = learner.entries.get(impression_id)
+            if entry is None:
+                continue
+            state, score, deferred = entry
+            if deferred and state.impression is not None and timestamp >= learner.join.deadline(state.impression):
+                self._learn(state.impression, 1)
+                entry[2] = False
+            state, effects = learner.join.on_timer(state, timestamp)
+            self._apply(impression_id, entry, effects)
+
+    def _in_warm_up(self, impression: tuple) -> bool:
+        until = self.learner.meta["warm_up_until"]
+        return until is not None and impression[IMP_TIME] < until
+
+    def on_impression(self, impression: tuple) -> None:
+        learner = self.learner
+        meta = learner.meta
+        if meta["warm_up_until"] is None:
+            meta["warm_up_until"] = impression[IMP_TIME] + learner.join.window_ms
+        impression_id = impression[IMP_ID]
+        entry = learner.entries.get(impression_id)
+        if entry is None:
+            entry = [JoinState(), None, False]
+            learner.entries[impression_id] = entry
+            self.removed_entries.discard(impression_id)
+        state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
+        if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
+            self.scored.append((self._op(OP_SCORE, impression, 0), entry))
+        self._apply(impression_id, entry, effects)
+
+    def on_click(self, click: tuple) -> None:
+        learner = self.learner
+        impression_id = click[0]
+        entry = learner.entries.get(impression_id)
+        if entry is None:
+            entry = [JoinState(), None, False]
+            learner.entries[impression_id] = entry
+            self.removed_entries.discard(impression_id)
+        state, effects = learner.join.on_click(entry[0], click, learner.meta["watermark"])
+        self._apply(impression_id, entry, effects)
+
+    def _apply(self, impression_id: str, entry: list, effects) -> None:
+        learner = self.learner
+        for impression, label, click_time in effects.examples:
+            defer = bool(label) and self._in_warm_up(impression)
+            if defer:
+                entry[2] = True
+                heapq.heappush(learner.due, (learner.join.deadline(impression), impression_id))
+                op = self._op(OP_SCORE, impression, 0)
+            else:
+                op = self._learn(impression, label)
+            self.examples.append((op, entry, impression, label, click_time))
+        for timestamp in effects.timers:
+            heapq.heappush(learner.due, (timestamp, impression_id))
+        if effects.clear or entry[0].impression is None and not entry[0].held_clicks:
+            learner.entries.pop(impression_id, None)
+            self.changed_entries.discard(impression_id)
+            self.removed_entries.add(impression_id)
+        else:
+            self.changed_entries.add(impression_id)
+        for kind, record in effects.events:
+            self.out.join_events[kind] = self.out.join_events.get(kind, 0) + 1
+            stats, _ = learner.buckets.bucket(record[-1])
+            stats.events[kind] += 1
+            if kind == LATE_CLICK:
+                self.out.late_clicks.append(click_record(record))
+            elif kind == ORPHAN_CLICK:
+                self.out.orphan_clicks.append(click_record(record))
+
+    # Learn --------------------------------------------------------------------------------------
+    def _op(self, kind: int, impression: tuple, label: int) -> int:
+        learner = self.learner
+        user_id, item_id, position = impression[IMP_USER], impression[IMP_ITEM], impression[IMP_POSITION]
+        self.ops.append((kind, learner._user_row(user_id), learner._item_row(item_id),
+                         learner._position_row(position), label))
+        if kind == OP_LEARN:
+            self.global_changed = True
+            self.touched_users.add(user_id)
+            self.touched_items.add(item_id)
+            self.touched_positions.add(position)
+        return len(self.ops) - 1
+
+    def _learn(self, impression: tuple, label: int) -> int:
+        return self._op(OP_LEARN, impression, label)
+
+    def merge_item_params(self, record: dict[str, Any], now_ms: int) -> None:
+        """Kafka loop: average another replica's item-side record into this replica (gossip averaging;
+        accumulators take the maximum, so merging never makes steps larger; not marked dirty: only
+        learning republishes)."""
+        learner = self.learner
+        if record["replica"] == learner.replica:
+            return
+        kind = record["entity_type"]
+        if kind == ITEM:
+            row = learner.model.items[learner._item_row(record["entity_id"])]
+            dim = learner.config.dim
+            row[:dim] = (row[:dim] + np.asarray(record["vector"])) / 2
+            row[dim:2 * dim] = np.maximum(row[dim:2 * dim], np.asarray(record["vector_accum"]))
+            bias_at, accum_at = ITEM_BIAS, ITEM_BIAS_ACCUM
+            self.touched_items.add(record["entity_id"])
+        elif kind == POSITION:
+            position = int(record["entity_id"])
+            row = learner.model.positions[learner._position_row(position)]
+            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+            self.touched_positions.add(position)
+        elif kind == GLOBAL:
+            row = learner.model.global_bias
+            self.global_changed = True
+            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+        else:
+            return
+        row[bias_at] = (row[bias_at] + record["bias"]) / 2
+        row[accum_at] = max(row[accum_at], record["bias_accum"])
+        self.loop_staleness.append(now_ms - record["created_at"])
+
+    # Finish: run the learning, emit, write back -------------------------------------------------
+    def finish(self, started: float, joined: float) -> BatchOutput:
+        learner = self.learner
+        meta = learner.meta
+        scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH)) if self.ops else None
+        learned = time.perf_counter()
+
+        for op, entry in self.scored:
+            entry[1] = float(scores[op])
+        out = self.out
+        buckets = learner.buckets
+        window_ms = learner.join.window_ms
+        version = meta["version"]
+        for op, entry, impression, label, click_time in self.examples:
+            score = entry[1] if entry[1] is not None else float(scores[op])
+            impression_time = impression[IMP_TIME]
+            out.examples.append({
+                "impression_id": impression[IMP_ID],
+                "request_id": impression[IMP_REQUEST],
+                "user_id": impression[IMP_USER],
+                "item_id": impression[IMP_ITEM],
+                "query": impression[IMP_QUERY],
+                "position": impression[IMP_POSITION],
+                "label": label,
+                "score": score,
+                "impression_time": impression_time,
+                "click_time": click_time,
+                "model_version": version,
+            })
+            decided_at = decision_time(label, impression_time, click_time, window_ms)
+            stats, _ = buckets.bucket(decided_at)
+            stats.add_example(score, label)
+            meta["max_event_time"] = max(meta["max_event_time"], decided_at if label else impression_time)
+        if self.loop_staleness:
+            stats, _ = buckets.bucket(max(meta["watermark"], 0))
+            for staleness in self.loop_staleness:
+                stats.add_loop_staleness(staleness)
+
+        # Dirty for the next snapshot: learned entities, and where the loop merged item parameters.
+        new_dirty = {f"U:{u}" for u in self.touched_users}
+        new_dirty.update(f"I:{i}" for i in self.touched_items)
+        new_dirty.update(f"P:{p}" for p in self.touched_positions)
+        if self.global_changed:
+            new_dirty.add("G")
+        self._write_back(new_dirty)
+        written = time.perf_counter()
+
+        out.watermark = meta["watermark"]
+        costs = learner.costs
+        costs["join"] += (joined - started) * 1e6
+        costs["learn"] += (learned - joined) * 1e6
+        costs["state"] += (written - learned) * 1e6
+        stats, _ = buckets.bucket(max(meta["watermark"], 0))
+        stats.add_costs(costs, len(self.ops))
+        learner.costs = dict.fromkeys(costs, 0.0)
+        out.partials = buckets.pop_until(meta["watermark"])
+        learner.state.buckets.update(pickle.dumps(buckets))
+        return out
+
+    def _write_back(self, new_dirty: set[str]) -> None:
+        learner = self.learner
+        state = learner.state
+        model = learner.model
+        if self.changed_entries:
+            entries = learner.entries
+            state.entries.put_all({
+                impression_id: pickle.dumps(_stored_entry(entries[impression_id]), protocol=pickle.HIGHEST_PROTOCOL)
+                for impression_id in self.changed_entries
+            })
+        for impression_id in self.removed_entries:
+            state.entries.remove(impression_id)
+        if self.touched_users:
+            state.users.put_all({u: model.users[model.user_rows[u]].tobytes() for u in self.touched_users})
+        if self.touched_items:
+            state.items.put_all({i: model.items[model.item_rows[i]].tobytes() for i in self.touched_items})
+        biases = {p: model.positions[model.position_rows[p]].tobytes() for p in self.touched_positions}
+        if self.global_changed:
+            biases[GLOBAL_KEY] = model.global_bias.tobytes()
+        if biases:
+            state.biases.put_all(biases)
+        if new_dirty:
+            state.dirty.put_all(dict.fromkeys(new_dirty, b""))
+        state.meta.update(pickle.dumps(learner.meta))
+
+
+def _stored_entry(entry: list) -> list:
+    state, score, deferred = entry
+    return [state.impression, state.status, state.label, state.held_clicks, score, deferred]

@@ -1,0 +1,387 @@
+"""The per-example learner math of `udfs.learner_math.OnlineRanker`, compiled with numba.
+
+Same model, same update order, same results (within float summation order in the dot product):
+
+    p(click) = sigmoid(user · item + item_bias + position_term + global_bias)
+
+then one AdaGrad step on the user vector, the item vector (both with L2), the item bias, the position
+term and the global bias, in that order. `OnlineRanker` pays Python and numpy call overhead several
+times per example; here a whole batch of operations runs in one compiled call.
+
+Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to entities by row index
+(plain integers a compiled loop can use) and nothing is allocated per example:
+
+    user row      length 2*dim+1   [vector(dim) | accum(dim) | updates]
+                  identical to `UserCodec`'s layout, so a row's bytes are exactly what Flink keyed
+                  state stores (`row.tobytes()` / `UserCodec.from_bytes`).
+    item row      length 2*dim+3   [vector(dim) | accum(dim) | bias | bias_accum | updates]
+    bias row      length 3         [value | accum | updates]
+                  for position terms (one row each) and the global bias (a single row of its own).
+    op row        int64, length 5  [OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL]
+                  OP_SCORE scores only; OP_LEARN scores, then learns from LABEL (0 or 1).
+
+Update counts are stored as float64 (exact up to 2**53), as `UserCodec` already does for users.
+
+Operations run strictly in order and each sees the updates of all earlier ones, so a batch gives the
+same parameters as the same examples fed one by one to `OnlineRanker`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+
+import numba
+import numpy as np
+
+from udfs.learner_math import LearnerConfig
+
+# Op row columns and kinds.
+OP_KIND = 0
+OP_USER = 1
+OP_ITEM = 2
+OP_POSITION = 3
+OP_LABEL = 4
+OP_WIDTH = 5
+OP_SCORE = 0
+OP_LEARN = 1
+
+# Bias row columns (position terms and the global bias).
+BIAS_VALUE = 0
+BIAS_ACCUM = 1
+BIAS_UPDATES = 2
+BIAS_WIDTH = 3
+
+# Item row columns after the vector and its accumulator (counted from the end of the row, so they
+# do not depend on dim): row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES].
+ITEM_BIAS = -3
+ITEM_BIAS_ACCUM = -2
+ITEM_UPDATES = -1
+
+
+def user_row_width(dim: int) -> int:
+    """Length of a user row: vector, accumulator, update count (as `UserCodec`)."""
+    return 2 * dim + 1
+
+
+def item_row_width(dim: int) -> int:
+    """Length of an item row: vector, accumulator, bias, bias accumulator, update count."""
+    return 2 * dim + 3
+
+
+def _njit(function):
+    """`njit` with an on-disk cache, so a second process loads the machine code instead of compiling.
+
+    numba caches next to the source (`__pycache__`) or, if that is read-only, in the user-wide cache
+    directory; when neither is writable it refuses `cache=True` at decoration time (RuntimeError), and
+    then the kernel is compiled in every process instead of failing the import.
+    """
+    # Not nogil: in PyFlink's thread mode other operators' threads can hold the interpreter lock while
+    # blocked on Flink's network buffers, so a kernel that releases it may never get it back (seen:
+    # the job hung in the first call).
+    try:
+        return numba.njit(cache=True)(function)
+    except RuntimeError:
+        return numba.njit()(function)
+
+
+@_njit
+def _sigmoid(z: float) -> float:
+    # As learner_math.sigmoid: exp of a non-positive number only, so it never overflows.
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@_njit
+def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_width, dim):
+    # Validate the whole batch before touching any parameter: numba does not bounds-check indexing
+    # (a bad row would corrupt memory, a negative one would wrap around), and a batch that is
+    # rejected should leave the model unchanged rather than half-applied.
+    if ops.shape[1] != OP_WIDTH:
+        raise ValueError("ops must have 5 columns: OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL")
+    if n_scores < ops.shape[0]:
+        raise ValueError("scores is shorter than ops")
+    if user_width != 2 * dim + 1 or item_width != 2 * dim + 3:
+        raise ValueError("user rows must have 2*dim+1 columns and item rows 2*dim+3")
+    for i in range(ops.shape[0]):
+        kind = ops[i, OP_KIND]
+        if kind != OP_SCORE and kind != OP_LEARN:
+            raise ValueError("op kind must be OP_SCORE (0) or OP_LEARN (1)")
+        if ops[i, OP_USER] < 0 or ops[i, OP_USER] >= n_users:
+            raise ValueError("user row out of range")
+        if ops[i, OP_ITEM] < 0 or ops[i, OP_ITEM] >= n_items:
+            raise ValueError("item row out of range")
+        if ops[i, OP_POSITION] < 0 or ops[i, OP_POSITION] >= n_positions:
+            raise ValueError("position row out of range")
+        if kind == OP_LEARN and ops[i, OP_LABEL] != 0 and ops[i, OP_LABEL] != 1:
+            raise ValueError("label must be 0 or 1")
+
+
+@_njit
+def _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores):
+    # The update itself, without checks (callers check the batch first).
+    dim = (users.shape[1] - 1) // 2
+    item_bias = 2 * dim
+    item_bias_accum = 2 * dim + 1
+    item_updates = 2 * dim + 2
+    for i in range(ops.shape[0]):
+        user = users[ops[i, OP_USER]]
+        item = items[ops[i, OP_ITEM]]
+        term = positions[ops[i, OP_POSITION]]
+
+        dot = 0.0
+        for k in range(dim):
+            dot += user[k] * item[k]
+        score = _sigmoid(dot + item[item_bias] + term[BIAS_VALUE] + global_bias[BIAS_VALUE])
+        scores[i] = score
+        if ops[i, OP_KIND] != OP_LEARN:
+            continue
+
+        error = score - float(ops[i, OP_LABEL])
+        for k in range(dim):
+            u = user[k]
+            v = item[k]
+            user_grad = error * v + l2 * u
+            item_grad = error * u + l2 * v
+            user_accum = user[dim + k] + user_grad * user_grad
+            user[dim + k] = user_accum
+            user[k] = u - learning_rate * user_grad / math.sqrt(user_accum)
+            item_accum = item[dim + k] + item_grad * item_grad
+            item[dim + k] = item_accum
+            item[k] = v - learning_rate * item_grad / math.sqrt(item_accum)
+        user[2 * dim] += 1.0
+        item[item_updates] += 1.0
+
+        # Bias.step, for the item bias, the position term and the global bias in that order.
+        grad_sq = error * error
+        item[item_bias_accum] += grad_sq
+        item[item_bias] -= bias_learning_rate * error / math.sqrt(item[item_bias_accum])
+        term[BIAS_ACCUM] += grad_sq
+        term[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(term[BIAS_ACCUM])
+        term[BIAS_UPDATES] += 1.0
+        global_bias[BIAS_ACCUM] += grad_sq
+        global_bias[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(global_bias[BIAS_ACCUM])
+        global_bias[BIAS_UPDATES] += 1.0
+
+
+@_njit
+def run_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores):
+    """Run `ops` in order; scores[i] = op i's click probability before its update. Mutates the arrays.
+
+    Arithmetic is written in the same order as `OnlineRanker.score_then_learn` (both gradients from
+    the pre-update vectors; step = learning_rate * grad / sqrt(accum)), so results agree with it to
+    rounding; only the dot product's summation order may differ from numpy's `@`.
+    Raises ValueError, before changing anything, if an op refers to a row that does not exist.
+    """
+    dim = (users.shape[1] - 1) // 2
+    _check_ops(ops, users.shape[0], items.shape[0], positions.shape[0], scores.shape[0],
+               users.shape[1], items.shape[1], dim)
+    if global_bias.shape[0] != BIAS_WIDTH or positions.shape[1] != BIAS_WIDTH:
+        raise ValueError("bias rows must have 3 columns: value, accum, updates")
+    _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores)
+
+
+_F64P = numba.types.CPointer(numba.types.float64)
+_I64P = numba.types.CPointer(numba.types.int64)
+_NATIVE_SIGNATURE = numba.types.void(
+    _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
+    numba.types.int64, _F64P, numba.types.int64, _F64P, numba.types.float64, numba.types.float64,
+    numba.types.float64, _F64P,
+)
+
+
+def _cfunc(function):
+    try:
+        return numba.cfunc(_NATIVE_SIGNATURE, cache=True)(function)
+    except RuntimeError:
+        return numba.cfunc(_NATIVE_SIGNATURE)(function)
+
+
+@_cfunc
+def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
+                    n_positions, global_p, learning_rate, bias_learning_rate, l2, scores_p):
+    # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
+    # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
+    # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
+    # waits forever for the lock its own thread holds (seen: the job hung on the first call).
+    # Arrays made from pointers have no such holder.
+    ops = numba.carray(ops_p, (n_ops, OP_WIDTH))
+    users = numba.carray(users_p, (n_users, user_width))
+    items = numba.carray(items_p, (n_items, item_width))
+    positions = numba.carray(positions_p, (n_positions, BIAS_WIDTH))
+    global_bias = numba.carray(global_p, (BIAS_WIDTH,))
+    scores = numba.carray(scores_p, (n_ops,))
+    _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores)
+
+
+
+def compile_kernel() -> float:
+    """Load (or compile) the native kernel and run it once; returns the seconds it took.
+
+    Call it from an operator's open() so the first batch does not pay for it. `cfunc` compiles when
+    this module is imported, from numba's disk cache when it can.
+    """
+    started = time.perf_counter()
+    model = ModelArrays(LearnerConfig(dim=1), capacity=1)
+    model.add_user("u", model.new_user_row())
+    model.add_item("i", model.new_item_row(np.zeros(1)))
+    model.add_position(1, model.new_bias_row())
+    model.run(np.array([[OP_LEARN, 0, 0, 0, 1]], dtype=np.int64))
+    return time.perf_counter() - started
+
+
+def _grow(array: np.ndarray, needed: int) -> np.ndarray:
+    """`array` with at least `needed` rows: capacity doubles, existing rows are copied."""
+    if needed <= array.shape[0]:
+        return array
+    capacity = max(1, array.shape[0])
+    while capacity < needed:
+        capacity *= 2
+    grown = np.zeros((capacity, array.shape[1]))
+    grown[: array.shape[0]] = array
+    return grown
+
+
+class ModelArrays:
+    """All parameters of one learner replica as row arrays, with id -> row maps.
+
+    `users`, `items` and `positions` are the full backing arrays (capacity rows, of which the first
+    `n_users`, `n_items`, `n_positions` are in use); they are replaced by larger copies when they
+    grow, so hold row indices, not views, across `add_*` calls.
+    """
+
+    def __init__(self, config: LearnerConfig, capacity: int = 1024) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.config = config
+        self.users = np.zeros((capacity, user_row_width(config.dim)))
+        self.items = np.zeros((capacity, item_row_width(config.dim)))
+        self.positions = np.zeros((capacity, BIAS_WIDTH))
+        self.n_users = 0
+        self.n_items = 0
+        self.n_positions = 0
+        self.global_bias = self.initial_global_bias()
+        self.user_rows: dict[str, int] = {}
+        self.item_rows: dict[str, int] = {}
+        self.position_rows: dict[int, int] = {}
+
+    # Rows for new entities: the same priors as UserCodec.new and ItemSide.
+
+    def new_user_row(self) -> np.ndarray:
+        """An unseen user: zero vector (only biases score it), accumulator at init_accumulator."""
+        dim = self.config.dim
+        row = np.zeros(user_row_width(dim))
+        row[dim : 2 * dim] = self.config.init_accumulator
+        return row
+
+    def new_item_row(self, vector: np.ndarray) -> np.ndarray:
+        """A new item starting from `vector` (e.g. `ItemSide.initial_vector`), bias 0, fresh accumulators."""
+        dim = self.config.dim
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.shape != (dim,):
+            raise ValueError(f"item vector must have shape ({dim},), got {vector.shape}")
+        row = np.zeros(item_row_width(dim))
+        row[:dim] = vector
+        row[dim : 2 * dim] = self.config.init_accumulator
+        row[ITEM_BIAS_ACCUM] = self.config.init_accumulator
+        return row
+
+    def new_bias_row(self) -> np.ndarray:
+        """A new position term: 0, accumulator at init_accumulator, no updates."""
+        return np.array([0.0, self.config.init_accumulator, 0.0])
+
+    def initial_global_bias(self) -> np.ndarray:
+        """The global bias before learning: logit(prior_ctr), as `ItemSide` starts it."""
+        prior = self.config.prior_ctr
+        return np.array([math.log(prior / (1 - prior)), self.config.init_accumulator, 0.0])
+
+    # Appending entities.
+
+    @staticmethod
+    def _checked_row(row: np.ndarray, width: int, kind: str) -> np.ndarray:
+        row = np.asarray(row, dtype=np.float64)
+        if row.shape != (width,):
+            raise ValueError(f"{kind} row must have shape ({width},), got {row.shape}")
+        return row
+
+    def add_user(self, user_id: str, row: np.ndarray) -> int:
+        """Append a user row (e.g. from `UserCodec.from_bytes` or `new_user_row`); returns its row index."""
+        if user_id in self.user_rows:
+            raise KeyError(f"user {user_id!r} already has row {self.user_rows[user_id]}")
+        row = self._checked_row(row, self.users.shape[1], "user")
+        index = self.n_users
+        self.users = _grow(self.users, index + 1)
+        self.users[index] = row
+        self.n_users = index + 1
+        self.user_rows[user_id] = index
+        return index
+
+    def add_item(self, item_id: str, row: np.ndarray) -> int:
+        """Append an item row (e.g. `new_item_row(...)`); returns its row index."""
+        if item_id in self.item_rows:
+            raise KeyError(f"item {item_id!r} already has row {self.item_rows[item_id]}")
+        row = self._checked_row(row, self.items.shape[1], "item")
+        index = self.n_items
+        self.items = _grow(self.items, index + 1)
+        self.items[index] = row
+        self.n_items = index + 1
+        self.item_rows[item_id] = index
+        return index
+
+    def add_position(self, position: int, row: np.ndarray) -> int:
+        """Append a position-term row (e.g. `new_bias_row()`); returns its row index."""
+        if position in self.position_rows:
+            raise KeyError(f"position {position!r} already has row {self.position_rows[position]}")
+        row = self._checked_row(row, BIAS_WIDTH, "position")
+        index = self.n_positions
+        self.positions = _grow(self.positions, index + 1)
+        self.positions[index] = row
+        self.n_positions = index + 1
+        self.position_rows[position] = index
+        return index
+
+    def run(self, ops: np.ndarray) -> np.ndarray:
+        """Run a batch of op rows (shape (n, 5)) in one compiled call; returns the n pre-update scores.
+
+        Only rows in use are visible to the kernel, so an op naming a row not yet added raises
+        ValueError (and the batch changes nothing).
+        """
+        ops = np.ascontiguousarray(ops, dtype=np.int64)
+        if ops.ndim != 2 or ops.shape[1] != OP_WIDTH:
+            raise ValueError(f"ops must have shape (n, {OP_WIDTH}), got {ops.shape}")
+        _check_rows(ops, self.n_users, self.n_items, self.n_positions)
+        scores = np.empty(ops.shape[0])
+        cfg = self.config
+        users, items, positions = self.users, self.items, self.positions
+        _NATIVE_CALL(
+            ops.ctypes.data, ops.shape[0], users.ctypes.data, self.n_users, users.shape[1], items.ctypes.data,
+            self.n_items, items.shape[1], positions.ctypes.data, self.n_positions, self.global_bias.ctypes.data,
+            float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2), scores.ctypes.data,
+        )
+        return scores
+
+
+# The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
+# during the call, like any Python call (see _run_ops_native for why the lock matters here).
+_P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _F, _F, _F, _P)(
+    _run_ops_native.address)
+
+
+def _check_rows(ops: np.ndarray, n_users: int, n_items: int, n_positions: int) -> None:
+    """`_check_ops` in numpy: the native kernel cannot raise, and must never index outside the arrays."""
+    if not len(ops):
+        return
+    kinds, labels = ops[:, OP_KIND], ops[:, OP_LABEL]
+    for column, limit, name in ((OP_USER, n_users, "user"), (OP_ITEM, n_items, "item"),
+                                (OP_POSITION, n_positions, "position")):
+        rows = ops[:, column]
+        if rows.min() < 0 or rows.max() >= limit:
+            raise ValueError(f"{name} row out of range")
+    if not np.isin(kinds, (OP_SCORE, OP_LEARN)).all():
+        raise ValueError("op kind must be OP_SCORE (0) or OP_LEARN (1)")
+    if not np.isin(labels[kinds == OP_LEARN], (0, 1)).all():
+        raise ValueError("label must be 0 or 1")
