@@ -19,19 +19,24 @@ time), yet a window is emitted before the watermark that passes its end, so batc
 nothing is held back at the end of the input, and no row is ever late. The learner then decides
 each event with the watermark it carries (the watermark "from before" it), which makes its labels
 those of the per-event design, whatever the batch boundaries.
+
+Unbounded inputs differ in two ways. Their batches are processing-time windows (an ingestion-time
+window would only close when a later row reached its subtask). And ticks join the events before
+the shuffle, so that a shard without traffic still receives the join watermark as it moves on.
 """
 
 from __future__ import annotations
 
-from pyflink.common import Types
+from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
-# A SQL expression's TIMESTAMP_LTZ(3) as epoch milliseconds (a plain CAST only gives seconds).
-_EPOCH_MS = ("(CAST(TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 1000"
-             " + EXTRACT(MILLISECOND FROM {x}))")
+# A SQL expression's TIMESTAMP_LTZ(3) as epoch milliseconds (a plain CAST only gives seconds;
+# TIMESTAMPDIFF returns INT, so whole minutes, which last until the year 6053, not seconds).
+_EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
+             " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
 NO_WATERMARK = -(2**63) + 1  # before the first watermark (Flink's initial watermark, plus one)
 EVENT_COLUMNS = ("shard", "event_time", "event")
 
@@ -65,6 +70,42 @@ def with_event_time(t_env: StreamTableEnvironment, parsed: DataStream, max_disor
     return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]), event_row_type())
 
 
+TICK_EVENT = "[3]"  # udfs.records.TICK: carries a join watermark, nothing else
+
+
+def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards: list[str]) -> DataStream:
+    """One tick per shard about twice a second, for unbounded runs: a quiet shard (no events) still
+    learns that the join watermark moved on, e.g. past its impressions' windows.
+
+    A tick goes through the same shuffle and stamping as an event, so it carries the join watermark
+    of its moment. Its own channel must never move that watermark: it emits no watermark and is
+    marked idle after its first pause (a channel without watermarks counts only while active; a
+    far-future watermark instead would let the join race ahead whenever every Kafka partition idles).
+    The pause between ticks therefore spans several watermark intervals, however they are configured.
+    """
+    interval_ms = max(env.get_config().get_auto_watermark_interval(), 1)
+    # Idleness needs two periodic checks in a row without a tick: a pause of three and a half intervals.
+    rows_per_second = min(2, int(1000 / (3.5 * interval_ms)))
+    if rows_per_second < 1:
+        raise ValueError(f"pipeline.auto-watermark-interval is {interval_ms} ms; unbounded runs need at most "
+                         f"{int(1000 / 3.5)} ms (ticks to quiet shards come once a second at the slowest)")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE IF NOT EXISTS freshrank_ticks (n BIGINT) WITH (
+          'connector' = 'datagen',
+          'rows-per-second' = '{rows_per_second}',
+          'scan.parallelism' = '1'
+        )""")
+    # One branch per shard over the same source (a cross join with the shard list would plan a
+    # VALUES source that finishes at once, leaving the job never fully running).
+    table = t_env.sql_query(" UNION ALL ".join(
+        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
+        " FROM freshrank_ticks" for shard in shards))
+    stream = t_env.to_append_stream(table, event_row_type())
+    return stream.assign_timestamps_and_watermarks(
+        WatermarkStrategy.no_watermarks().with_idleness(Duration.of_millis(1))
+    ).name("ticks-idle").uid("ticks-idle")
+
+
 def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataStream:
     """A JVM keyBy on the `shard` field (PyFlink's key_by would call Python for every record)."""
     gateway = get_gateway()
@@ -81,8 +122,13 @@ def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataSt
 
 
 def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, events: DataStream,
-            batch_ms: int) -> DataStream:
-    """Row(shard, batch) every `batch_ms` of wall-clock time per shard that had events (see module doc)."""
+            batch_ms: int, bounded: bool) -> DataStream:
+    """Row(shard, batch) every `batch_ms` of wall-clock time per shard that had events (see module doc).
+
+    Bounded inputs cut batches by ingestion time, so the end of the input flushes the last ones.
+    Unbounded inputs cut them by processing time: a window closes on time even when no row follows
+    it, and idle Kafka partitions (whose idle status passes through the stamping) cannot stall it.
+    """
     keyed = _key_by_shard(env, events)
     stamped = t_env.from_data_stream(keyed, _event_schema("SOURCE_WATERMARK()"))
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
@@ -94,18 +140,20 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
     stamped_rows = t_env.to_append_stream(
         stamped, Types.ROW_NAMED(["shard", "item", "ingest"], [Types.STRING(), Types.STRING(), Types.LONG()])
     )
-    ingested = t_env.from_data_stream(
-        stamped_rows,
+    schema = (
         Schema.new_builder()
         .column("shard", DataTypes.STRING())
         .column("item", DataTypes.STRING())
         .column("ingest", DataTypes.BIGINT())
-        .column_by_expression("it", "TO_TIMESTAMP_LTZ(ingest, 3)")
-        .watermark("it", "it")  # ingestion times only grow per subtask: no row is ever late
-        .build(),
     )
+    if bounded:
+        # ingestion times only grow per subtask: no row is ever late
+        schema = schema.column_by_expression("t", "TO_TIMESTAMP_LTZ(ingest, 3)").watermark("t", "t")
+    else:
+        schema = schema.column_by_expression("t", "PROCTIME()")
+    cut = t_env.from_data_stream(stamped_rows, schema.build())
     grouped = t_env.sql_query(
-        f"SELECT shard, ARRAY_AGG(item) AS batch FROM TABLE(TUMBLE(TABLE {ingested}, DESCRIPTOR(it),"
+        f"SELECT shard, ARRAY_AGG(item) AS batch FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )
     return t_env.to_append_stream(grouped, batch_row_type())

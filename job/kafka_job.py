@@ -166,6 +166,7 @@ def build_kafka_job(
         decode=parse_wire,
         timestamps_assigned=True,
         item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded),
+        unbounded=not bounded,
     )
     prefix = f"{group_id}-{topics.examples}"
 

@@ -22,7 +22,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, OutputTag
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batches, event_row_type, with_event_time
+from job.batching import batches, event_row_type, ticks, with_event_time
 from job.config import JobConfig
 from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
@@ -51,6 +51,8 @@ class PipelineInputs:
     # Makes the Kafka loop's input: other replicas' item-side parameters as batch rows, given the
     # learner's routing keys (one per subtask).
     item_loop: Callable[[list[str]], DataStream] | None = None
+    # Unbounded inputs get ticks (job.batching.ticks), so quiet shards move on, and processing-time batches.
+    unbounded: bool = False
 
 
 def build_pipeline(
@@ -91,7 +93,10 @@ def build_pipeline(
                                                                                     config.max_disorder_ms)
 
     # batches: Row(shard, ["[join watermark, event]", ...]) per shard every batch_ms (JVM)
-    batched = batches(env, t_env, parsed["impressions"].union(parsed["clicks"]), config.batch_ms)
+    events = parsed["impressions"].union(parsed["clicks"])
+    if inputs.unbounded:
+        events = events.union(ticks(env, t_env, shards))
+    batched = batches(env, t_env, events, config.batch_ms, bounded=not inputs.unbounded)
     if inputs.item_loop is not None:
         batched = batched.union(inputs.item_loop(shards))
 

@@ -17,7 +17,7 @@ from job.generate import GeneratorConfig, generate
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
 from udfs.join_logic import ImpressionClickJoin
 from udfs.learner_math import LearnerConfig
-from udfs.records import click_event, impression_event
+from udfs.records import IMPRESSION, TICK, click_event, impression_event
 
 GEN = GeneratorConfig(n_impressions=3000, n_users=120, n_items=100, seed=5, window_s=60.0, max_disorder_s=2.0,
                       click_delay_median_s=8.0, requests_per_s=2.0)
@@ -174,3 +174,21 @@ def test_random_batching_keeps_labels(stream, rows, seed):
     examples, _, _ = run(rows, sizes, restore_every=rng.randint(2, 9))
     reference = reference_join(stream.impressions, stream.clicks, WINDOW_MS)
     assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples} == reference.labels
+
+
+def test_ticks_carry_the_watermark_to_a_quiet_shard(rows):
+    """A shard without traffic gets ticks ([TICK] with the join watermark of their moment): they close
+    its impressions' windows, and its costs are per event (ticks are not events)."""
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 60_000, state)
+    head = rows[:300]
+    first = learner.process_batch(head, now_ms=0)
+    newest = max(event[-1] for _, event in head)
+    pending = {event[1] for _, event in head if event[0] == IMPRESSION} - {e["impression_id"] for e in first.examples}
+    assert pending, "the head of the stream should leave impressions whose window is open"
+    ticks = [[newest + WINDOW_MS + RETENTION_MS + 1, [TICK]] for _ in range(5)]
+    out = learner.process_batch(ticks, now_ms=0)
+    assert {e["impression_id"] for e in out.examples} == pending
+    assert not learner.state.entries.data  # nothing left waiting once the retention passed too
+    counted = sum(stats.cost_events for _, stats in first.partials + out.partials)
+    assert counted == len(head)  # impressions and clicks; the ticks add nothing

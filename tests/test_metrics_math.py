@@ -109,9 +109,10 @@ def test_example_stats_matches_offline_metrics() -> None:
 
 
 # --- interval bookkeeping of the metrics operator -----------------------------------------------
-# Learners bucket each scored example by `decision_time` in their own `IntervalBuckets` and send one
-# pickled partial per interval when the watermark passes its end; `MetricsAggregator` merges the
-# partials with the join events and emits Metric records when the watermark passes an interval's end.
+# Learners bucket each scored example by `decision_time` (and each join event by its event time) in
+# their own `IntervalBuckets` and send one pickled partial per interval when their join watermark
+# passes its end; `MetricsAggregator` merges the partials and emits Metric records once every
+# learner's reported watermark has passed an interval's end.
 
 INTERVAL, WINDOW = 1_000, 500
 
@@ -148,19 +149,25 @@ def test_buckets_close_only_when_the_watermark_passes_the_end() -> None:
     assert buckets.pop_until(10**9) == [(2_000, third)] and buckets.open == {}
 
 
-def test_aggregator_closes_only_when_the_watermark_passes_the_end() -> None:
-    agg = MetricsAggregator(INTERVAL)
+def test_aggregator_closes_only_when_every_learner_passed_the_end() -> None:
+    agg = MetricsAggregator(INTERVAL, learners=2)
     partial = IntervalStats()
     partial.add_example(0.8, 1)
     partial.add_example(0.1, 0)
-    assert agg.add_partial(0, pickle.loads(pickle.dumps(partial))) == 1_000  # as it crosses Flink
+    partial.events[DUPLICATE_CLICK] += 1
+    agg.add_partial(0, pickle.loads(pickle.dumps(partial)))  # as it crosses Flink
     other = IntervalStats()
     other.add_example(0.3, 0)
-    assert agg.add_partial(0, other) is None  # another learner's partial of the same interval
-    assert agg.add_event(DUPLICATE_CLICK, 350) is None
-    assert agg.add_event(ORPHAN_CLICK, 1_500) == 2_000
-    assert agg.close_until(999) == []
-    closed = by_interval(agg.close_until(1_000))
+    agg.add_partial(0, other)  # another learner's partial of the same interval
+    later = IntervalStats()
+    later.events[ORPHAN_CLICK] += 1
+    agg.add_partial(1_000, later)
+    agg.add_progress(0, 5_000)
+    assert agg.complete_until() == -(2**63)  # learner 1 has not reported
+    agg.add_progress(1, 999)
+    assert agg.close_until(agg.complete_until()) == []
+    agg.add_progress(1, 1_000)
+    closed = by_interval(agg.close_until(agg.complete_until()))
     assert list(closed) == [0]
     values = closed[0]
     assert (values["examples"], values["positives"], values["duplicate_clicks"], values["clicks"]) == (3, 1, 1, 2)
@@ -168,22 +175,26 @@ def test_aggregator_closes_only_when_the_watermark_passes_the_end() -> None:
     assert values["auc"] == 1.0 and values["ctr"] == pytest.approx(1 / 3)
     assert values["logloss"] == pytest.approx(-(math.log(0.8) + math.log(0.9) + math.log(0.7)) / 3)
     assert values["calibration"] == pytest.approx(1.2)
-    assert agg.close_until(1_999) == []
-    closed = by_interval(agg.close_until(2_000))
+    agg.add_progress(0, 1_500)  # progress never goes back
+    assert agg.progress[0] == 5_000
+    agg.add_progress(1, 2_000)
+    closed = by_interval(agg.close_until(agg.complete_until()))
     assert list(closed) == [1_000] and closed[1_000]["orphan_clicks"] == 1 and closed[1_000]["examples"] == 0
     assert closed[1_000]["clicks"] == 1 and closed[1_000]["click_coverage"] == 0.0  # an orphan is a click
     assert math.isnan(closed[1_000]["auc"])
     assert closed[1_000]["examples_total"] == 3 and closed[1_000]["orphan_clicks_total"] == 1
 
 
-def test_aggregator_puts_late_records_into_the_open_interval() -> None:
-    agg = MetricsAggregator(INTERVAL)
-    agg.add_event(EARLY_CLICK, 100)
+def test_aggregator_puts_late_partials_into_the_open_interval() -> None:
+    agg = MetricsAggregator(INTERVAL, learners=1)
+    early = IntervalStats()
+    early.events[EARLY_CLICK] += 1
+    agg.add_partial(0, early)
     agg.close_until(1_000)
-    assert agg.add_event(LATE_CLICK, 400) == 2_000  # [0, 1000) was emitted: counts in [1000, 2000)
     late = IntervalStats()
     late.add_example(0.5, 1)
-    assert agg.add_partial(0, late) is None  # a partial for the emitted interval: same
+    late.events[LATE_CLICK] += 1
+    agg.add_partial(0, late)  # a partial for the emitted interval counts in the next one
     closed = by_interval(agg.close_until(2_000))
     assert list(closed) == [1_000]
     assert (closed[1_000]["late_clicks"], closed[1_000]["examples"], closed[1_000]["positives"]) == (1, 1, 1)
@@ -197,7 +208,7 @@ def test_totals_add_up_over_intervals_and_learners() -> None:
     times = np.sort(rng.integers(0, 30_000, labels.size))
     kinds = [DUPLICATE_IMPRESSION, DUPLICATE_CLICK, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK]
     learners = [IntervalBuckets(INTERVAL) for _ in range(3)]
-    agg = MetricsAggregator(INTERVAL)
+    agg = MetricsAggregator(INTERVAL, learners=3)
     records: list[dict] = []
     expected: dict[int, int] = {}
 
@@ -205,14 +216,18 @@ def test_totals_add_up_over_intervals_and_learners() -> None:
         for learner in learners:  # partials leave the learners before the watermark reaches the merger
             for start, stats in learner.pop_until(watermark):
                 agg.add_partial(start, pickle.loads(pickle.dumps(stats)))
-        records.extend(agg.close_until(watermark))
+        for index in range(3):
+            agg.add_progress(index, watermark)
+        records.extend(agg.close_until(agg.complete_until()))
 
     for i, (y, s, t) in enumerate(zip(labels.tolist(), scores.tolist(), times.tolist(), strict=True)):
         decided = decision_time(y, t, t + 40 if y else None, WINDOW)
         expected[decided // INTERVAL * INTERVAL] = expected.get(decided // INTERVAL * INTERVAL, 0) + 1
-        stats, _ = learners[int(rng.integers(3))].bucket(decided)
+        learner = learners[int(rng.integers(3))]
+        stats, _ = learner.bucket(decided)
         stats.add_example(s, y)
-        agg.add_event(kinds[i % len(kinds)], t)
+        event_stats, _ = learner.bucket(t)  # join events count where their record's event time falls
+        event_stats.events[kinds[i % len(kinds)]] += 1
         if i % 100 == 99:  # a watermark well behind the newest time: nothing arrives late
             advance(t - WINDOW - 100)
     advance(2**62)

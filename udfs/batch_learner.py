@@ -61,7 +61,7 @@ from udfs.learner_kernel import (
 from udfs.learner_math import LearnerConfig, UserCodec
 from udfs.metrics import IntervalBuckets, IntervalStats, decision_time
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
-from udfs.records import CLICK, IMPRESSION, click_of, impression_of
+from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, click_of, impression_of
 from udfs.snapshots import next_version
 
 GLOBAL_KEY = 0  # positions are >= 1, so key 0 of `biases` is free for the global bias
@@ -226,11 +226,14 @@ class BatchJoinLearner:
                 run.advance(watermark)
             kind = event[0]
             if kind == IMPRESSION:
+                run.events += 1
                 run.on_impression(impression_of(event))
             elif kind == CLICK:
+                run.events += 1
                 run.on_click(click_of(event))
-            else:
+            elif kind == ITEM_PARAMS:
                 run.merge_item_params(event[1], now_ms)
+            # TICK: its watermark was all it carried
         joined = time.perf_counter()
         return run.finish(started, joined)
 
@@ -297,6 +300,7 @@ class _BatchRun:
     def __init__(self, learner: BatchJoinLearner) -> None:
         self.learner = learner
         self.ops: list[tuple[int, int, int, int, int]] = []
+        self.events = 0  # impressions and clicks in the batch: what the stage costs are per
         self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
         self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
         self.changed_entries: set[str] = set()
@@ -483,7 +487,7 @@ class _BatchRun:
         costs["learn"] += (learned - joined) * 1e6
         costs["state"] += (written - learned) * 1e6
         stats, _ = buckets.bucket(max(meta["watermark"], 0))
-        stats.add_costs(costs, len(self.ops))
+        stats.add_costs(costs, self.events)
         learner.costs = dict.fromkeys(costs, 0.0)
         out.partials = buckets.pop_until(meta["watermark"])
         learner.state.buckets.update(pickle.dumps(buckets))

@@ -46,14 +46,14 @@ class IntervalStats:
         self.loop_records = 0
         self.loop_staleness_sum_ms = 0
         self.loop_staleness_max_ms = 0
-        # Microseconds the learner spent per stage, and the learning operations they covered.
+        # Microseconds the learner spent per stage, and the events (impressions, clicks) they covered.
         self.costs: dict[str, float] = {}
-        self.cost_ops = 0
+        self.cost_events = 0
 
-    def add_costs(self, costs: dict[str, float], ops: int) -> None:
+    def add_costs(self, costs: dict[str, float], events: int) -> None:
         for stage, micros in costs.items():
             self.costs[stage] = self.costs.get(stage, 0.0) + micros
-        self.cost_ops += ops
+        self.cost_events += events
 
     def add_loop_staleness(self, staleness_ms: int) -> None:
         self.loop_records += 1
@@ -72,7 +72,7 @@ class IntervalStats:
         self.loop_records += other.loop_records
         self.loop_staleness_sum_ms += other.loop_staleness_sum_ms
         self.loop_staleness_max_ms = max(self.loop_staleness_max_ms, other.loop_staleness_max_ms)
-        self.add_costs(other.costs, other.cost_ops)
+        self.add_costs(other.costs, other.cost_events)
 
     def values(self) -> dict[str, float]:
         """Metric name -> value (NaN when undefined)."""
@@ -99,7 +99,7 @@ class IntervalStats:
             "item_loop_staleness_ms_mean": (self.loop_staleness_sum_ms / self.loop_records
                                             if self.loop_records else math.nan),
             "item_loop_staleness_ms_max": self.loop_staleness_max_ms if self.loop_records else math.nan,
-            **{f"cost_{stage}_us_per_op": micros / self.cost_ops if self.cost_ops else math.nan
+            **{f"cost_{stage}_us_per_event": micros / self.cost_events if self.cost_events else math.nan
                for stage, micros in self.costs.items()},
         }
 

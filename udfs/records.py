@@ -130,8 +130,8 @@ def parse_json(schema_name: str, line: str | bytes) -> dict[str, Any]:
 # clicks [CLICK, impression_id, user_id, item_id, event_time] (after the kind: the join's tuples, see
 # udfs.join_logic). JSON because the JVM batches them as strings (one Python call per batch, not per
 # event). In Kafka mode a third kind, [ITEM_PARAMS, record], carries another replica's item-side
-# snapshot record to a learner subtask.
-IMPRESSION, CLICK, ITEM_PARAMS = 0, 1, 2
+# snapshot record to a learner subtask, and [TICK] only carries the join watermark (job.batching.ticks).
+IMPRESSION, CLICK, ITEM_PARAMS, TICK = 0, 1, 2, 3
 
 
 def impression_event(record: dict[str, Any]) -> list:
