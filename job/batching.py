@@ -147,8 +147,11 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
         .column("ingest", DataTypes.BIGINT())
     )
     if bounded:
-        # ingestion times only grow per subtask: no row is ever late
-        schema = schema.column_by_expression("t", "TO_TIMESTAMP_LTZ(ingest, 3)").watermark("t", "t")
+        # Ingestion times only grow per subtask, so no row is ever late, provided the watermark
+        # stays 1 ms behind the newest one: a later row in the same millisecond must not find its
+        # window already fired (it would be dropped, and with it a slice of the input).
+        schema = schema.column_by_expression("t", "TO_TIMESTAMP_LTZ(ingest, 3)").watermark(
+            "t", "t - INTERVAL '0.001' SECOND")
     else:
         schema = schema.column_by_expression("t", "PROCTIME()")
     cut = t_env.from_data_stream(stamped_rows, schema.build())
@@ -157,3 +160,4 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )
     return t_env.to_append_stream(grouped, batch_row_type())
+

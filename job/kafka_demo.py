@@ -45,7 +45,8 @@ import numpy as np
 import orjson
 
 from job.config import JobConfig
-from job.generate import GeneratorConfig, generate
+from job.generate import GeneratorConfig, generate, write_stream
+from job.plain_program import run_plain_program
 from job.topics import TopicNames, create_all
 
 # --- reading topics ------------------------------------------------------------------------------------
@@ -748,6 +749,11 @@ def run_kafka_bench(
         offset = int(time.time() * 1000) - max(r["event_time"] for r in records)
         for record in records:
             record["event_time"] += offset
+        # The baseline, on the same events: the plain single-process program reading them from files.
+        files = write_stream(stream, work_dir / "events")
+        plain = run_plain_program(files["impressions"], files["clicks"], job.window_ms, job.learner)
+        figures["plain_program_impressions_per_s"] = plain.impressions_per_s
+        print(f"plain single-process program over the same events: {plain.impressions_per_s:,.0f} impressions/s")
         print(f"producing {len(stream.impressions):,} impressions and {len(stream.clicks):,} clicks ...")
         started = time.monotonic()
         sent = produce_in_order(servers, topics, stream)
@@ -776,6 +782,9 @@ def run_kafka_bench(
         print(f"end to end on Kafka (start-up included): {figures['kafka_impressions_per_s']:,.0f} impressions/s "
               f"({sent['impressions']:,} in {wall_s:.1f} s; {n_examples:,} examples); from running: "
               f"{figures['kafka_impressions_per_s_after_startup']:,.0f} impressions/s (start-up {startup_s:.1f} s)")
+        figures["ratio_kafka_to_plain_program"] = (figures["kafka_impressions_per_s_after_startup"]
+                                                   / figures["plain_program_impressions_per_s"])
+        print(f"ratio, running Kafka job / plain program: {figures['ratio_kafka_to_plain_program']:.3f}")
         print(f"producer (validate + Avro-encode + send): {figures['produce_events_per_s']:,.0f} events/s")
 
         live_job = replace(job, window_s=KAFKA_DEMO_DEFAULTS["window"],

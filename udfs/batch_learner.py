@@ -140,7 +140,7 @@ class BatchJoinLearner:
             metrics_interval_ms)
         self._restore_entries()
         self._global_loaded = False
-        self.costs = {"join": 0.0, "learn": 0.0, "state": 0.0, "emit": 0.0}
+        self.costs = {"join": 0.0, "learn": 0.0, "state": 0.0}
 
     # Restore ------------------------------------------------------------------------------------
     def _restore_entries(self) -> None:

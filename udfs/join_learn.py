@@ -116,12 +116,9 @@ class JoinAndLearn(KeyedProcessFunction):
         encode = self.encoder.encode
         for kind, count in out.join_events.items():
             self.counters[kind].inc(count)
-        positives = 0
-        for example in out.examples:
-            positives += example["label"]
-            yield encode("LabeledExample", example)
+        yield from self.encoder.encode_all("LabeledExample", out.examples)
         self.examples_counter.inc(len(out.examples))
-        self.positives_counter.inc(positives)
+        self.positives_counter.inc(sum(example["label"] for example in out.examples))
         for click in out.late_clicks:
             yield self.tags["late-clicks"], encode("Click", click)
         for click in out.orphan_clicks:

@@ -15,38 +15,50 @@ EPS = 1e-7
 
 
 class BinnedAUC:
-    """AUC over score histograms; exact up to ties within a bin (logit width `2*limit/bins`)."""
+    """AUC over score histograms; exact up to ties within a bin (logit width `2*limit/bins`).
+
+    The histograms are sparse (bin -> count): a metrics interval lives in Flink state and is written
+    back after every learner call, so its size is what one example in the interval costs.
+    """
+
+    __slots__ = ("bins", "logit_limit", "positives", "negatives", "_scale")
 
     def __init__(self, bins: int = 4800, logit_limit: float = 12.0) -> None:
         self.bins = bins
         self.logit_limit = logit_limit
-        self.positives = np.zeros(bins, dtype=np.int64)
-        self.negatives = np.zeros(bins, dtype=np.int64)
+        self.positives: dict[int, int] = {}
+        self.negatives: dict[int, int] = {}
         self._scale = bins / (2 * logit_limit)
 
     def bin_of(self, score: float) -> int:
         p = min(max(score, EPS), 1 - EPS)
-        logit = math.log(p / (1 - p))
-        index = int((logit + self.logit_limit) * self._scale)
+        index = int((math.log(p / (1 - p)) + self.logit_limit) * self._scale)
         return min(max(index, 0), self.bins - 1)
 
     def add(self, score: float, label: int) -> None:
-        if label:
-            self.positives[self.bin_of(score)] += 1
-        else:
-            self.negatives[self.bin_of(score)] += 1
+        counts = self.positives if label else self.negatives
+        index = self.bin_of(score)
+        counts[index] = counts.get(index, 0) + 1
 
     def merge(self, other: BinnedAUC) -> None:
-        self.positives += other.positives
-        self.negatives += other.negatives
+        for mine, theirs in ((self.positives, other.positives), (self.negatives, other.negatives)):
+            for index, count in theirs.items():
+                mine[index] = mine.get(index, 0) + count
+
+    def _dense(self, counts: dict[int, int]) -> np.ndarray:
+        dense = np.zeros(self.bins, dtype=np.int64)
+        if counts:
+            dense[np.fromiter(counts.keys(), dtype=np.int64)] = np.fromiter(counts.values(), dtype=np.int64)
+        return dense
 
     def value(self) -> float:
-        n_pos = int(self.positives.sum())
-        n_neg = int(self.negatives.sum())
+        positives, negatives = self._dense(self.positives), self._dense(self.negatives)
+        n_pos = int(positives.sum())
+        n_neg = int(negatives.sum())
         if n_pos == 0 or n_neg == 0:
             return math.nan
-        negatives_below = np.cumsum(self.negatives) - self.negatives
-        wins = float((self.positives * negatives_below).sum()) + 0.5 * float((self.positives * self.negatives).sum())
+        negatives_below = np.cumsum(negatives) - negatives
+        wins = float((positives * negatives_below).sum()) + 0.5 * float((positives * negatives).sum())
         return wins / (n_pos * n_neg)
 
 
