@@ -199,7 +199,7 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 
     n = args.n_impressions if "n_impressions" in _typed_options(getattr(args, "argv", None)) else 100_000
     run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", n, job_config(args),
-                    seed=args.seed, bootstrap=args.bootstrap)
+                    seed=args.seed, bootstrap=args.bootstrap, taskmanagers=args.taskmanagers)
     return 0
 
 
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on Kafka: impressions/s of a bounded run over produced topics (default 100000 "
                             "impressions) and the snapshot freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
+    bench.add_argument("--taskmanagers", type=int, default=0,
+                       help="with --kafka: run the bounded job on a standalone cluster of this many TaskManager "
+                            "JVMs (each runs one Python interpreter) instead of a local MiniCluster")
     bench.set_defaults(func=cmd_bench)
     _add_kafka_commands(commands)
     return parser

@@ -125,7 +125,10 @@ def _cmdline(pid: int) -> str:
 
 
 class StandaloneCluster:
-    """One JobManager + one TaskManager on localhost; a context manager that starts and stops them.
+    """One JobManager + `taskmanagers` TaskManagers on localhost; a context manager that starts and stops them.
+
+    Several TaskManagers are how a thread-mode job uses more than one core for Python: each
+    TaskManager JVM embeds one interpreter, whose lock all of its slots share.
 
     `rest_port=0` picks a free port. Without `home` a temporary folder is used (kept after `stop()`,
     like pytest's tmp_path, so logs survive a failure; `remove_home=True` deletes it). `config`
@@ -138,6 +141,7 @@ class StandaloneCluster:
         rest_port: int = 0,
         *,
         slots: int = 2,
+        taskmanagers: int = 1,
         python: str | os.PathLike[str] = sys.executable,
         config: dict[str, Any] | None = None,
         remove_home: bool = False,
@@ -145,6 +149,9 @@ class StandaloneCluster:
         self.home = Path(home).resolve() if home is not None else None
         self.rest_port = rest_port
         self.slots = slots
+        if taskmanagers < 1:
+            raise ValueError(f"taskmanagers must be at least 1, not {taskmanagers}")
+        self.taskmanagers = taskmanagers
         self.python = str(python)
         self.extra_config = {key: str(value) for key, value in (config or {}).items()}
         self.remove_home = remove_home
@@ -278,7 +285,8 @@ class StandaloneCluster:
         if not state_path.is_file():
             raise ClusterError(f"no cluster state in {state_path}: is a cluster running from that home?")
         state = json.loads(state_path.read_text())
-        cluster = cls(home, state["rest_port"], slots=state["slots"], python=state["python"])
+        cluster = cls(home, state["rest_port"], slots=state["slots"], taskmanagers=state.get("taskmanagers", 1),
+                      python=state["python"])
         cluster._pids = state["pids"]
         return cluster
 
@@ -455,7 +463,7 @@ class StandaloneCluster:
             if path.name.startswith(("log4j", "logback")):
                 shutil.copyfile(path, self.conf_dir / path.name)
         (self.conf_dir / "masters").write_text(f"localhost:{self.rest_port}\n")
-        (self.conf_dir / "workers").write_text("localhost\n")
+        (self.conf_dir / "workers").write_text("localhost\n" * self.taskmanagers)  # one line per TaskManager
         header = (f"# Written by job/cluster.py on start: {flink / 'conf' / 'config.yaml'}, then "
                   f"{REPO_ROOT / 'flink-conf' / 'config.yaml'}, then the cluster's own settings.\n")
         (self.conf_dir / "config.yaml").write_text(
@@ -485,14 +493,16 @@ class StandaloneCluster:
         return self._leftovers(self._pid_file_pids()) if self.home is not None else []
 
     def _write_state(self) -> None:
-        state = {"rest_port": self.rest_port, "slots": self.slots, "python": self.python, "pids": self._pids}
+        state = {"rest_port": self.rest_port, "slots": self.slots, "taskmanagers": self.taskmanagers,
+                 "python": self.python, "pids": self._pids}
         (self._home() / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
     def _wait_ready(self, deadline: float) -> None:
         while True:
             try:
                 overview = self.overview()
-                if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= self.slots:
+                if (overview.get("taskmanagers", 0) >= self.taskmanagers
+                        and overview.get("slots-total", 0) >= self.slots * self.taskmanagers):
                     return
             except (urllib.error.URLError, OSError, ValueError):
                 pass
@@ -530,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="start the cluster and wait until its TaskManager is registered")
     start.add_argument("--port", type=int, default=DEFAULT_REST_PORT,
                        help="REST/web UI port (default %(default)s; 0 = any free port)")
-    start.add_argument("--slots", type=int, default=2, help="TaskManager slots (default %(default)s)")
+    start.add_argument("--slots", type=int, default=2, help="slots per TaskManager (default %(default)s)")
+    start.add_argument("--taskmanagers", type=int, default=1,
+                       help="TaskManager JVMs (default %(default)s; in thread mode each runs one Python interpreter)")
     commands.add_parser("status", parents=[common], help="TaskManagers, slots and jobs of the running cluster")
     commands.add_parser("env", parents=[common], help="print `export` lines for the raw `flink` client")
     commands.add_parser("stop", parents=[common], help="stop the cluster (stop-cluster.sh, then any leftover daemon)")
@@ -556,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             started = time.monotonic()
-            cluster = StandaloneCluster(args.home, args.port, slots=args.slots).start()
+            cluster = StandaloneCluster(args.home, args.port, slots=args.slots,
+                                        taskmanagers=args.taskmanagers).start()
             print(f"Flink cluster up in {time.monotonic() - started:.1f}s: {cluster.rest_url} "
                   f"(logs {cluster.log_dir}); for the raw `flink` client:", file=sys.stderr)
             _print_env(cluster)

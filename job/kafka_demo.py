@@ -726,6 +726,40 @@ def produce_in_order(bootstrap: str, topics: TopicNames, stream) -> dict[str, in
         return dict(producer.sent)
 
 
+def _bounded_locally(args: list[str], name: str, work_dir: Path) -> tuple[float, float]:
+    """`freshrank run --bounded` on a MiniCluster in a child process: (wall seconds, start-up seconds)."""
+    local = LocalJob(args, name, work_dir / "bounded" / "job.log", work_dir)
+    local.start()
+    try:
+        startup_s = local.wait_running()
+        code = local.wait(3600)
+    finally:
+        local.kill()
+    if code != 0:
+        raise RuntimeError(f"bounded job exited with code {code}; log:\n{local.log_tail()}")
+    return time.monotonic() - local.started, startup_s
+
+
+def _bounded_on_cluster(args: list[str], parallelism: int, taskmanagers: int, home: Path) -> tuple[float, float]:
+    """The same job submitted (`flink run`) to a fresh standalone cluster: (wall seconds, start-up seconds)."""
+    from job.cluster import StandaloneCluster
+
+    slots = -(-parallelism // taskmanagers)
+    with StandaloneCluster(home, slots=slots, taskmanagers=taskmanagers) as cluster:
+        started = time.monotonic()
+        job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
+        startup_s = None
+        while True:  # start-up ends when every task runs (a bounded source may have finished by then)
+            job = cluster.rest(f"/jobs/{job_id}")
+            if startup_s is None and all(v["status"] in ("RUNNING", "FINISHED") for v in job["vertices"]):
+                startup_s = time.monotonic() - started
+            if job["state"] == "FINISHED":
+                return time.monotonic() - started, startup_s
+            if job["state"] in ("FAILED", "CANCELED"):
+                raise RuntimeError(f"bounded job {job['state']}:\n{cluster.failure(job_id)}")
+            time.sleep(0.2)
+
+
 def run_kafka_bench(
     work_dir: Path,
     n_impressions: int,
@@ -736,8 +770,13 @@ def run_kafka_bench(
     checkpoint_interval_s: float = 2.0,
     live_impressions: int = 20_000,
     live_duration_s: float = 45.0,
+    taskmanagers: int = 0,
 ) -> dict[str, float]:
-    """Kafka end-to-end impressions/s of a bounded run over pre-produced topics, and live snapshot freshness."""
+    """Kafka end-to-end impressions/s of a bounded run over pre-produced topics, and live snapshot freshness.
+
+    The bounded run goes to a local MiniCluster (one JVM), or with `taskmanagers` to a standalone
+    cluster of that many TaskManager JVMs: in thread mode each embeds one interpreter, so that is how
+    Python work spreads over cores."""
     figures: dict[str, float] = {}
     with _Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = _unique_suffix("bench")
@@ -759,20 +798,16 @@ def run_kafka_bench(
         sent = produce_in_order(servers, topics, stream)
         figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
         name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
-        local = LocalJob(run_args(servers, suffix, job, group_id=name,
-                                  job_name=name, checkpoint_interval_s=checkpoint_interval_s, bounded=True),
-                         name, work_dir / "bounded" / "job.log", work_dir)
-        print(f"bounded job over them (parallelism {job.parallelism}, checkpoints every "
+        args = run_args(servers, suffix, job, group_id=name, job_name=name,
+                        checkpoint_interval_s=checkpoint_interval_s, bounded=True)
+        where = (f"a standalone cluster of {taskmanagers} TaskManager(s)" if taskmanagers
+                 else "a local MiniCluster")
+        print(f"bounded job over them on {where} (parallelism {job.parallelism}, checkpoints every "
               f"{checkpoint_interval_s:g} s) ...")
-        local.start()
-        try:
-            startup_s = local.wait_running()
-            code = local.wait(3600)
-        finally:
-            local.kill()
-        wall_s = time.monotonic() - local.started
-        if code != 0:
-            raise RuntimeError(f"bounded job exited with code {code}; log:\n{local.log_tail()}")
+        if taskmanagers:
+            wall_s, startup_s = _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / "cluster")
+        else:
+            wall_s, startup_s = _bounded_locally(args, name, work_dir)
         n_examples = len(read_topic(servers, topics.examples))
         figures.update({
             "impressions": sent["impressions"], "examples": n_examples, "job_wall_s": wall_s, "startup_s": startup_s,

@@ -217,3 +217,16 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
     staleness = [m["value"] for m in metrics.records
                  if m["name"] == "item_loop_staleness_ms_max" and not math.isnan(m["value"])]
     assert staleness and 0 <= max(staleness) < 120_000
+
+
+def test_a_cluster_of_two_taskmanagers_runs_two_jvms(tmp_path):
+    """Python scales past one core through TaskManager JVMs (one interpreter each in thread mode)."""
+    with StandaloneCluster(tmp_path / "two", slots=1, taskmanagers=2) as cluster:
+        overview = cluster.overview()
+        assert overview["taskmanagers"] == 2
+        assert overview["slots-total"] == 2
+        taskmanagers = cluster.rest("/taskmanagers")["taskmanagers"]
+        assert len({tm["id"] for tm in taskmanagers}) == 2
+        assert StandaloneCluster.attach(cluster.home).taskmanagers == 2
+    with pytest.raises(ValueError):
+        StandaloneCluster(tmp_path / "none", taskmanagers=0)
