@@ -17,7 +17,9 @@ def max_parallelism() -> int:
 
 
 def routing_keys(parallelism: int) -> list[str]:
-    """Key i is one that PyFlink's `key_by` sends to learner subtask i (needs the JVM gateway)."""
+    """Key i is one that Flink sends to subtask i both as PyFlink's `key_by` keys it (by Row(key)) and
+    as the JVM `keyBy` of job.batching keys it (by the bare string), so that the batching stages
+    before the learner are balanced the same way (needs the JVM gateway)."""
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -27,8 +29,10 @@ def routing_keys(parallelism: int) -> list[str]:
     candidate = 0
     while len(keys) < parallelism:
         key = f"shard-{candidate}"
-        java_key = jvm.org.apache.flink.types.Row(1)  # PyFlink's key_by keys by Row(key), not the bare key
-        java_key.setField(0, key)
-        keys.setdefault(assign(java_key, limit, parallelism), key)
+        row_key = jvm.org.apache.flink.types.Row(1)
+        row_key.setField(0, key)
+        index = assign(row_key, limit, parallelism)
+        if assign(key, limit, parallelism) == index:
+            keys.setdefault(index, key)
         candidate += 1
     return [keys[index] for index in range(parallelism)]
