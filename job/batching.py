@@ -33,6 +33,8 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
+from udfs.records import TICK
+
 # A SQL expression's TIMESTAMP_LTZ(3) as epoch milliseconds (a plain CAST only gives seconds;
 # TIMESTAMPDIFF returns INT, so whole minutes, which last until the year 6053, not seconds).
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
@@ -70,7 +72,7 @@ def with_event_time(t_env: StreamTableEnvironment, parsed: DataStream, max_disor
     return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]), event_row_type())
 
 
-TICK_EVENT = "[3]"  # udfs.records.TICK: carries a join watermark, nothing else
+TICK_EVENT = f"[{TICK}]"  # carries a join watermark, nothing else
 
 
 def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards: list[str]) -> DataStream:
@@ -160,4 +162,3 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )
     return t_env.to_append_stream(grouped, batch_row_type())
-
