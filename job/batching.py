@@ -72,7 +72,7 @@ def with_event_time(t_env: StreamTableEnvironment, parsed: DataStream, max_disor
     return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]), event_row_type())
 
 
-TICK_EVENT = f"[{TICK}]"  # carries a join watermark, nothing else
+TICK_EVENT = f"[{TICK}]"  # carries a join watermark (and, once stamped, the clicks' watermark)
 
 
 def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards: list[str]) -> DataStream:
@@ -106,6 +106,27 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
     return stream.assign_timestamps_and_watermarks(
         WatermarkStrategy.no_watermarks().with_idleness(Duration.of_millis(1))
     ).name("ticks-idle").uid("ticks-idle")
+
+
+def clicks_with_ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, clicks: DataStream,
+                      shards: list[str]) -> DataStream:
+    """The clicks, plus the ticks of unbounded runs, each tick stamped with the clicks' own watermark.
+
+    The join watermark alone cannot tell a click outage from quiet traffic: once every clicks
+    partition is idle it follows the impressions. The clicks' watermark, read where all clicks
+    subtasks meet (after a keyBy, like the join watermark) and carried by the ticks to every shard,
+    lets the learner hold its decisions there (udfs.click_stall). Ticks read it while their own
+    channel is idle or, once active again, not yet aligned, so they never hold it back themselves.
+    """
+    keyed = _key_by_shard(env, ticks(env, t_env, shards).union(clicks))
+    table = t_env.from_data_stream(keyed, _event_schema("SOURCE_WATERMARK()"))
+    clicks_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
+    stamped = t_env.sql_query(
+        f"SELECT shard, event_time, CASE WHEN event = '{TICK_EVENT}'"
+        f" THEN '[{TICK},' || CAST(COALESCE({clicks_ms}, {NO_WATERMARK}) AS STRING) || ']' ELSE event END AS event"
+        f" FROM {table}"
+    )
+    return t_env.to_append_stream(stamped, event_row_type())
 
 
 def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataStream:

@@ -40,6 +40,14 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=float, default=_env_default("batch", defaults.batch_s),
                        help="wall-clock seconds of events per learner call: longer batches raise throughput, "
                             "shorter ones freshness (default %(default)s)")
+    group.add_argument("--click-stall-limit", type=float,
+                       default=_env_default("click_stall_limit", defaults.click_stall_limit_s),
+                       help="Kafka runs: event-time seconds negatives may wait for a stalled click stream "
+                            "before they are decided without it; 0 turns the guard off (default %(default)s)")
+    group.add_argument("--click-stall-report", type=float,
+                       default=_env_default("click_stall_report", defaults.click_stall_report_s),
+                       help="wall-clock seconds without click progress, while impressions flow, after which "
+                            "a stall is logged and shown by the click_stalled metric (default %(default)s)")
     group.add_argument("--parallelism", type=int, default=_env_default("parallelism", defaults.parallelism),
                        help="operator parallelism (default %(default)s)")
     group.add_argument("--dim", type=int, default=_env_default("dim", learner.dim),
@@ -57,6 +65,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         metrics_interval_s=args.metrics_interval,
         batch_s=args.batch,
         parallelism=args.parallelism,
+        click_stall_limit_s=args.click_stall_limit,
+        click_stall_report_s=args.click_stall_report,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
     )
 

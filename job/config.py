@@ -20,6 +20,11 @@ class JobConfig:
     # knob (every event waits up to this long, plus the watermark interval, before it is learned).
     batch_s: float = 0.1
     parallelism: int = 1
+    # Click-outage guard (unbounded runs, udfs.click_stall): how far (event time) negatives may wait
+    # for a stalled click stream (0: no guard), and after how long without click progress
+    # (wall clock) a stall is reported.
+    click_stall_limit_s: float = 3600.0
+    click_stall_report_s: float = 30.0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     @property
@@ -45,3 +50,11 @@ class JobConfig:
     @property
     def metrics_interval_ms(self) -> int:
         return int(self.metrics_interval_s * 1000)
+
+    @property
+    def click_stall_limit_ms(self) -> int:
+        return int(self.click_stall_limit_s * 1000)
+
+    @property
+    def click_stall_report_ms(self) -> int:
+        return int(self.click_stall_report_s * 1000)

@@ -22,7 +22,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, OutputTag
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batches, event_row_type, ticks, with_event_time
+from job.batching import batches, clicks_with_ticks, event_row_type, with_event_time
 from job.config import JobConfig
 from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
@@ -93,9 +93,10 @@ def build_pipeline(
                                                                                     config.max_disorder_ms)
 
     # batches: Row(shard, ["[join watermark, event]", ...]) per shard every batch_ms (JVM)
-    events = parsed["impressions"].union(parsed["clicks"])
+    clicks = parsed["clicks"]
     if inputs.unbounded:
-        events = events.union(ticks(env, t_env, shards))
+        clicks = clicks_with_ticks(env, t_env, clicks, shards)
+    events = parsed["impressions"].union(clicks)
     batched = batches(env, t_env, events, config.batch_ms, bounded=not inputs.unbounded)
     if inputs.item_loop is not None:
         batched = batched.union(inputs.item_loop(shards))
@@ -106,7 +107,7 @@ def build_pipeline(
         .process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
-                         initial_model),
+                         initial_model, config.click_stall_limit_ms, config.click_stall_report_ms),
             output_type=encoder.flink_type("LabeledExample"),
         )
         .name("join-and-learn")

@@ -230,3 +230,57 @@ def test_a_cluster_of_two_taskmanagers_runs_two_jvms(tmp_path):
         assert StandaloneCluster.attach(cluster.home).taskmanagers == 2
     with pytest.raises(ValueError):
         StandaloneCluster(tmp_path / "none", taskmanagers=0)
+
+
+def test_a_click_outage_holds_negatives_until_the_clicks_return(kafka_broker, flink_cluster):
+    """Clicks stop for many multiples of --idleness while impressions flow on (their windows close in
+    event time meanwhile); then the held-back clicks arrive. Every label equals the reference's: no
+    impression of the outage was decided negative while its click was missing."""
+    cluster = flink_cluster
+    suffix = f"-{uuid.uuid4().hex[:8]}"
+    topics = TopicNames().suffixed(suffix)
+    create_all(kafka_broker, topics, partitions=PARTITIONS)
+    stream = generate(GEN)
+    events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
+                    key=lambda e: e[1]["event_time"])
+    first_ms = events[0][1]["event_time"]
+    outage_from, outage_to = first_ms + 15_000, first_ms + 15_000 + int(2 * WINDOW_S * 1000)
+    before = [e for e in events if e[1]["event_time"] < outage_from]
+    during = [e for e in events if outage_from <= e[1]["event_time"] < outage_to]
+    after = [e for e in events if e[1]["event_time"] >= outage_to]
+    held_clicks = [e for e in during if e[0] == "c"]
+    assert len(held_clicks) >= 10 and any(e[0] == "c" for e in after)
+    job_args = [
+        "--bootstrap", kafka_broker, f"--topic-suffix={suffix}",
+        "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2", "--checkpoint-interval", "2",
+        "--idleness", "1", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
+        "--retention", "600", "--dim", "8", "--job-name", "freshrank-click-outage-test",
+    ]
+    examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
+    job_id = cluster.submit(job_args, parallelism=2)
+    try:
+        cluster.wait_running(job_id, timeout_s=180)
+        send_events(kafka_broker, topics, before)
+        time.sleep(3)
+        impressions = [e for e in during if e[0] == "i"]
+        for start in range(0, len(impressions), 40):  # ~10 s of wall clock, clicks silent throughout
+            send_events(kafka_broker, topics, impressions[start:start + 40])
+            time.sleep(10 / (len(impressions) / 40))
+        send_events(kafka_broker, topics, held_clicks)
+        send_events(kafka_broker, topics, after)
+        send_sentinels(kafka_broker, topics, events[-1][1]["event_time"] + int(SENTINEL_AFTER_S * 1000))
+        reference = reference_join(stream.impressions, stream.clicks, int(WINDOW_S * 1000))
+        complete = examples.poll_until(
+            lambda records: len({r["impression_id"] for r in records} & set(reference.labels)) >= len(reference.labels),
+            240, lambda: None)
+        assert complete, f"examples incomplete:\n{cluster.failure(job_id)}"
+        examples.drain(quiet_s=3.0)
+    finally:
+        examples.close()
+        with contextlib.suppress(Exception):
+            cluster.cancel(job_id)
+    got = {e["impression_id"]: (e["label"], e["click_time"]) for e in examples.records
+           if e["impression_id"] in reference.labels}
+    assert len(got) == len([e for e in examples.records if e["impression_id"] in reference.labels])
+    wrong = sorted(i for i, label in reference.labels.items() if got[i] != label)
+    assert not wrong, f"{len(wrong)} labels differ from the reference, e.g. {[(i, got[i]) for i in wrong[:5]]}"

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from udfs.click_stall import ClickStallGuard
 from udfs.join_logic import (
     CLK_TIME,
     IMP_ID,
@@ -61,7 +62,7 @@ from udfs.learner_kernel import (
 from udfs.learner_math import LearnerConfig, UserCodec
 from udfs.metrics import IntervalBuckets, IntervalStats, decision_time
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
-from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, click_of, impression_of
+from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version
 
 GLOBAL_KEY = 0  # positions are >= 1, so key 0 of `biases` is free for the global bias
@@ -117,7 +118,8 @@ class BatchJoinLearner:
 
     def __init__(self, join: ImpressionClickJoin, config: LearnerConfig, metrics_interval_ms: int, replica: int,
                  state: LearnerState, embeddings: dict[str, list[float]] | None = None,
-                 initial_model: ModelStore | None = None) -> None:
+                 initial_model: ModelStore | None = None, click_stall_limit_ms: int = 0,
+                 click_stall_report_ms: int = 30_000) -> None:
         self.join = join
         self.config = config
         self.replica = replica
@@ -135,6 +137,7 @@ class BatchJoinLearner:
             # A hot-started model needs no warm-up; a cold one learns first-window positives late.
             "warm_up_until": NO_WATERMARK if initial_model else None,
         }
+        self.click_stall = ClickStallGuard(click_stall_limit_ms, click_stall_report_ms, self.meta)
         stored = state.buckets.value()
         self.buckets: IntervalBuckets = pickle.loads(stored) if stored is not None else IntervalBuckets(
             metrics_interval_ms)
@@ -221,10 +224,19 @@ class BatchJoinLearner:
         started = time.perf_counter()
         self._load_global()
         run = _BatchRun(self)
+        meta = self.meta
+        guard = self.click_stall
+        last = None
         for watermark, event in rows:
-            if watermark > self.meta["watermark"]:
-                run.advance(watermark)
             kind = event[0]
+            if kind == TICK and len(event) > 1:  # a tick of an unbounded run brings the clicks' watermark
+                guard.observe(event[1], now_ms)
+                last = None
+            if watermark != last:
+                last = watermark
+                decide_until = guard.effective(watermark, now_ms)
+                if decide_until > meta["watermark"]:
+                    run.advance(decide_until)
             if kind == IMPRESSION:
                 run.events += 1
                 run.on_impression(impression_of(event))

@@ -42,6 +42,8 @@ class JoinAndLearn(KeyedProcessFunction):
         encoder: RecordEncoder,
         embeddings: dict[str, list[float]] | None = None,
         initial_model: ModelStore | None = None,
+        click_stall_limit_ms: int = 0,
+        click_stall_report_ms: int = 30_000,
     ) -> None:
         self.join = join
         self.config = config
@@ -51,6 +53,7 @@ class JoinAndLearn(KeyedProcessFunction):
         self.encoder = encoder
         self.embeddings = embeddings
         self.initial_model = initial_model
+        self.click_stall = (click_stall_limit_ms, click_stall_report_ms)
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
@@ -78,11 +81,14 @@ class JoinAndLearn(KeyedProcessFunction):
         self.batches_counter = group.counter("batches")
         group.gauge("model_version", lambda: self.learner.meta["version"] if self.learner else 0)
         group.gauge("item_count", lambda: self.learner.model.n_items if self.learner else 0)
+        # How far the clicks' watermark trails the impressions' (event-time ms) and whether that is a stall.
+        group.gauge("click_lag_ms", lambda: self.learner.click_stall.lag_ms if self.learner else 0)
+        group.gauge("click_stalled", lambda: int(self.learner.click_stall.stalled) if self.learner else 0)
 
     def _learner(self, ctx) -> BatchJoinLearner:
         if self.learner is None:
             self.learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica,
-                                            self.state, self.embeddings, self.initial_model)
+                                            self.state, self.embeddings, self.initial_model, *self.click_stall)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return self.learner
 
