@@ -89,15 +89,17 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 and math.isfinite(a) and math.isfinite(b) else float("nan")
 
 
-def _replay(events: Path, run_dir: Path, config: JobConfig) -> tuple[float, float]:
+def _replay(events: Path, run_dir: Path, config: JobConfig, checkpoint_dir: str | None) -> tuple[float, float]:
     """(seconds of the whole run_replay call, seconds of the job's execution alone)."""
     started = time.perf_counter()
-    result = run_replay(events / "impressions.jsonl", events / "clicks.jsonl", run_dir, config)
+    result = run_replay(events / "impressions.jsonl", events / "clicks.jsonl", run_dir, config,
+                        checkpoint_dir=checkpoint_dir)
     return time.perf_counter() - started, result.wall_s
 
 
 def run_bench(
-    work_dir: Path, n_impressions: int, config: JobConfig, seed: int = 7, heavy_users: int = 3
+    work_dir: Path, n_impressions: int, config: JobConfig, seed: int = 7, heavy_users: int = 3,
+    checkpoint_dir: str | None = None,
 ) -> dict[str, float]:
     """Run every measurement on the same generated files and print one table; returns the figures."""
     n_small = small_size(n_impressions)
@@ -118,9 +120,9 @@ def run_bench(
     # shorter and the steady-state estimate lower, never flattering.
     print(f"Flink replay of {lines_big:,} impressions (parallelism {config.parallelism}) ...")
     run_big = work_dir / f"run-{stamp}"
-    call_big_s, exec_big_s = _replay(big, run_big, config)
+    call_big_s, exec_big_s = _replay(big, run_big, config, checkpoint_dir)
     print(f"Flink replay of {lines_small:,} impressions (for the steady state) ...")
-    call_small_s, exec_small_s = _replay(small, work_dir / f"run-{stamp}-small", config)
+    call_small_s, exec_small_s = _replay(small, work_dir / f"run-{stamp}-small", config, checkpoint_dir)
 
     # Steady state from the execution walls: both include the same per-job start-up (MiniCluster,
     # Python workers, operator set-up), which cancels; the one-off JVM launch is in neither.

@@ -7,47 +7,64 @@ entries that fail to decode or validate are returned as DeadLetter records with 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from job.event_files import read_records
-from udfs.parse import dead_letter
+from job.event_files import MalformedRecord, numbered_records
+from udfs.parse import DEAD_LETTER_MAX_BYTES, dead_letter
 from udfs.records import InvalidRecord, parse_wire, validate_record
 
 Embeddings = dict[str, list[float]]
 
 
 def catalog_embeddings(raw_records: Iterable[Any], decode: Callable[[Any], dict[str, Any]],
-                       payload: Callable[[Any], bytes]) -> tuple[Embeddings, list[dict[str, Any]]]:
-    """Embeddings by item id (the last entry of an item wins) and DeadLetter records of the rejects."""
+                       payload: Callable[[Any], bytes], max_payload_bytes: int = DEAD_LETTER_MAX_BYTES,
+                       where: Callable[[Any], str] | None = None) -> tuple[Embeddings, list[dict[str, Any]]]:
+    """Embeddings by item id (the last entry of an item wins) and DeadLetter records of the rejects
+    (their reason prefixed with `where(raw)`, e.g. file and line, when given)."""
     embeddings: Embeddings = {}
     rejects = []
     for raw in raw_records:
         try:
             item = decode(raw)
         except InvalidRecord as error:
-            rejects.append(dead_letter("items", str(error), payload(raw)))
+            reason = f"{where(raw)}: {error}" if where else str(error)
+            rejects.append(dead_letter("items", reason, payload(raw), max_payload_bytes))
             continue
         if item.get("embedding"):
             embeddings[item["item_id"]] = [float(x) for x in item["embedding"]]
     return embeddings, rejects
 
 
-def catalog_from_file(path: Path) -> tuple[Embeddings, list[dict[str, Any]]]:
-    """A catalog file (JSON Lines or Avro container)."""
-    return catalog_embeddings(read_records(path), lambda r: validate_record("Item", r),
-                              lambda r: orjson.dumps(r, default=str))
+def catalog_from_file(path: Path, max_payload_bytes: int = DEAD_LETTER_MAX_BYTES,
+                      ) -> tuple[Embeddings, list[dict[str, Any]]]:
+    """A catalog file or folder (JSON Lines or Avro containers); a malformed line is a reject too
+    (its reason names file and line), and the lines after it are still read."""
+    malformed: list[dict[str, Any]] = []
+
+    def reject_malformed(bad: MalformedRecord) -> None:
+        malformed.append(dead_letter("items", str(bad), bad.payload, max_payload_bytes))
+
+    embeddings, rejects = catalog_embeddings(
+        numbered_records(path, reject_malformed), lambda entry: validate_record("Item", entry[1]),
+        lambda entry: orjson.dumps(entry[1], default=str), max_payload_bytes, where=lambda entry: entry[0])
+    return embeddings, malformed + rejects
 
 
-def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> tuple[Embeddings, list[dict[str, Any]]]:
+def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, *,
+                       kafka_properties: Mapping[str, str] | None = None,
+                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> tuple[Embeddings, list[dict[str, Any]]]:
     """Every committed message of the items topic, from the beginning to its current end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"freshrank-catalog-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    from job.kafka_properties import client_config
+
+    consumer = Consumer(client_config(bootstrap, kafka_properties, **{
+        "group.id": f"freshrank-catalog-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "isolation.level": "read_committed"}))
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         if metadata.error is not None:
@@ -69,4 +86,5 @@ def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> t
                 remaining.discard(message.partition())
     finally:
         consumer.close()
-    return catalog_embeddings(messages, lambda m: parse_wire("Item", m), bytes)
+    return catalog_embeddings(messages, lambda m: parse_wire("Item", m), lambda m: b"" if m is None else bytes(m),
+                              max_payload_bytes)

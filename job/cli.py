@@ -48,12 +48,28 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                        default=_env_default("click_stall_report", defaults.click_stall_report_s),
                        help="wall-clock seconds without click progress, while impressions flow, after which "
                             "a stall is logged and shown by the click_stalled metric (default %(default)s)")
+    group.add_argument("--max-event-ahead", type=float,
+                       default=_env_default("max_event_ahead", defaults.max_event_ahead_s),
+                       help="seconds an event time may be ahead of min(newest accepted event time, wall clock); "
+                            "later events go to dead-letter instead of moving the watermark (default %(default)s)")
+    group.add_argument("--dead-letter-max-bytes", type=int,
+                       default=_env_default("dead_letter_max_bytes", defaults.dead_letter_max_bytes),
+                       help="bytes of a rejected record kept in its dead-letter record; payload_size gives the "
+                            "original size (default %(default)s)")
+    group.add_argument("--state-ttl", type=float, default=_env_default("state_ttl", defaults.state_ttl_s),
+                       help="seconds after which a user or item not learned since leaves Flink state and starts "
+                            "over from its prior if it returns; 0 keeps every entity for ever "
+                            "(default %(default)s = 30 days)")
     group.add_argument("--parallelism", type=int, default=_env_default("parallelism", defaults.parallelism),
                        help="operator parallelism (default %(default)s)")
     group.add_argument("--dim", type=int, default=_env_default("dim", learner.dim),
                        help="model dimension (default %(default)s)")
     group.add_argument("--learning-rate", type=float, default=learner.learning_rate, help="AdaGrad step size")
     group.add_argument("--l2", type=float, default=learner.l2, help="L2 penalty on vectors")
+    group.add_argument("--checkpoint-dir", default=_env_default("checkpoint_dir", None),
+                       help="checkpoints (and savepoints without a target, in its savepoints/); a path (created "
+                            "owner-only, 0700) or a file system URI (default: flink-conf/config.yaml's, "
+                            ".freshrank/checkpoints under the working directory; under `flink run`: the cluster's)")
 
 
 def job_config(args: argparse.Namespace) -> JobConfig:
@@ -67,6 +83,9 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         parallelism=args.parallelism,
         click_stall_limit_s=args.click_stall_limit,
         click_stall_report_s=args.click_stall_report,
+        state_ttl_s=args.state_ttl,
+        max_event_ahead_s=args.max_event_ahead,
+        dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
     )
 
@@ -105,6 +124,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.impressions), Path(args.clicks), Path(args.out), job_config(args),
         items=Path(args.items) if args.items else None,
         from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
+        checkpoint_dir=args.checkpoint_dir,
     )
     print(f"replay finished in {result.wall_s:.1f} s; outputs under {result.out_dir}/")
     return 0
@@ -125,7 +145,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stream = generate(_generator_config(args))
     files = write_stream(stream, out / "events")
     print("running the job on a local Flink MiniCluster ...")
-    result = run_replay(files["impressions"], files["clicks"], out / "run", job_config(args), items=files["items"])
+    result = run_replay(files["impressions"], files["clicks"], out / "run", job_config(args), items=files["items"],
+                        checkpoint_dir=args.checkpoint_dir)
     summary = run_summary(result.out_dir, result.wall_s, job_config(args).window_ms, stream.oracle)
     png = plot_learning_curve(result.out_dir, out / "learning-curve.png", stream.oracle)
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
@@ -141,7 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_kafka(args)
     from job.bench import run_bench
 
-    run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed, heavy_users=args.heavy_users)
+    run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed, heavy_users=args.heavy_users,
+              checkpoint_dir=args.checkpoint_dir)
     return 0
 
 
@@ -151,12 +173,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = job_config(args)
     topics = TopicNames().suffixed(args.topic_suffix) if args.topic_suffix else TopicNames()
+    properties = _kafka_properties(args)
     if args.create_topics:
-        create_all(args.bootstrap, topics, partitions=args.partitions)
-    env = kafka_environment(config, args.checkpoint_interval, args.bounded)
+        create_all(args.bootstrap, topics, partitions=args.partitions, kafka_properties=properties)
+    env = kafka_environment(config, args.checkpoint_interval, args.bounded, args.checkpoint_dir)
     build_kafka_job(env, args.bootstrap, config, topics, group_id=args.group_id, bounded=args.bounded,
                     idleness_s=args.idleness, items=Path(args.items) if args.items else None,
-                    from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None)
+                    from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
+                    kafka_properties=properties, from_snapshot_topic=args.from_snapshot_topic)
     env.execute(args.job_name)
     return 0
 
@@ -167,6 +191,28 @@ def _kafka_options(parser: argparse.ArgumentParser) -> None:
                        help="Kafka bootstrap servers (default %(default)s)")
     group.add_argument("--topic-suffix", default=_env_default("topic_suffix", ""),
                        help="suffix appended to every topic name (separate deployments on one broker)")
+    _kafka_property_options(group)
+
+
+def _kafka_property_options(group) -> None:
+    group.add_argument("--kafka-properties", action="append", metavar="FILE",
+                       help="Kafka client properties (security.protocol, sasl.*, ssl.* ...; `key=value` lines, "
+                            "# comments) for every Kafka client; repeatable, later files win; env "
+                            "FRESHRANK_KAFKA_PROPERTIES; `java.`/`librdkafka.` prefixes scope a key (README)")
+    group.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
+                       help="one Kafka client property, over those of the files; repeatable")
+
+
+def _kafka_properties(args: argparse.Namespace) -> dict[str, str]:
+    """The run's merged Kafka client properties (job.kafka_properties), or a usage error."""
+    from job.kafka_properties import KafkaPropertiesError, merge_kafka_properties
+
+    files = getattr(args, "kafka_properties", None) or [
+        path for path in [os.environ.get("FRESHRANK_KAFKA_PROPERTIES")] if path]
+    try:
+        return merge_kafka_properties(files, getattr(args, "kafka_property", None) or [])
+    except KafkaPropertiesError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _typed_options(argv: list[str] | None) -> set[str]:
@@ -200,7 +246,8 @@ def cmd_demo_kafka(args: argparse.Namespace) -> int:
     config = job_config(args)
     gen = demo_generator_config(args.n_impressions, args.n_users, args.n_items, args.seed, config)
     run_kafka_demo(out, gen, config, bootstrap=args.bootstrap, topic_suffix=args.topic_suffix,
-                   duration_s=args.duration, checkpoint_interval_s=args.checkpoint_interval)
+                   duration_s=args.duration, checkpoint_interval_s=args.checkpoint_interval,
+                   kafka_properties=_kafka_properties(args), checkpoint_dir=args.checkpoint_dir)
     return 0
 
 
@@ -209,7 +256,8 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 
     n = args.n_impressions if "n_impressions" in _typed_options(getattr(args, "argv", None)) else 100_000
     run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", n, job_config(args),
-                    seed=args.seed, bootstrap=args.bootstrap, taskmanagers=args.taskmanagers)
+                    seed=args.seed, bootstrap=args.bootstrap, taskmanagers=args.taskmanagers,
+                    kafka_properties=_kafka_properties(args), checkpoint_dir=args.checkpoint_dir)
     return 0
 
 
@@ -228,16 +276,22 @@ def _topic_names(args: argparse.Namespace):
 def cmd_topics(args: argparse.Namespace) -> int:
     from job.topics import create_all
 
-    configs = create_all(args.bootstrap, _topic_names(args), partitions=args.partitions)
+    try:
+        configs = create_all(args.bootstrap, _topic_names(args), partitions=args.partitions,
+                             retention_ms=args.retention_ms, kafka_properties=_kafka_properties(args))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     for topic, config in configs.items():
         print(f"{topic:<24} {args.partitions} partitions  " + " ".join(f"{k}={v}" for k, v in sorted(config.items())))
     return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    from job.kafka_properties import librdkafka_properties
     from job.producer import replay_files, stream_generated
 
     topics = _topic_names(args)
+    properties = _kafka_properties(args)
     started = time.monotonic()
     if args.generate:
         from job.generate import GeneratorConfig
@@ -247,12 +301,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
                                   n_items=int(args.items or 1000), seed=args.seed)
         except ValueError:
             raise SystemExit("with --generate, --impressions and --items are counts") from None
-        counts = stream_generated(args.bootstrap, gen, args.speedup, topics, progress=not args.quiet)
+        counts = stream_generated(args.bootstrap, gen, args.speedup, topics, progress=not args.quiet,
+                                  **librdkafka_properties(properties))
     else:
         if not args.impressions or not args.clicks:
             raise SystemExit("pass --impressions FILE and --clicks FILE (or --generate)")
         counts = replay_files(args.bootstrap, args.impressions, args.clicks, args.items, rate=args.rate,
-                              topics=topics, progress=not args.quiet)
+                              topics=topics, progress=not args.quiet, **librdkafka_properties(properties))
     print(f"produced in {time.monotonic() - started:.1f} s to {args.bootstrap}: "
           + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
     return 0
@@ -264,14 +319,16 @@ def cmd_rank(args: argparse.Namespace) -> int:
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if not candidates:
         raise SystemExit("--candidates: give item ids separated by commas")
-    print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout)
+    print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout,
+                  kafka_properties=_kafka_properties(args))
     return 0
 
 
 def cmd_serve_demo(args: argparse.Namespace) -> int:
     from job.kafka_demo import serve_demo
 
-    serve_demo(args.bootstrap, _topic_names(args), n_users=args.users, k=args.k, timeout_s=args.timeout)
+    serve_demo(args.bootstrap, _topic_names(args), n_users=args.users, k=args.k, timeout_s=args.timeout,
+               kafka_properties=_kafka_properties(args))
     return 0
 
 
@@ -288,6 +345,10 @@ def _add_kafka_commands(commands) -> None:
     topics.add_argument("action", choices=("create",))
     _kafka_options(topics)
     topics.add_argument("--partitions", type=int, default=2, help="partitions per topic (default %(default)s)")
+    topics.add_argument("--retention-ms", type=int, default=-1,
+                        help="retention of the time-retained topics, -1 = forever (default %(default)s: Kafka "
+                             "deletes by record timestamp = event time, so finite retention deletes replayed old "
+                             "events); the compacted model-snapshots topic is never deleted by time")
     topics.set_defaults(func=cmd_topics)
 
     produce = commands.add_parser("produce", help="put event files, or a live generated stream, on the input topics")
@@ -336,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run live on Kafka: broker, topics, the job, a live stream; measures snapshot "
                                  "freshness")
     kafka_demo.add_argument("--bootstrap", help="use this broker instead of starting one")
+    _kafka_property_options(kafka_demo)
     kafka_demo.add_argument("--topic-suffix", help="topic name suffix (default: a new one per run)")
     kafka_demo.add_argument("--duration", type=float, default=60.0,
                             help="wall seconds the live stream should take (default %(default)s)")
@@ -369,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--partitions", type=int, default=2, help="partitions of created topics")
     run.add_argument("--items", help="optional item catalog file (embeddings seed item vectors)")
     run.add_argument("--from-snapshot", help="hot start from the newest snapshot in this folder")
+    run.add_argument("--from-snapshot-topic", action="store_true",
+                     help="hot start a new job (no savepoint) from the newest record of every entity on the "
+                          "compacted model-snapshots topic")
     run.add_argument("--job-name", default="freshrank", help="Flink job name")
     _job_options(run)
     run.set_defaults(func=cmd_run)
@@ -385,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on Kafka: impressions/s of a bounded run over produced topics (default 100000 "
                             "impressions) and the snapshot freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
+    _kafka_property_options(bench)
     bench.add_argument("--taskmanagers", type=int, default=0,
                        help="with --kafka: run the bounded job on a standalone cluster of this many TaskManager "
                             "JVMs (each runs one Python interpreter) instead of a local MiniCluster")

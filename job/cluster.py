@@ -13,7 +13,7 @@ them against a generated cluster folder ("home"), never against the venv's own `
                       TaskManager otherwise fails with `NoSuchFieldException: loadedLibraryNames`)
     home/log/         FLINK_LOG_DIR: JobManager, TaskManager and client logs
     home/pid/         FLINK_PID_DIR: the daemons' pid files (not the shared /tmp default)
-    home/checkpoints/, home/savepoints/
+    home/checkpoints/, home/savepoints/  (owner-only, 0700: they hold the whole model)
     home/cluster.json the REST port and daemon pids, for `python -m job.cluster status|stop`
 
 Thread mode embeds CPython in the TaskManager JVM, which sees the venv's packages and this repository
@@ -290,6 +290,41 @@ class StandaloneCluster:
         cluster._pids = state["pids"]
         return cluster
 
+    # --- failover ---------------------------------------------------------------------------------
+
+    def taskmanager_pids(self) -> list[int]:
+        """The live TaskManager JVMs of this cluster."""
+        pids = []
+        for path in self.pid_dir.glob("*taskexecutor*.pid"):
+            pids += [int(line) for line in path.read_text().split() if line.isdigit()]
+        return self._leftovers(pids)
+
+    def kill_taskmanager(self) -> int:
+        """SIGKILL one TaskManager, as a crashed machine would die (no shutdown hooks); returns its pid."""
+        pids = self.taskmanager_pids()
+        if not pids:
+            raise ClusterError("no TaskManager is running")
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while _pid_alive(pids[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pids[0]
+
+    def start_taskmanager(self, timeout_s: float = 120.0) -> None:
+        """One more TaskManager (taskmanager.sh start); waits until the JobManager lists it."""
+        before = {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]}
+        result = self._run([str(self.flink_bin / "taskmanager.sh"), "start"], timeout_s=timeout_s)
+        if result.returncode != 0:
+            raise ClusterError(f"taskmanager.sh start failed (exit {result.returncode}):\n"
+                               f"{result.stdout}{result.stderr}")
+        self._pids = sorted(set(self._pids) | set(self._pid_file_pids()))
+        self._write_state()
+        deadline = time.monotonic() + timeout_s
+        while not {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]} - before:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the new TaskManager did not register in time:\n{self.log_tail()}")
+            time.sleep(0.5)
+
     # --- REST -----------------------------------------------------------------------------------
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None, timeout_s: float = 10.0) -> Any:
@@ -454,10 +489,13 @@ class StandaloneCluster:
         return settings
 
     def _write_home(self) -> None:
+        from job.flink_env import private_dir
+
         home = self._home()
-        for folder in (self.conf_dir, self.lib_dir, self.log_dir, self.pid_dir, self.checkpoint_dir,
-                       self.savepoint_dir):
+        for folder in (self.conf_dir, self.lib_dir, self.log_dir, self.pid_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.checkpoint_dir, self.savepoint_dir):  # they hold the whole model: owner-only
+            private_dir(folder)
         flink = pyflink_home()
         for path in (flink / "conf").iterdir():
             if path.name.startswith(("log4j", "logback")):

@@ -25,6 +25,13 @@ class JobConfig:
     # (wall clock) a stall is reported.
     click_stall_limit_s: float = 3600.0
     click_stall_report_s: float = 30.0
+    # Users and items not learned for this long (wall clock) leave Flink state; 0 keeps them for ever.
+    state_ttl_s: float = 30 * 86400.0
+    # Input guard rails (udfs.parse): an event more than this ahead of min(the newest event time its
+    # parse subtask accepted, the wall clock) is dead-lettered instead of moving the watermark; and a
+    # dead-letter record keeps at most this many bytes of the rejected payload.
+    max_event_ahead_s: float = 86400.0
+    dead_letter_max_bytes: int = 64 * 1024
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     @property
@@ -58,3 +65,11 @@ class JobConfig:
     @property
     def click_stall_report_ms(self) -> int:
         return int(self.click_stall_report_s * 1000)
+
+    @property
+    def max_event_ahead_ms(self) -> int:
+        return int(self.max_event_ahead_s * 1000)
+
+    @property
+    def state_ttl_ms(self) -> int:
+        return int(self.state_ttl_s * 1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import site
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 
 FLINK_CONF_DIR = Path(__file__).resolve().parent.parent / "flink-conf"
+
+CHECKPOINT_DIR_KEY = "execution.checkpointing.dir"
+SAVEPOINT_DIR_KEY = "execution.checkpointing.savepoint-dir"
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -36,22 +40,97 @@ def flink_settings(conf_dir: Path = FLINK_CONF_DIR) -> dict[str, str]:
 # so a `rest.port` there would decide which cluster `flink run` submits to.
 CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
 
+# A local run is its own cluster (a MiniCluster in the gateway JVM), which reads its server settings
+# from the job's configuration: it keeps these, so that its REST endpoint, RPC and blob servers bind
+# to loopback like the standalone cluster's (without them the REST endpoint, which accepts job
+# submissions, listens on every interface). Ports, slots and memory stay the MiniCluster's own (a
+# free port each; as many slots as the job needs), so local runs and a cluster can run side by side.
+LOCAL_CLUSTER_KEYS = ("rest.address", "rest.bind-address", "jobmanager.bind-host", "taskmanager.bind-host",
+                      "taskmanager.host")
 
-def job_settings(settings: dict[str, str]) -> dict[str, str]:
-    """`settings` without the cluster-level keys."""
-    return {key: value for key, value in settings.items() if not key.startswith(CLUSTER_KEY_PREFIXES)}
+
+def under_flink_client() -> bool:
+    """True when this program runs under `flink run -py` (the client starts it with the gateway's port
+    in PYFLINK_GATEWAY_PORT); a local run launches its own gateway and MiniCluster instead."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
 
 
-def make_environment(overrides: dict[str, str] | None = None) -> StreamExecutionEnvironment:
-    """A local (or, under `flink run`, cluster) environment with our settings applied."""
+def job_settings(settings: dict[str, str], *, local: bool = False) -> dict[str, str]:
+    """`settings` without the cluster-level keys; a `local` run keeps the MiniCluster's bind addresses."""
+    return {key: value for key, value in settings.items()
+            if not key.startswith(CLUSTER_KEY_PREFIXES) or (local and key in LOCAL_CLUSTER_KEYS)}
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """`path` (made absolute) as a directory only its owner can enter (0700): created so with any
+    missing parents, an existing one of ours tightened to 0700. Checkpoints and savepoints hold the
+    whole model and every user's vector, so another account on the machine must not read them.
+
+    Raises PermissionError if the directory belongs to another user (e.g. a shared /tmp path).
+    """
+    target = Path(path).expanduser().absolute()
+    missing = []
+    for folder in [target, *target.parents]:
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    info = target.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{target} is not a directory")
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{target} belongs to another user (uid {info.st_uid}); choose a directory of your own")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        target.chmod(0o700)
+    return target
+
+
+def _state_dir_uri(value: str) -> str:
+    """A checkpoint/savepoint dir of config.yaml or an option as a Flink URI. Local paths (relative
+    ones resolved against the working directory, where a run's outputs go too) are created 0700;
+    other schemes (s3://, hdfs://...) are passed through: their access control is the store's."""
+    if "://" in value and not value.startswith("file://"):
+        return value
+    path = Path(value[len("file://"):]) if value.startswith("file://") else Path(value)
+    return private_dir(path).as_uri()
+
+
+def state_dirs(checkpoint_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The checkpoint and savepoint dirs of a run as Flink settings: `checkpoint_dir` if given (savepoints
+    without a target of their own in its `savepoints/`), else config.yaml's (under the working directory)."""
+    if checkpoint_dir is not None:
+        root = str(checkpoint_dir).rstrip("/")
+        return {CHECKPOINT_DIR_KEY: _state_dir_uri(root), SAVEPOINT_DIR_KEY: _state_dir_uri(f"{root}/savepoints")}
+    settings = flink_settings()
+    return {key: _state_dir_uri(settings[key]) for key in (CHECKPOINT_DIR_KEY, SAVEPOINT_DIR_KEY) if key in settings}
+
+
+def make_environment(overrides: dict[str, str] | None = None,
+                     checkpoint_dir: str | os.PathLike[str] | None = None) -> StreamExecutionEnvironment:
+    """A local (or, under `flink run`, cluster) environment with our settings applied.
+
+    `checkpoint_dir` (e.g. `--checkpoint-dir`) replaces config.yaml's checkpoint and savepoint dirs.
+    Under `flink run` without it, the cluster's own config names them (job/cluster.py: its home).
+    """
     # Thread mode embeds CPython in the JVM (PemJa); it sees a venv's packages only via PYTHONPATH,
     # which the JVM inherits from this process when the gateway starts.
     paths = [*site.getsitepackages(), str(FLINK_CONF_DIR.parent)]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    settings = job_settings(flink_settings())
+    local = not under_flink_client()
+    settings = job_settings(flink_settings(), local=local)
+    for key in (CHECKPOINT_DIR_KEY, SAVEPOINT_DIR_KEY):
+        settings.pop(key, None)
+    if local or checkpoint_dir is not None:
+        settings.update(state_dirs(checkpoint_dir))
     settings["python.executable"] = sys.executable
     settings["python.client.executable"] = sys.executable
     settings.update(overrides or {})
+    if local and settings.get("python.execution-mode") == "thread":
+        # PyFlink starts a gRPC "loopback" worker pool in this process for local runs, on every
+        # interface ([::]:0), for Python workers in process mode; thread mode never calls it. This
+        # (PyFlink's own) switch leaves it out, so nothing of a local run listens beyond loopback.
+        os.environ.setdefault("_python_worker_execution_mode", "process")
     config = Configuration()
     for key, value in settings.items():
         config.set_string(key, value)

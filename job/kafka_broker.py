@@ -97,12 +97,16 @@ def _log_tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def _admin(bootstrap: str):
+def _admin(bootstrap: str, kafka_properties: Mapping[str, str] | None = None):
+    """An admin client; `kafka_properties` (job.kafka_properties: security, SASL, TLS) for other brokers
+    than ours, whose only listener is PLAINTEXT on loopback."""
     from confluent_kafka.admin import AdminClient
+
+    from job.kafka_properties import client_config
 
     # log_level 3: no librdkafka info lines (e.g. "Disconnected" when the broker stops) on stderr.
     return AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000, "log_level": 3}
+        client_config(bootstrap, kafka_properties, **{"socket.connection.setup.timeout.ms": 2000, "log_level": 3})
     )
 
 
@@ -236,6 +240,8 @@ class KafkaBroker:
             "process.roles": "broker,controller",
             "node.id": NODE_ID,
             "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{self.controller_port}",
+            # Both listeners on loopback only: PLAINTEXT without authentication is for this machine
+            # (tests/test_security.py checks every listening socket of a run).
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -374,6 +380,7 @@ def create_topics(
     *,
     config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
+    kafka_properties: Mapping[str, str] | None = None,
 ) -> None:
     """Create topics `{name: partitions}` (replication 1); those in `compacted` get cleanup.policy=compact.
 
@@ -388,7 +395,7 @@ def create_topics(
     unknown = compacted - set(names)
     if unknown:
         raise ValueError(f"compacted topics not in names: {sorted(unknown)}")
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, kafka_properties)
     new_topics = []
     for name, partitions in names.items():
         topic_config = {"cleanup.policy": "compact"} if name in compacted else {}

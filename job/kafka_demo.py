@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +46,7 @@ import orjson
 
 from job.config import JobConfig
 from job.generate import GeneratorConfig, generate, write_stream
+from job.kafka_properties import client_config, librdkafka_properties, write_properties_file
 from job.plain_program import run_plain_program
 from job.topics import TopicNames, create_all
 
@@ -53,7 +54,8 @@ from job.topics import TopicNames, create_all
 
 
 def read_topic(
-    bootstrap: str, topic: str, schema: str | None = None, timeout_s: float = 60.0
+    bootstrap: str, topic: str, schema: str | None = None, timeout_s: float = 60.0, *,
+    kafka_properties: Mapping[str, str] | None = None,
 ) -> list[Any]:
     """Every committed record of `topic` up to its end as of the call (read_committed, all partitions).
 
@@ -64,15 +66,14 @@ def read_topic(
 
     from job.wire import WireDecoder
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+    consumer = Consumer(client_config(bootstrap, kafka_properties, **{
         "group.id": f"freshrank-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "log_level": 3,
-    })
+    }))
     try:
         described = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if described is None or described.error is not None or not described.partitions:
@@ -116,10 +117,12 @@ def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms > 0 else "none"
 
 
-def _caught_up_consumer(bootstrap: str, topics: TopicNames, timeout_s: float):
+def _caught_up_consumer(bootstrap: str, topics: TopicNames, timeout_s: float,
+                        kafka_properties: Mapping[str, str] | None = None):
     from job.snapshot_consumer import SnapshotConsumer
 
-    consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0))
+    consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0),
+                                **librdkafka_properties(kafka_properties))
     try:
         consumer.catch_up(timeout_s)
     except BaseException:
@@ -143,9 +146,9 @@ def _ranking_lines(ranked: list[tuple[str, float]]) -> list[str]:
 
 
 def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: list[str], k: int = 10,
-                  timeout_s: float = 60.0) -> None:
+                  timeout_s: float = 60.0, kafka_properties: Mapping[str, str] | None = None) -> None:
     """Catch up with the snapshot topic, then print the model version, the lag and the user's top-k."""
-    with _caught_up_consumer(bootstrap, topics, timeout_s) as consumer:
+    with _caught_up_consumer(bootstrap, topics, timeout_s, kafka_properties) as consumer:
         print(_model_line(consumer))
         record = consumer.user_record(user_id)
         if record is None:
@@ -158,11 +161,12 @@ def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: 
         print("\n".join(_ranking_lines(consumer.rank(user_id, candidates, k))))
 
 
-def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5, timeout_s: float = 60.0) -> None:
+def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5, timeout_s: float = 60.0,
+               kafka_properties: Mapping[str, str] | None = None) -> None:
     """Catch up, then print the top-k of all known items for the `n_users` users with the most updates."""
     from udfs.model_store import ITEM, USER
 
-    with _caught_up_consumer(bootstrap, topics, timeout_s) as consumer:
+    with _caught_up_consumer(bootstrap, topics, timeout_s, kafka_properties) as consumer:
         print(_model_line(consumer))
         records = consumer.store.records
         items = sorted(entity_id for entity_type, entity_id in records if entity_type == ITEM)
@@ -194,8 +198,8 @@ def _rest(address: str, path: str, body: dict[str, Any] | None = None, timeout_s
         return json.loads(response.read() or b"null")
 
 
-# The MiniCluster's REST endpoint takes a free port (job/flink_env.py keeps rest.* out of jobs) and
-# says which in its log.
+# The MiniCluster's REST endpoint takes a free port on loopback (job/flink_env.py keeps rest.port out of
+# jobs) and says which in its log.
 _REST_LINE = re.compile(rb"Rest endpoint listening at ([^\s:]+):(\d+)")
 _FAILED_STATES = frozenset({"FAILING", "FAILED", "RESTARTING", "CANCELLING", "CANCELED", "SUSPENDED"})
 
@@ -210,8 +214,13 @@ LIVE_IDLENESS_S = 60.0
 
 def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id: str, job_name: str,
              checkpoint_interval_s: float, items: Path | None = None, bounded: bool = False,
-             idleness_s: float = 5.0) -> list[str]:
-    """`freshrank run` options for this configuration (the suffix as `--topic-suffix=...`: it may start with -)."""
+             idleness_s: float = 5.0, kafka_properties_file: Path | None = None,
+             checkpoint_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """`freshrank run` options for this configuration (the suffix as `--topic-suffix=...`: it may start with -).
+
+    Kafka properties travel as a file (`write_properties_file`, owner-only): values on a command line
+    (passwords) would be visible to every user of the machine.
+    """
     args = [
         "run", "--bootstrap", bootstrap, f"--topic-suffix={topics_suffix}", "--group-id", group_id,
         "--job-name", job_name, "--checkpoint-interval", str(checkpoint_interval_s), "--idleness", str(idleness_s),
@@ -225,7 +234,18 @@ def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id:
         args += ["--items", str(items)]
     if bounded:
         args.append("--bounded")
+    if kafka_properties_file is not None:
+        args += ["--kafka-properties", str(Path(kafka_properties_file).resolve())]
+    if checkpoint_dir is not None:
+        args += ["--checkpoint-dir", str(checkpoint_dir)]
     return args
+
+
+def _properties_file(kafka_properties: Mapping[str, str] | None, work_dir: Path) -> Path | None:
+    """The run's Kafka properties in an owner-only file of `work_dir` for a child job (None without any)."""
+    if not kafka_properties:
+        return None
+    return write_properties_file(kafka_properties, work_dir / f"kafka-{uuid.uuid4().hex[:8]}.properties")
 
 
 class LocalJob:
@@ -338,9 +358,12 @@ class LocalJob:
     def stop_with_drain(self, savepoint_dir: Path, timeout_s: float = 180.0) -> int:
         """Flink stop-with-savepoint --drain: sources end, MAX_WATERMARK closes every window and timer,
         the final savepoint commits the Kafka transactions, the job finishes; returns the exit code."""
+        from job.flink_env import private_dir
+
         self._check_alive()
         if self.address is None or self.job_id is None:
             raise RuntimeError("job not found on the REST API: call wait_running() first")
+        private_dir(savepoint_dir)  # the savepoint holds the whole model: owner-only, like checkpoints
         trigger = _rest(self.address, f"/jobs/{self.job_id}/stop",
                         {"drain": True, "targetDirectory": savepoint_dir.resolve().as_uri()}, timeout_s=30)
         deadline = time.monotonic() + timeout_s
@@ -453,14 +476,19 @@ def run_live(
     samples: int = 500,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    kafka_properties: Mapping[str, str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> LiveRun:
     """Start the job on the topics with `topic_suffix`, stream `gen` live for about `duration_s` while measuring
-    snapshot freshness, then drain the job and read the examples back."""
+    snapshot freshness, then drain the job and read the examples back.
+
+    `kafka_properties` reach every client (job.kafka_properties); `checkpoint_dir` defaults to
+    `work_dir/checkpoints` (the job runs with `work_dir` as its working directory)."""
     from job.producer import stream_generated
     from job.snapshot_consumer import SnapshotConsumer
 
     topics = TopicNames().suffixed(topic_suffix)
-    create_all(bootstrap, topics, partitions=2)
+    create_all(bootstrap, topics, partitions=2, kafka_properties=kafka_properties)
     say(f"topics {', '.join(topics.as_dict().values())} on {bootstrap}")
 
     stream = generate(gen)
@@ -473,8 +501,11 @@ def run_live(
 
     run_id = uuid.uuid4().hex[:8]
     name = f"freshrank-live-{run_id}"
+    properties_file = _properties_file(kafka_properties, work_dir)
     local = LocalJob(run_args(bootstrap, topic_suffix, job, group_id=name, job_name=name, idleness_s=LIVE_IDLENESS_S,
-                              checkpoint_interval_s=checkpoint_interval_s, items=catalog.resolve()),
+                              checkpoint_interval_s=checkpoint_interval_s, items=catalog.resolve(),
+                              kafka_properties_file=properties_file,
+                              checkpoint_dir=checkpoint_dir or (work_dir / "checkpoints").resolve()),
                      name, work_dir / "job.log", work_dir)
     sampled = _sample_clicks(stream, samples)
     watched = set(sampled.values())
@@ -494,7 +525,7 @@ def run_live(
             f"impressions and {len(stream.clicks):,} clicks live: {span_s:,.0f} s of event time at {speedup:.1f}x "
             f"(~{duration_s:.0f} s) ...")
         history: dict[str, list[tuple[int, int]]] = {u: [] for u in watched}
-        with SnapshotConsumer(bootstrap, topics.snapshots) as consumer:
+        with SnapshotConsumer(bootstrap, topics.snapshots, **librdkafka_properties(kafka_properties)) as consumer:
 
             def follow(seconds: float | None = None, while_alive: threading.Thread | None = None) -> None:
                 until = time.monotonic() + (seconds or 0.0)
@@ -517,7 +548,8 @@ def run_live(
                 try:
                     outcome["counts"] = stream_generated(
                         bootstrap, gen, speedup, topics, progress=progress, stop=stop,
-                        on_delivery=on_delivery, **{"delivery.report.only.error": False})
+                        on_delivery=on_delivery,
+                        **{**librdkafka_properties(kafka_properties), "delivery.report.only.error": False})
                 except BaseException as error:  # re-raised in the main thread
                     outcome["error"] = error
 
@@ -544,8 +576,10 @@ def run_live(
         job_wall_s = time.monotonic() - local.started
     finally:
         local.kill()
+        if properties_file is not None:
+            properties_file.unlink(missing_ok=True)
 
-    examples = read_topic(bootstrap, topics.examples, "LabeledExample")
+    examples = read_topic(bootstrap, topics.examples, "LabeledExample", kafka_properties=kafka_properties)
     # The first window after the cold start (as the learner saw it: the first impression to arrive).
     first_ms = min((e["impression_time"] for e in examples), default=0)
     warm_up_until_ms = first_ms + job.window_ms + job.max_disorder_ms
@@ -636,6 +670,8 @@ def run_kafka_demo(
     topic_suffix: str | None = None,
     duration_s: float = 60.0,
     checkpoint_interval_s: float = 2.0,
+    kafka_properties: Mapping[str, str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The live demo: broker, topics, job, live stream, freshness, drain, summary; returns the summary.
 
@@ -655,8 +691,9 @@ def run_kafka_demo(
           f"{checkpoint_interval_s:g} s, parallelism {job.parallelism}")
     with _Broker(bootstrap, out / "kafka", print) as servers:
         live = run_live(servers, suffix, gen, job, out / "job", duration_s=duration_s,
-                        checkpoint_interval_s=checkpoint_interval_s)
-        export_outputs(servers, live.topics, out / "run")
+                        checkpoint_interval_s=checkpoint_interval_s, kafka_properties=kafka_properties,
+                        checkpoint_dir=checkpoint_dir)
+        export_outputs(servers, live.topics, out / "run", kafka_properties)
     oracle = generate(gen).oracle
     summary = run_summary(out / "run", live.job_wall_s, job.window_ms, oracle)
     summary.update({
@@ -697,11 +734,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path) -> dict[str, int]:
+def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path,
+                   kafka_properties: Mapping[str, str] | None = None) -> dict[str, int]:
     """Every committed record of the output topics as JSON Lines under `out_dir/<output>/`; returns counts."""
     counts = {}
     for name, (topic_field, schema) in OUTPUT_TOPICS.items():
-        records = read_topic(bootstrap, getattr(topics, topic_field), schema)
+        records = read_topic(bootstrap, getattr(topics, topic_field), schema, kafka_properties=kafka_properties)
         folder = out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "part-0.jsonl", "wb") as handle:
@@ -711,11 +749,12 @@ def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path) -> dict[st
     return counts
 
 
-def produce_in_order(bootstrap: str, topics: TopicNames, stream) -> dict[str, int]:
+def produce_in_order(bootstrap: str, topics: TopicNames, stream,
+                     kafka_properties: Mapping[str, str] | None = None) -> dict[str, int]:
     """Produce a stream's catalog, then its impressions and clicks in event-time order, as fast as possible."""
     from job.producer import Producer
 
-    with Producer(bootstrap, topics) as producer:
+    with Producer(bootstrap, topics, **librdkafka_properties(kafka_properties)) as producer:
         for item in stream.items:
             producer.send_item(item)
         events = sorted([("impressions", r) for r in stream.impressions] + [("clicks", r) for r in stream.clicks],
@@ -771,6 +810,8 @@ def run_kafka_bench(
     live_impressions: int = 20_000,
     live_duration_s: float = 45.0,
     taskmanagers: int = 0,
+    kafka_properties: Mapping[str, str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
     """Kafka end-to-end impressions/s of a bounded run over pre-produced topics, and live snapshot freshness.
 
@@ -781,7 +822,7 @@ def run_kafka_bench(
     with _Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = _unique_suffix("bench")
         topics = TopicNames().suffixed(suffix)
-        create_all(servers, topics, partitions=2)
+        create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
         stream = generate(GeneratorConfig(n_impressions=n_impressions, seed=seed))
         # Event times end now: retention (measured against the wall clock) keeps them.
         records = stream.impressions + stream.clicks
@@ -795,20 +836,29 @@ def run_kafka_bench(
         print(f"plain single-process program over the same events: {plain.impressions_per_s:,.0f} impressions/s")
         print(f"producing {len(stream.impressions):,} impressions and {len(stream.clicks):,} clicks ...")
         started = time.monotonic()
-        sent = produce_in_order(servers, topics, stream)
+        sent = produce_in_order(servers, topics, stream, kafka_properties)
         figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
         name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        properties_file = _properties_file(kafka_properties, work_dir)
+        # On a standalone cluster without --checkpoint-dir, its own config (its home) names the dirs.
+        local_dir = None if taskmanagers else (work_dir / "checkpoints").resolve()
         args = run_args(servers, suffix, job, group_id=name, job_name=name,
-                        checkpoint_interval_s=checkpoint_interval_s, bounded=True)
+                        checkpoint_interval_s=checkpoint_interval_s, bounded=True,
+                        kafka_properties_file=properties_file, checkpoint_dir=checkpoint_dir or local_dir)
         where = (f"a standalone cluster of {taskmanagers} TaskManager(s)" if taskmanagers
                  else "a local MiniCluster")
         print(f"bounded job over them on {where} (parallelism {job.parallelism}, checkpoints every "
               f"{checkpoint_interval_s:g} s) ...")
-        if taskmanagers:
-            wall_s, startup_s = _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / "cluster")
-        else:
-            wall_s, startup_s = _bounded_locally(args, name, work_dir)
-        n_examples = len(read_topic(servers, topics.examples))
+        try:
+            if taskmanagers:
+                wall_s, startup_s = _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / "cluster")
+            else:
+                wall_s, startup_s = _bounded_locally(args, name, work_dir)
+        finally:
+            if properties_file is not None:
+                properties_file.unlink(missing_ok=True)
+        n_examples = len(read_topic(servers, topics.examples, kafka_properties=kafka_properties))
         figures.update({
             "impressions": sent["impressions"], "examples": n_examples, "job_wall_s": wall_s, "startup_s": startup_s,
             "kafka_impressions_per_s": sent["impressions"] / wall_s,
@@ -829,7 +879,8 @@ def run_kafka_bench(
         print(f"live run for freshness: {live_impressions:,} impressions over ~{live_duration_s:.0f} s, "
               f"snapshots every {live_job.snapshot_interval_s:g} s ...")
         live = run_live(servers, _unique_suffix("bench-live"), live_gen, live_job,
-                        work_dir / "live", duration_s=live_duration_s, checkpoint_interval_s=checkpoint_interval_s)
+                        work_dir / "live", duration_s=live_duration_s, checkpoint_interval_s=checkpoint_interval_s,
+                        kafka_properties=kafka_properties, checkpoint_dir=checkpoint_dir)
         figures.update({f"freshness_{k}": v for k, v in freshness_figures(live).items()})
         print(freshness_line(live))
     return figures

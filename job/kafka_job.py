@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import orjson
@@ -21,10 +21,14 @@ from job.catalog import catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import make_environment
 from job.jars import flink_kafka_connector_jar
+from job.kafka_properties import client_config, java_properties, librdkafka_properties
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from job.replay import load_snapshots
+from job.sql import sql_identifier, sql_with_options
 from job.topics import DEFAULT_TOPICS, TopicNames
 from udfs.encoding import AvroWireEncoder
+from udfs.model_store import ModelStore, SnapshotError, snapshot_problem
+from udfs.parse import DEAD_LETTER_MAX_BYTES
 from udfs.records import ITEM_PARAMS, item_side_snapshots, parse_wire
 
 # Flink's sink default (1 h) must not exceed the broker's transaction.max.timeout.ms (15 min default).
@@ -33,18 +37,26 @@ OUTPUT_TOPIC_FIELD = {"examples": "examples", "snapshots": "snapshots", "metrics
                       "dead-letter": "dead_letter", "late-clicks": "late_clicks", "orphan-clicks": "orphan_clicks"}
 
 
+def _with_properties(builder, kafka_properties: Mapping[str, str] | None):
+    """`builder` (a KafkaSource builder) with the run's Java client properties (security, SASL, TLS)."""
+    for key, value in java_properties(kafka_properties).items():
+        builder = builder.set_property(key, value)
+    return builder
+
+
 def kafka_events(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str, config: JobConfig,
-                 bounded: bool, idleness_s: float) -> DataStream:
+                 bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> DataStream:
     """Raw message bytes of `topic`, timestamped by the Kafka record timestamp (the event time) with
     per-partition bounded-out-of-orderness watermarks; idle partitions do not hold the watermark back."""
-    builder = (
+    builder = _with_properties(
         KafkaSource.builder()
         .set_bootstrap_servers(bootstrap)
         .set_topics(topic)
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
         .set_value_only_deserializer(ByteArraySchema())
-        .set_property("isolation.level", "read_committed")
+        .set_property("isolation.level", "read_committed"),
+        kafka_properties,
     )
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -68,7 +80,7 @@ class FanOutItemParams:
 
 
 def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
-              bounded: bool) -> Callable[[list[str]], DataStream]:
+              bounded: bool, kafka_properties: Mapping[str, str] | None = None) -> Callable[[list[str]], DataStream]:
     """Item-side snapshot records published from now on by every learner replica, as batch rows.
 
     Its watermark must never hold the learner back: the source counts as idle while nothing is
@@ -76,14 +88,15 @@ def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group
     """
 
     def rows(shards: list[str]) -> DataStream:
-        builder = (
+        builder = _with_properties(
             KafkaSource.builder()
             .set_bootstrap_servers(bootstrap)
             .set_topics(topic)
             .set_group_id(f"{group_id}-item-loop")
             .set_starting_offsets(KafkaOffsetsInitializer.latest())
             .set_value_only_deserializer(ByteArraySchema())
-            .set_property("isolation.level", "read_committed")
+            .set_property("isolation.level", "read_committed"),
+            kafka_properties,
         )
         if bounded:  # a bounded run ends; the loop then carries nothing
             builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -99,51 +112,74 @@ def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group
 
 
 def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str, topic: str, name: str,
-               transactional_prefix: str) -> None:
+               transactional_prefix: str, kafka_properties: Mapping[str, str] | None = None) -> None:
     """Exactly-once sink of encoded records; snapshots as Row(key, value), keyed by entity for the
     compacted topic (the DataStream Kafka sink cannot set a key from a field in Python, SQL can).
 
     SQL rather than the DataStream sink for every output: that one writes each record's Flink
     timestamp as the Kafka timestamp, and what the learner emits when the input ends carries the
     final watermark (Long.MAX_VALUE), which brokers reject; here the broker stamps the send time.
+    Every option value is quoted (`job.sql`): topic names, prefixes and properties are data.
     """
     keyed = name == "snapshots"
     columns = "`key` STRING, `value` BYTES" if keyed else "`value` BYTES"
-    key_options = "'key.format' = 'raw', 'key.fields' = 'key', 'value.fields-include' = 'EXCEPT_KEY'," if keyed else ""
-    table = f"sink_{name.replace('-', '_')}"
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE {table} ({columns}) WITH (
-          'connector' = 'kafka',
-          'topic' = '{topic}',
-          'properties.bootstrap.servers' = '{bootstrap}',
-          {key_options}
-          'value.format' = 'raw',
-          'sink.delivery-guarantee' = 'exactly-once',
-          'sink.transactional-id-prefix' = '{transactional_prefix}-{name}',
-          'properties.transaction.timeout.ms' = '{TRANSACTION_TIMEOUT_MS}'
-        )""")
+    options: dict[str, object] = {
+        **{f"properties.{key}": value for key, value in java_properties(kafka_properties).items()},
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap,
+        "value.format": "raw",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{transactional_prefix}-{name}",
+        "properties.transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+    if keyed:
+        options.update({"key.format": "raw", "key.fields": "key", "value.fields-include": "EXCEPT_KEY"})
+    table = sql_identifier(f"sink_{name.replace('-', '_')}")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH (\n{sql_with_options(options)}\n)")
     statements = t_env.create_statement_set()
     statements.add_insert(table, t_env.from_data_stream(stream))
     statements.attach_as_datastream()
 
 
-def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None) -> dict[str, list[float]]:
+def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None,
+                       kafka_properties: Mapping[str, str] | None = None,
+                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> dict[str, list[float]]:
     """Embeddings from the items topic (and a catalog file, which wins); rejects go to dead-letter."""
     from confluent_kafka import Producer
 
     from job.wire import encode
 
-    embeddings, rejects = catalog_from_topic(bootstrap, topics.items)
+    embeddings, rejects = catalog_from_topic(bootstrap, topics.items, kafka_properties=kafka_properties,
+                                             max_payload_bytes=max_payload_bytes)
     if items is not None:
-        from_file, file_rejects = catalog_from_file(items)
+        from_file, file_rejects = catalog_from_file(items, max_payload_bytes)
         embeddings.update(from_file)
         rejects += file_rejects
     if rejects:
-        producer = Producer({"bootstrap.servers": bootstrap})
+        producer = Producer(client_config(bootstrap, kafka_properties))
         for record in rejects:
             producer.produce(topics.dead_letter, encode("DeadLetter", record))
         producer.flush(30)
     return embeddings
+
+
+def load_snapshot_topic(bootstrap: str, topic: str, dim: int,
+                        kafka_properties: Mapping[str, str] | None = None) -> ModelStore:
+    """The newest record of every entity on the compacted snapshot topic (read_committed, up to its
+    end as of now): the hot start of a new job without a savepoint. Every record is checked first."""
+    from job.snapshot_consumer import SnapshotConsumer
+
+    with SnapshotConsumer(bootstrap, topic, **librdkafka_properties(kafka_properties)) as consumer:
+        consumer.catch_up(timeout_s=300)
+        store = consumer.store
+    for (entity_type, entity_id), record in store.records.items():
+        problem = snapshot_problem(record, dim)
+        if problem is not None:
+            raise SnapshotError(f"topic {topic}, {entity_type} {entity_id}: {problem}")
+    if not len(store):
+        raise SnapshotError(f"topic {topic} holds no snapshot records to start from")
+    return store
 
 
 def build_kafka_job(
@@ -156,30 +192,41 @@ def build_kafka_job(
     idleness_s: float = 5.0,
     items: Path | None = None,
     from_snapshot: Path | None = None,
+    kafka_properties: Mapping[str, str] | None = None,
+    from_snapshot_topic: bool = False,
 ) -> None:
-    """Wire the pipeline between the Kafka topics onto `env`."""
+    """Wire the pipeline between the Kafka topics onto `env`; `kafka_properties` (see job.kafka_properties)
+    reach every source, sink and client of the job."""
     env.add_jars(flink_kafka_connector_jar().resolve().as_uri())
     t_env = StreamTableEnvironment.create(env)
     inputs = PipelineInputs(
-        kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s),
-        kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s),
+        kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
+        kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
         decode=parse_wire,
         timestamps_assigned=True,
-        item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded),
+        item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
         unbounded=not bounded,
     )
     prefix = f"{group_id}-{topics.examples}"
 
     def sink(stream: DataStream, name: str) -> None:
-        kafka_sink(t_env, stream, bootstrap, getattr(topics, OUTPUT_TOPIC_FIELD[name]), name, prefix)
+        kafka_sink(t_env, stream, bootstrap, getattr(topics, OUTPUT_TOPIC_FIELD[name]), name, prefix,
+                   kafka_properties)
 
-    embeddings = load_kafka_catalog(bootstrap, topics, items)
-    initial_model = load_snapshots(from_snapshot) if from_snapshot else None
+    # the snapshot first: a bad snapshot file fails the start before anything is read or written
+    if from_snapshot is not None and from_snapshot_topic:
+        raise ValueError("hot start from a snapshot folder or from the snapshot topic, not both")
+    initial_model = load_snapshots(from_snapshot, config.learner.dim) if from_snapshot else None
+    if from_snapshot_topic:
+        initial_model = load_snapshot_topic(bootstrap, topics.snapshots, config.learner.dim, kafka_properties)
+    embeddings = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
     build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), embeddings, initial_model, t_env)
 
 
-def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool) -> StreamExecutionEnvironment:
-    """Exactly-once needs checkpoints; RocksDB with incremental checkpoints holds the keyed state."""
+def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,
+                      checkpoint_dir: str | None = None) -> StreamExecutionEnvironment:
+    """Exactly-once needs checkpoints; RocksDB with incremental checkpoints holds the keyed state.
+    `checkpoint_dir` replaces config.yaml's checkpoint and savepoint dirs (job.flink_env)."""
     overrides = {
         "parallelism.default": str(config.parallelism),
         "execution.checkpointing.interval": f"{int(checkpoint_interval_s * 1000)} ms",
@@ -188,4 +235,4 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
-    return make_environment(overrides)
+    return make_environment(overrides, checkpoint_dir)

@@ -83,7 +83,8 @@ def build_pipeline(
     for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
         stream = (
             getattr(inputs, source)
-            .process(ParseEvents(source, schema, dead_letter_tag, encoder, shards, inputs.decode),
+            .process(ParseEvents(source, schema, dead_letter_tag, encoder, shards, inputs.decode,
+                                 config.max_event_ahead_ms, config.dead_letter_max_bytes),
                      output_type=event_row_type())
             .name(f"parse-{source}")
             .uid(f"parse-{source}")
@@ -107,7 +108,8 @@ def build_pipeline(
         .process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
-                         initial_model, config.click_stall_limit_ms, config.click_stall_report_ms),
+                         initial_model, config.click_stall_limit_ms, config.click_stall_report_ms,
+                         config.state_ttl_ms),
             output_type=encoder.flink_type("LabeledExample"),
         )
         .name("join-and-learn")

@@ -11,12 +11,13 @@ import orjson
 
 from job.catalog import catalog_from_file
 from job.config import JobConfig
-from job.event_files import files_of, stage_as_json_lines
+from job.event_files import MalformedRecord, files_of, numbered_records, stage_as_json_lines
 from job.files import json_lines_sink, text_lines
 from job.flink_env import make_environment
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from udfs.encoding import JsonLinesEncoder
-from udfs.model_store import ModelStore
+from udfs.model_store import ModelStore, SnapshotError, snapshot_problem
+from udfs.parse import DEAD_LETTER_MAX_BYTES
 
 
 @dataclass
@@ -25,9 +26,11 @@ class ReplayResult:
     wall_s: float
 
 
-def load_catalog(items: Path, dead_letter_file: Path) -> dict[str, list[float]]:
-    """Item embeddings from a catalog file; invalid entries are written to the dead letter."""
-    embeddings, rejects = catalog_from_file(items)
+def load_catalog(items: Path, dead_letter_file: Path,
+                 max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> dict[str, list[float]]:
+    """Item embeddings from a catalog file; invalid entries and malformed lines are written to the
+    dead letter (read with the job's other dead-letter records: `read_output(out, "dead-letter")`)."""
+    embeddings, rejects = catalog_from_file(items, max_payload_bytes)
     if rejects:
         encoder = JsonLinesEncoder()
         dead_letter_file.parent.mkdir(parents=True, exist_ok=True)
@@ -43,10 +46,24 @@ def read_output(out_dir: Path, name: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for file in files_of(folder) for line in file.read_bytes().splitlines() if line]
 
 
-def load_snapshots(path: Path) -> ModelStore:
-    """The newest model in a snapshot folder (or an output folder holding `snapshots/`)."""
+def load_snapshots(path: Path, dim: int | None = None) -> ModelStore:
+    """The newest model in a snapshot folder (or an output folder holding `snapshots/`).
+
+    Every record is checked before the job starts (udfs.model_store.snapshot_problem; with `dim`,
+    USER and ITEM vectors must have that length): a truncated or garbage file, a missing or null
+    field, a non-finite value raise `SnapshotError` naming file and line, instead of failing (or
+    hanging) later inside the job.
+    """
     folder = path / "snapshots" if (path / "snapshots").is_dir() else path
-    store = ModelStore().apply_all(read_output(folder.parent, folder.name))
+    store = ModelStore()
+    try:
+        for where, record in numbered_records(folder):
+            problem = snapshot_problem(record, dim)
+            if problem is not None:
+                raise SnapshotError(f"{where}: {problem}")
+            store.apply(record)
+    except MalformedRecord as malformed:
+        raise SnapshotError(f"{malformed.where}: not a snapshot record: {malformed.reason}") from None
     if not len(store):
         raise FileNotFoundError(f"no snapshot records under {folder}")
     return store
@@ -59,20 +76,24 @@ def run_replay(
     config: JobConfig,
     items: Path | None = None,
     from_snapshot: Path | None = None,
+    checkpoint_dir: str | None = None,
 ) -> ReplayResult:
-    """Run the job to completion over the event files (blocking)."""
+    """Run the job to completion over the event files (blocking); `checkpoint_dir` replaces config.yaml's
+    checkpoint and savepoint dirs (job.flink_env.make_environment)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
         if (out_dir / name).exists() and any((out_dir / name).iterdir()):
             raise FileExistsError(f"{out_dir / name} is not empty; choose a new --out folder")
-    embeddings = load_catalog(items, out_dir / "dead-letter" / "catalog-rejects.jsonl") if items else None
-    initial_model = load_snapshots(from_snapshot) if from_snapshot else None
+    initial_model = load_snapshots(from_snapshot, config.learner.dim) if from_snapshot else None
+    embeddings = load_catalog(items, out_dir / "dead-letter" / "catalog-rejects.jsonl",
+                              config.dead_letter_max_bytes) if items else None
     staging = out_dir / ".staging"
     impressions = stage_as_json_lines(impressions, staging / "impressions")
     clicks = stage_as_json_lines(clicks, staging / "clicks")
 
     # A replay is a batch of work: a failure should surface, not restart forever.
-    env = make_environment({"parallelism.default": str(config.parallelism), "restart-strategy.type": "none"})
+    env = make_environment({"parallelism.default": str(config.parallelism), "restart-strategy.type": "none"},
+                           checkpoint_dir)
     inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"))
     sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
     build_pipeline(inputs, sinks, config, JsonLinesEncoder(), embeddings, initial_model)

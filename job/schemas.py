@@ -34,6 +34,14 @@ def parsed_schema(name: str) -> dict[str, Any]:
     return fastavro.parse_schema(raw_schema(name))
 
 
+@functools.cache
+def previous_schemas(name: str) -> tuple[dict[str, Any], ...]:
+    """Earlier versions of schema `name` (`schemas/previous/<name>.<n>.avsc`), oldest first: messages
+    they wrote stay readable after the schema evolves (job.wire resolves them to the current one)."""
+    files = sorted((SCHEMA_DIR / "previous").glob(f"{name}.*.avsc"), key=lambda f: int(f.name.split(".")[1]))
+    return tuple(json.loads(f.read_text()) for f in files)
+
+
 def field_names(name: str) -> tuple[str, ...]:
     """Field names of record `name`, in schema order."""
     return tuple(field["name"] for field in raw_schema(name)["fields"])

@@ -8,9 +8,15 @@ whole history.
 Record timestamps are event times (the replay and the job's sinks write them), which may run ahead
 of the wall clock when a stream is replayed faster than real time; Kafka 4 rejects timestamps more
 than an hour in the future by default, so every topic here allows `MAX_FUTURE_TIMESTAMP_MS`.
-Retention is measured against the wall clock, so records with event times older than a topic's
-retention can be deleted as soon as their segment rolls: replaying old files into these topics
-needs `retention_ms` overrides (e.g. -1, forever).
+
+Retention: Kafka deletes a closed segment once its newest record timestamp (here: event time) is
+more than `retention.ms` older than the wall clock, and it closes a segment once the segment spans
+`segment.ms` (7 days by default) of record timestamps (or holds `segment.bytes`). Events replayed
+from files older than a finite retention are therefore deleted minutes after their segment closes,
+before or while the job reads them. So the default here is -1 (keep forever), suited to replays of
+old event times; a live deployment sets a finite `retention_ms` (`freshrank topics create
+--retention-ms`). The compacted snapshot topic is never deleted by time, whatever the setting: it
+keeps every entity's newest record.
 """
 
 from __future__ import annotations
@@ -26,22 +32,21 @@ DAY_MS = 24 * HOUR_MS
 # Kafka's default (log.message.timestamp.after.max.ms) is 1 h since 4.0: too little for a sped-up stream.
 MAX_FUTURE_TIMESTAMP_MS = 7 * DAY_MS
 
+# Kafka's value for "no time limit".
+RETAIN_FOREVER_MS = -1
+
 # Retention per TopicNames field (cleanup.policy=delete topics); the snapshot topic is compacted instead.
-DEFAULT_RETENTION_MS: dict[str, int] = {
-    "impressions": 7 * DAY_MS,
-    "clicks": 7 * DAY_MS,
-    "items": 7 * DAY_MS,
-    "examples": 7 * DAY_MS,
-    "metrics": 2 * DAY_MS,
-    "dead_letter": 7 * DAY_MS,
-    "late_clicks": 7 * DAY_MS,
-    "orphan_clicks": 7 * DAY_MS,
-}
+# Forever by default: retention is measured on event times (see the module doc), and replays carry old ones.
+DEFAULT_RETENTION_MS: dict[str, int] = dict.fromkeys(
+    ("impressions", "clicks", "items", "examples", "metrics", "dead_letter", "late_clicks", "orphan_clicks"),
+    RETAIN_FOREVER_MS,
+)
 
 # The compacted snapshot topic: roll segments hourly and clean when 10% is superseded, so the topic stays
 # close to the model's size; keep tombstones a day so slow readers still see deletions.
 SNAPSHOT_TOPIC_CONFIG: dict[str, str] = {
-    "cleanup.policy": "compact",
+    "cleanup.policy": "compact",  # compaction only: no deletion by time
+    "retention.ms": str(RETAIN_FOREVER_MS),  # explicit, in case the policy is ever widened to compact,delete
     "segment.ms": str(HOUR_MS),
     "min.cleanable.dirty.ratio": "0.1",
     "delete.retention.ms": str(DAY_MS),
@@ -80,9 +85,14 @@ def snapshot_key(entity_type: str, entity_id: str) -> str:
 
 
 def topic_configs(
-    names: TopicNames = DEFAULT_TOPICS, retention_ms: Mapping[str, int] | None = None
+    names: TopicNames = DEFAULT_TOPICS, retention_ms: int | Mapping[str, int] | None = None
 ) -> dict[str, dict[str, str]]:
-    """Topic name -> topic config that `create_all` uses; `retention_ms` overrides per field (-1 = forever)."""
+    """Topic name -> topic config that `create_all` uses; `retention_ms` (-1 = forever) for every
+    time-retained topic, or per TopicNames field; the compacted snapshot topic keeps its own config."""
+    if isinstance(retention_ms, int):
+        if retention_ms < RETAIN_FOREVER_MS or retention_ms == 0:
+            raise ValueError(f"retention_ms must be -1 (forever) or positive, not {retention_ms}")
+        retention_ms = dict.fromkeys(DEFAULT_RETENTION_MS, retention_ms)
     retention = {**DEFAULT_RETENTION_MS, **(retention_ms or {})}
     unknown = set(retention) - set(DEFAULT_RETENTION_MS)
     if unknown:
@@ -105,10 +115,12 @@ def create_all(
     names: TopicNames = DEFAULT_TOPICS,
     partitions: int = 2,
     *,
-    retention_ms: Mapping[str, int] | None = None,
+    retention_ms: int | Mapping[str, int] | None = None,
     timeout_s: float = 30.0,
+    kafka_properties: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     """Create every topic of `names` with `partitions` partitions; returns topic -> config used.
+    `kafka_properties`: the admin client's security settings (job.kafka_properties).
 
     Idempotent: existing topics are left as they are (their config is not changed); one with another
     partition count is an error (see `create_topics`). Returns once every partition has a leader.
@@ -127,5 +139,6 @@ def create_all(
             compacted=compacted,
             config=config,
             timeout_s=timeout_s,
+            kafka_properties=kafka_properties,
         )
     return configs

@@ -21,7 +21,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from job.schemas import parsed_schema
+from job.schemas import parsed_schema, previous_schemas
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
@@ -82,9 +82,10 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
 class WireDecoder:
     """Decodes messages of one record type into dicts shaped by its current schema (`reader_name`).
 
-    Messages written with the current schema decode directly; those written with one of
-    `extra_writer_schemas` (an older or newer version of the record, as a dict or JSON text) are
-    resolved to the current schema by Avro's rules. Any other fingerprint is a `WireError`.
+    Messages written with the current schema decode directly; those written with one of its
+    `schemas/previous/` versions or of `extra_writer_schemas` (an older or newer version of the
+    record, as a dict or JSON text) are resolved to the current schema by Avro's rules. Any other
+    fingerprint is a `WireError`.
     """
 
     def __init__(self, reader_name: str, extra_writer_schemas: Iterable[SchemaLike] = ()) -> None:
@@ -94,7 +95,7 @@ class WireDecoder:
         self._writers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {
             fingerprint(self._reader): (self._reader, None)
         }
-        for schema in extra_writer_schemas:
+        for schema in (*previous_schemas(reader_name), *extra_writer_schemas):
             writer = _parse(schema)
             self._writers.setdefault(fingerprint(writer), (writer, self._reader))
 

@@ -49,6 +49,7 @@ SAMPLES = {
         "source": "clicks",
         "reason": "bad marker 7b22 (expected c301)",
         "payload": b'{"not": "avro"}\x00\xff',
+        "payload_size": 17,
         "received_at": 1_700_000_000_500,
     },
 }

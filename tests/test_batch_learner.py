@@ -10,10 +10,12 @@ from __future__ import annotations
 import pickle
 import random
 
+import numpy as np
 import pytest
 from reference_joiner import reference_join
 
 from job.generate import GeneratorConfig, generate
+from udfs import batch_learner
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
 from udfs.join_logic import ImpressionClickJoin
 from udfs.learner_math import LearnerConfig
@@ -154,6 +156,7 @@ def test_item_loop_records_are_averaged_in(rows):
     state = new_state()
     learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
     learner.process_batch(rows[:500], now_ms=0)
+    learner.snapshot(now_ms=1)
     item_id = next(iter(learner.model.item_rows))
     before = learner.model.items[learner.model.item_rows[item_id]].copy()
     remote = {"entity_type": "ITEM", "entity_id": item_id, "vector": [1.0] * CONFIG.dim,
@@ -165,6 +168,9 @@ def test_item_loop_records_are_averaged_in(rows):
     assert after[:dim] == pytest.approx((before[:dim] + 1.0) / 2)  # own replica's record ignored
     assert (after[dim:2 * dim] == 1e6).all()
     assert after[2 * dim] == pytest.approx((before[2 * dim] + 2.0) / 2)
+    # Kept in state, but not republished: the replicas would echo each other's records forever.
+    assert state.items.data[item_id] == after.tobytes()
+    assert learner.snapshot(now_ms=20) == []
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -192,3 +198,30 @@ def test_ticks_carry_the_watermark_to_a_quiet_shard(rows):
     assert not learner.state.entries.data  # nothing left waiting once the retention passed too
     counted = sum(stats.cost_events for _, stats in first.partials + out.partials)
     assert counted == len(head)  # impressions and clicks; the ticks add nothing
+
+
+def test_a_bounded_cache_changes_nothing(rows, monkeypatch):
+    """The Python rows are only a cache of state: one that starts over after every call gives the same
+    examples, scores and model as one that keeps everything."""
+    straight, _, straight_state = run(rows, [40, 13, 101])
+    monkeypatch.setattr(batch_learner, "MAX_CACHED_ROWS", 5)
+    bounded, _, bounded_state = run(rows, [40, 13, 101])
+    assert [(e["impression_id"], e["label"]) for e in straight] == [(e["impression_id"], e["label"]) for e in bounded]
+    assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in bounded], abs=1e-12)
+    for name in ("users", "items", "biases"):
+        assert getattr(straight_state, name).data == getattr(bounded_state, name).data, name
+
+
+def test_cached_rows_do_not_outlive_the_state_ttl(rows):
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state,
+                               state_ttl_ms=1_000)
+    learner.process_batch(rows[:2500], now_ms=0)
+    user = next(iter(state.users.data))
+    assert np.frombuffer(state.users.data[user])[:CONFIG.dim].any()  # learned something
+    del state.users.data[user]  # what Flink's TTL does to a user not written for 1 s
+    learner.process_batch([], now_ms=499)
+    assert user in learner.model.user_rows  # within half the TTL the cache holds
+    learner.process_batch([], now_ms=500)
+    assert learner.model.n_users == 0
+    assert (learner.model.users[learner._user_row(user)] == learner.model.new_user_row()).all()

@@ -103,6 +103,23 @@ def send_events(bootstrap: str, topics: TopicNames, events: list[tuple[str, dict
         producer.flush(30)
 
 
+def new_stream(bootstrap: str, topics: TopicNames):
+    """Creates `topics`; the generated stream and its events in event-time order as (kind, record)."""
+    create_all(bootstrap, topics, partitions=PARTITIONS)
+    stream = generate(GEN)
+    events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
+                    key=lambda e: e[1]["event_time"])
+    return stream, events
+
+
+def job_args(bootstrap: str, name: str, *options: str, suffix: str | None = None) -> list[str]:
+    """`freshrank run` options of the tests' jobs: parallelism 2, checkpoints every 2 s, the test window."""
+    args = ["--bootstrap", bootstrap, "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2",
+            "--checkpoint-interval", "2", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
+            "--retention", "600", "--dim", "8", "--job-name", name, *options]
+    return args + [f"--topic-suffix={suffix}"] if suffix else args
+
+
 @pytest.fixture(scope="module")
 def flink_cluster(tmp_path_factory):
     started = time.monotonic()
@@ -124,27 +141,20 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
 
     suffix = f"-{uuid.uuid4().hex[:8]}"
     topics = TopicNames().suffixed(suffix)
-    create_all(kafka_broker, topics, partitions=PARTITIONS)
-    stream = generate(GEN)
-    events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
-                    key=lambda e: e[1]["event_time"])
+    stream, events = new_stream(kafka_broker, topics)
     half = len(events) // 2
     last_event_ms = events[-1][1]["event_time"]
     sentinel_ms = last_event_ms + int(SENTINEL_AFTER_S * 1000)
-    job_args = [
-        "--bootstrap", kafka_broker, f"--topic-suffix={suffix}",
-        "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2", "--checkpoint-interval", "2",
-        "--idleness", "0", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
-        "--retention", "600", "--metrics-interval", "60", "--dim", "8", "--job-name", "freshrank-cluster-test",
-        "--snapshot-interval", "2",
-    ]
+    args = job_args(kafka_broker, "freshrank-cluster-test", "--idleness", "0", "--metrics-interval", "60",
+                    "--snapshot-interval", "2", suffix=suffix)
     examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
+    snapshots = TopicReader(kafka_broker, topics.snapshots, "ModelSnapshot")
     job_id = None
     try:
         send_events(kafka_broker, topics, events[:half])
         log(f"first half produced ({half} events)")
 
-        job_id = cluster.submit(job_args, parallelism=2)
+        job_id = cluster.submit(args, parallelism=2)
         log(f"submitted job {job_id}")
         cluster.wait_running(job_id, timeout_s=180)
         log("job running")
@@ -163,12 +173,14 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
         log(f"stopped with savepoint {savepoint}")
         examples.drain(quiet_s=2.0)
         first_run = len(examples.records)
+        snapshots.drain(quiet_s=2.0)
+        snapshots_first_run = len(snapshots.records)
 
         send_events(kafka_broker, topics, events[half:])
         send_sentinels(kafka_broker, topics, sentinel_ms)
         log(f"second half ({len(events) - half} events) and sentinels produced")
 
-        job_id = cluster.submit_from_savepoint(savepoint, job_args, parallelism=2)
+        job_id = cluster.submit_from_savepoint(savepoint, args, parallelism=2)
         log(f"resumed as job {job_id}")
         cluster.wait_running(job_id, timeout_s=180)
         restored = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
@@ -186,6 +198,7 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
                           f"impressions have an example:\n{cluster.failure(job_id)}")
         # Two more checkpoints' worth of commits: any duplicate would show up now.
         examples.drain(quiet_s=5.0)
+        snapshots.drain(quiet_s=1.0)
         log("drained")
         # The item loop: each replica merges the other's item-side parameters read back from Kafka, and
         # the metrics report how old they were on arrival. Traffic goes on (later sentinels) so the
@@ -203,6 +216,7 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
         log(f"item loop: {loop_records:.0f} records merged")
     finally:
         examples.close()
+        snapshots.close()
         if job_id is not None:
             with contextlib.suppress(Exception):  # the fixture stops the cluster anyway; keep the real error
                 cluster.cancel(job_id)
@@ -213,6 +227,9 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
     assert first_run > 0 and len(ids) > first_run, "both runs must have produced examples"
     assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples.records} == expected
 
+    # The model after the resume continues from the savepoint's (items, users, positions, global).
+    assert_model_continues(snapshots.records[:snapshots_first_run], snapshots.records[snapshots_first_run:],
+                           min_each=1)
     assert loop_records > 0, "no item-side parameters came back through the Kafka loop"
     staleness = [m["value"] for m in metrics.records
                  if m["name"] == "item_loop_staleness_ms_max" and not math.isnan(m["value"])]
@@ -239,10 +256,7 @@ def test_a_click_outage_holds_negatives_until_the_clicks_return(kafka_broker, fl
     cluster = flink_cluster
     suffix = f"-{uuid.uuid4().hex[:8]}"
     topics = TopicNames().suffixed(suffix)
-    create_all(kafka_broker, topics, partitions=PARTITIONS)
-    stream = generate(GEN)
-    events = sorted([("i", r) for r in stream.impressions] + [("c", r) for r in stream.clicks],
-                    key=lambda e: e[1]["event_time"])
+    stream, events = new_stream(kafka_broker, topics)
     first_ms = events[0][1]["event_time"]
     outage_from, outage_to = first_ms + 15_000, first_ms + 15_000 + int(2 * WINDOW_S * 1000)
     before = [e for e in events if e[1]["event_time"] < outage_from]
@@ -250,14 +264,9 @@ def test_a_click_outage_holds_negatives_until_the_clicks_return(kafka_broker, fl
     after = [e for e in events if e[1]["event_time"] >= outage_to]
     held_clicks = [e for e in during if e[0] == "c"]
     assert len(held_clicks) >= 10 and any(e[0] == "c" for e in after)
-    job_args = [
-        "--bootstrap", kafka_broker, f"--topic-suffix={suffix}",
-        "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2", "--checkpoint-interval", "2",
-        "--idleness", "1", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
-        "--retention", "600", "--dim", "8", "--job-name", "freshrank-click-outage-test",
-    ]
+    args = job_args(kafka_broker, "freshrank-click-outage-test", "--idleness", "1", suffix=suffix)
     examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
-    job_id = cluster.submit(job_args, parallelism=2)
+    job_id = cluster.submit(args, parallelism=2)
     try:
         cluster.wait_running(job_id, timeout_s=180)
         send_events(kafka_broker, topics, before)
@@ -284,3 +293,135 @@ def test_a_click_outage_holds_negatives_until_the_clicks_return(kafka_broker, fl
     assert len(got) == len([e for e in examples.records if e["impression_id"] in reference.labels])
     wrong = sorted(i for i, label in reference.labels.items() if got[i] != label)
     assert not wrong, f"{len(wrong)} labels differ from the reference, e.g. {[(i, got[i]) for i in wrong[:5]]}"
+
+
+def latest_by_entity(records: list[dict]) -> dict[tuple[str, str, int], dict]:
+    """The newest record of each entity as each replica (learner subtask) published it."""
+    latest: dict[tuple[str, str, int], dict] = {}
+    for record in records:
+        key = (record["entity_type"], record["entity_id"], record["replica"])
+        if key not in latest or record["version"] >= latest[key]["version"]:
+            latest[key] = record
+    return latest
+
+
+def assert_model_continues(before_records: list[dict], after_records: list[dict], min_each: int = 10) -> None:
+    """Every entity published before a failure or stop, and again after it, continues from where it was:
+    per replica, its first record after has at least the update count and AdaGrad accumulators of its
+    last record before (a reset to initialisation would start them over)."""
+    before = latest_by_entity(before_records)
+    first_after: dict[tuple[str, str, int], dict] = {}
+    for record in after_records:
+        key = (record["entity_type"], record["entity_id"], record["replica"])
+        if key in before and record["version"] > before[key]["version"] and key not in first_after:
+            first_after[key] = record
+    kinds = Counter(kind for kind, _, _ in first_after)
+    assert kinds["ITEM"] >= min_each and kinds["USER"] >= min_each, kinds
+    assert kinds["GLOBAL"] == sum(1 for kind, _, _ in before if kind == "GLOBAL") > 0, kinds
+    for key, after in first_after.items():
+        old = before[key]
+        assert after["updates"] >= old["updates"], (key, old["updates"], after["updates"])
+        assert after["bias_accum"] >= old["bias_accum"] - 1e-12, key
+        assert all(a >= b - 1e-12 for a, b in zip(after["vector_accum"], old["vector_accum"], strict=True)), key
+
+
+def test_a_killed_taskmanager_recovers_exactly_once_with_the_whole_model(kafka_broker, flink_cluster):
+    """kill -9 of the TaskManager mid-stream (parallelism 2, checkpoints every 2 s): after a new
+    TaskManager joins, the job restarts from its latest checkpoint; every impression gets exactly one
+    example with the reference's label, and the model continues from the checkpoint: item, position,
+    global and user parameters learned before the failure come back (their update counts and AdaGrad
+    accumulators only grow; a reset to initialisation would start them over)."""
+    cluster = flink_cluster
+    suffix = f"-{uuid.uuid4().hex[:8]}"
+    topics = TopicNames().suffixed(suffix)
+    stream, events = new_stream(kafka_broker, topics)
+    half = len(events) // 2
+    args = job_args(kafka_broker, "freshrank-failover-test", "--idleness", "0", "--snapshot-interval", "1",
+                    suffix=suffix)
+    examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
+    snapshots = TopicReader(kafka_broker, topics.snapshots, "ModelSnapshot")
+    job_id = cluster.submit(args, parallelism=2)
+    try:
+        cluster.wait_running(job_id, timeout_s=180)
+        send_events(kafka_broker, topics, events[:half])
+        assert examples.poll_until(lambda records: len(records) >= 20, 180), cluster.failure(job_id)
+        # Quiet: no new input, so the model stops changing; its last snapshots are then its state.
+        snapshots.drain(quiet_s=8.0)
+        read_before = len(snapshots.records)
+
+        killed = cluster.kill_taskmanager()
+        cluster.start_taskmanager()
+        assert killed not in cluster.taskmanager_pids()
+        deadline = time.monotonic() + 180
+        while not (cluster.rest(f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("restored"):
+            assert time.monotonic() < deadline, f"the job did not restore:\n{cluster.failure(job_id)}"
+            time.sleep(1)
+        cluster.wait_running(job_id, timeout_s=180)
+
+        send_events(kafka_broker, topics, events[half:])
+        send_sentinels(kafka_broker, topics, events[-1][1]["event_time"] + int(SENTINEL_AFTER_S * 1000))
+        reference = reference_join(stream.impressions, stream.clicks, int(WINDOW_S * 1000))
+        complete = examples.poll_until(
+            lambda records: len({r["impression_id"] for r in records} & set(reference.labels)) >= len(reference.labels),
+            240)
+        assert complete, f"examples incomplete after the failover:\n{cluster.failure(job_id)}"
+        examples.drain(quiet_s=5.0)
+        snapshots.drain(quiet_s=3.0)
+    finally:
+        examples.close()
+        snapshots.close()
+        with contextlib.suppress(Exception):
+            cluster.cancel(job_id)
+
+    ours = [e for e in examples.records if e["impression_id"] in reference.labels]
+    duplicated = sorted(i for i, n in Counter(e["impression_id"] for e in ours).items() if n > 1)
+    assert not duplicated, f"{len(duplicated)} impressions have more than one example, e.g. {duplicated[:5]}"
+    assert {e["impression_id"]: (e["label"], e["click_time"]) for e in ours} == reference.labels
+
+    assert_model_continues(snapshots.records[:read_before], snapshots.records[read_before:])
+
+
+def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(flink_cluster, tmp_path):
+    """The broker stops (clean shutdown) with the job mid-stream and comes back 10 s later on the same
+    port and data: the job fails over and recovers from its checkpoint; every impression of the stream
+    has exactly one committed example, labelled as the reference labels it."""
+    from job.kafka_broker import KafkaBroker
+
+    cluster = flink_cluster
+    broker = KafkaBroker(port=0, data_dir=tmp_path / "kafka").start(timeout_s=120)
+    bootstrap = broker.bootstrap_servers
+    try:
+        topics = TopicNames()
+        stream, events = new_stream(bootstrap, topics)
+        half = len(events) // 2
+        args = job_args(bootstrap, "freshrank-broker-restart-test", "--idleness", "0")
+        job_id = cluster.submit(args, parallelism=2)
+        try:
+            cluster.wait_running(job_id, timeout_s=180)
+            send_events(bootstrap, topics, events[:half])
+            examples = TopicReader(bootstrap, topics.examples, "LabeledExample")
+            assert examples.poll_until(lambda records: len(records) >= 20, 180), cluster.failure(job_id)
+            examples.close()
+
+            broker.stop()
+            time.sleep(10)
+            broker.start(timeout_s=120)
+            send_events(bootstrap, topics, events[half:])
+            send_sentinels(bootstrap, topics, events[-1][1]["event_time"] + int(SENTINEL_AFTER_S * 1000))
+            reference = reference_join(stream.impressions, stream.clicks, int(WINDOW_S * 1000))
+            examples = TopicReader(bootstrap, topics.examples, "LabeledExample")
+            complete = examples.poll_until(
+                lambda records: len({r["impression_id"] for r in records} & set(reference.labels))
+                >= len(reference.labels), 300)
+            assert complete, f"examples incomplete after the broker restart:\n{cluster.failure(job_id)}"
+            examples.drain(quiet_s=5.0)
+            examples.close()
+        finally:
+            with contextlib.suppress(Exception):
+                cluster.cancel(job_id)
+    finally:
+        broker.stop()
+    ours = [e for e in examples.records if e["impression_id"] in reference.labels]
+    duplicated = sorted(i for i, n in Counter(e["impression_id"] for e in ours).items() if n > 1)
+    assert not duplicated, f"{len(duplicated)} impressions have more than one example, e.g. {duplicated[:5]}"
+    assert {e["impression_id"]: (e["label"], e["click_time"]) for e in ours} == reference.labels

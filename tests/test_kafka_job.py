@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -21,6 +22,7 @@ from udfs.learner_math import LearnerConfig
 GEN = GeneratorConfig(n_impressions=3000, n_users=100, n_items=80, seed=3, window_s=60.0, max_disorder_s=2.0,
                       click_delay_median_s=8.0, requests_per_s=2.0,
                       start_ms=int(time.time() * 1000) - 3 * 3600 * 1000)
+YEAR_9999_MS = 253_370_764_800_000
 JOB = JobConfig(window_s=60.0, max_disorder_s=3.0, retention_s=600.0, metrics_interval_s=60.0,
                 learner=LearnerConfig(dim=8))
 
@@ -61,6 +63,17 @@ def kafka_run(kafka_broker):
     raw.produce(topics.clicks, b"\xc3\x01" + b"\xff" * 8 + b"\x02xx", timestamp=GEN.start_ms)
     raw.produce(topics.impressions, encode("Click", stream.clicks[0]), timestamp=GEN.start_ms)
     raw.produce(topics.items, b"not an item")
+    # poison records (issue 7): each must reach dead-letter with its reason, and nothing else change
+    template = {**stream.impressions[0], "request_id": "poison"}
+    raw.produce(topics.impressions, encode("Impression", {**template, "impression_id": "poison-9999",
+                                                          "event_time": YEAR_9999_MS}), timestamp=GEN.start_ms)
+    raw.produce(topics.impressions, encode("Impression", {**template, "impression_id": "\ufeffpoison-bom"}),
+                timestamp=GEN.start_ms)
+    raw.produce(topics.impressions, encode("Impression", {**template, "impression_id": "poison-AAAA"}).replace(
+        b"AAAA", b"\xff\xfe\xfd\xfc"), timestamp=GEN.start_ms)  # not UTF-8
+    raw.produce(topics.clicks, b"\x00" * 900_000, timestamp=GEN.start_ms)  # near the broker's 1 MB limit
+    raw.produce(topics.items, encode("Item", {**stream.items[0], "item_id": "poison-nan",
+                                              "embedding": [float("nan")] * 4}))
     raw.flush(10)
 
     env = kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True)
@@ -81,7 +94,15 @@ def test_examples_on_kafka_match_the_reference(kafka_run):
 def test_undecodable_messages_reach_dead_letter_with_reasons(kafka_run):
     bootstrap, topics, _ = kafka_run
     dead = read_topic(bootstrap, topics.dead_letter, "DeadLetter")
-    assert len(dead) == 4
+    assert len(dead) == 9
+    by_source = Counter(d["source"] for d in dead)
+    assert by_source == {"impressions": 5, "clicks": 2, "items": 2}
+    assert any("beyond the bound" in d["reason"] and b"poison-9999" in d["payload"] for d in dead)
+    assert any("BOM" in d["reason"] or "U+FEFF" in d["reason"] for d in dead)
+    assert any("utf-8" in d["reason"].lower() and d["source"] == "impressions" for d in dead)
+    assert any("finite" in d["reason"] and d["source"] == "items" for d in dead)
+    big = [d for d in dead if d["payload_size"] == 900_000]
+    assert len(big) == 1 and len(big[0]["payload"]) < 900_000
     reasons = " | ".join(d["reason"] for d in dead)
     assert "unknown" in reasons.lower() and "fingerprint" in reasons.lower()
     assert {d["source"] for d in dead} == {"impressions", "clicks", "items"}
@@ -110,3 +131,38 @@ def test_metrics_reach_their_topic(kafka_run):
     last_end = max(m["window_end"] for m in metrics)
     totals = {m["name"]: m["value"] for m in metrics if m["window_end"] == last_end}
     assert totals["examples_total"] == len({i["impression_id"] for i in stream.impressions})
+
+
+def test_a_new_job_hot_starts_from_the_snapshot_topic(kafka_run):
+    """No savepoint, no folder: the newest record of every entity on the compacted topic is the model a
+    new job starts from (its examples carry that model's version from the first one on)."""
+    from dataclasses import replace
+
+    from job.kafka_job import load_snapshot_topic
+    from udfs.model_store import SnapshotError
+
+    bootstrap, topics, stream = kafka_run
+    published = read_topic(bootstrap, topics.snapshots, "ModelSnapshot")
+    newest: dict = {}
+    for record in published:
+        key = (record["entity_type"], record["entity_id"])
+        if key not in newest or record["version"] > newest[key]["version"]:
+            newest[key] = record
+    store = load_snapshot_topic(bootstrap, topics.snapshots, JOB.learner.dim)
+    assert store.records == newest
+    with pytest.raises(SnapshotError, match="vector"):
+        load_snapshot_topic(bootstrap, topics.snapshots, JOB.learner.dim * 2)
+
+    second = replace(TopicNames().suffixed(f"-{uuid.uuid4().hex[:8]}"), snapshots=topics.snapshots)
+    create_all(bootstrap, replace(second, snapshots=second.snapshots + "-unused"), partitions=2)
+    with EventProducer(bootstrap, second) as producer:
+        for impression in stream.impressions[:200]:
+            producer.send_impression({**impression, "impression_id": "again-" + impression["impression_id"]})
+        producer.flush(30)
+    env = kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True)
+    build_kafka_job(env, bootstrap, JOB, second, group_id=f"hot-{uuid.uuid4().hex[:6]}", bounded=True,
+                    from_snapshot_topic=True)
+    env.execute("freshrank-hot-start-test")
+    examples = read_topic(bootstrap, second.examples, "LabeledExample")
+    assert len(examples) == len({i["impression_id"] for i in stream.impressions[:200]})  # duplicates dropped
+    assert store.version > 0 and min(e["model_version"] for e in examples) == store.version  # cold: 0

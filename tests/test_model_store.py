@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import numpy as np
 import orjson
 import pytest
 
+from job.replay import load_snapshots
 from job.wire import WireDecoder, encode
 from udfs.encoding import JsonLinesEncoder
 from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, sigmoid
-from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
+from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, SnapshotError, snapshot_problem
 from udfs.snapshots import next_version, snapshot_record
 
 CFG = LearnerConfig(dim=6, learning_rate=0.1, l2=1e-3)
@@ -180,3 +182,103 @@ def test_next_version_strictly_increases_even_if_the_clock_goes_back() -> None:
     assert all(b > a for a, b in zip(versions, versions[1:], strict=False))
     # Restarted from a store whose version is ahead of the clock: still above it.
     assert next_version(ModelStore().apply_all([record(GLOBAL, "global", 50_000)]).version, 40_000) == 50_001
+
+
+# --- snapshot files validated up front ---------------------------------------------------------
+
+def trained_snapshot_lines(version: int = 7) -> list[bytes]:
+    """A real model's snapshot records as the file sink writes them (JSON Lines)."""
+    ranker = OnlineRanker(CFG, ItemSide(CFG))
+    users: dict[str, np.ndarray] = {}
+    train(ranker, users, 80, seed=4)
+    encoder = JsonLinesEncoder()
+    return [encoder.encode("ModelSnapshot", r).encode() for r in snapshot(ranker, users, version)]
+
+
+def write_snapshots(folder, lines: list[bytes]):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-0.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return folder / "part-0.jsonl"
+
+
+def test_every_record_a_learner_writes_passes_the_snapshot_check() -> None:
+    records = [orjson.loads(line) for line in trained_snapshot_lines()]
+    assert {r["entity_type"] for r in records} == {USER, ITEM, POSITION, GLOBAL}
+    assert [snapshot_problem(r, CFG.dim) for r in records] == [None] * len(records)
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"vector": [0.1, None, 0.1, 0.1, 0.1, 0.1]}, "vector[1] is null (JSON writes NaN as null)"),
+    ({"bias": None}, "null in field(s): bias"),
+    ({"vector": [0.1] * 4, "vector_accum": [0.1] * 4}, "USER vector has 4 values, but the job's --dim is 6"),
+    ({"vector_accum": [0.1] * 5}, "vector_accum has 5 values, expected 6"),
+    ({"vector_accum": [0.1, 0.1, 0.0, 0.1, 0.1, 0.1]}, "vector_accum[2] is 0.0: an AdaGrad accumulator must be > 0"),
+    ({"vector": [0.1, math.inf, 0.1, 0.1, 0.1, 0.1]}, "vector[1] is inf, not finite"),
+    ({"vector": [0.1, "x", 0.1, 0.1, 0.1, 0.1]}, "vector[1] is str, not a number"),
+    ({"vector": [0.1, True, 0.1, 0.1, 0.1, 0.1]}, "vector[1] is bool, not a number"),
+    ({"entity_type": "USR"}, "entity_type is 'USR'"),
+    ({"entity_id": ""}, "entity_id is ''"),
+    ({"updates": 1.5}, "updates is float, not an integer"),
+    ({"version": "7"}, "version is str"),
+])
+def test_snapshot_problem_names_the_field(change: dict, reason: str) -> None:
+    good = record(USER, "u1", 3, vector=[0.1] * 6)
+    assert snapshot_problem(good, 6) is None
+    problem = snapshot_problem({**good, **change}, 6)
+    assert problem is not None and reason in problem
+
+
+def test_snapshot_problem_of_missing_fields_and_non_objects() -> None:
+    good = record(POSITION, "3", 1, bias=0.2)
+    assert snapshot_problem(good, 6) is None
+    assert "missing field(s): bias_accum, replica" in snapshot_problem(
+        {k: v for k, v in good.items() if k not in ("bias_accum", "replica")}, 6)
+    assert "not a snapshot record but a JSON list" in snapshot_problem([1, 2], 6)
+    assert "POSITION entity_id is 'zero'" in snapshot_problem({**good, "entity_id": "zero"}, 6)
+    assert "an AdaGrad accumulator must be > 0" in snapshot_problem({**good, "bias_accum": 0.0}, 6)
+    assert "vector has 2 values, expected 0" in snapshot_problem({**good, "vector": [1.0, 2.0]}, 6)
+
+
+def test_a_good_snapshot_folder_loads(tmp_path) -> None:
+    lines = trained_snapshot_lines()
+    write_snapshots(tmp_path / "snapshots", lines)
+    store = load_snapshots(tmp_path, CFG.dim)
+    assert len(store) == len(lines) and store.version == 7
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda lines: lines[:-1] + [lines[-1][: len(lines[-1]) // 2]], "not valid JSON"),  # truncated file
+    (lambda lines: lines + [bytes(range(128, 256))], "not valid UTF-8"),  # binary garbage
+    (lambda lines: lines + [b"[1, 2, 3]"], "not a snapshot record but a JSON list"),
+    (lambda lines: lines + [lines[0].replace(b'"replica":0', b'"replica":null')], "null in field(s): replica"),
+    (lambda lines: lines + [lines[0].replace(b'"entity_id"', b'"entity"')], "missing field(s): entity_id"),
+])
+def test_a_damaged_snapshot_file_is_an_error_naming_file_and_line(tmp_path, damage, reason) -> None:
+    lines = damage(trained_snapshot_lines())
+    path = write_snapshots(tmp_path / "snapshots", lines)
+    with pytest.raises(SnapshotError) as error:
+        load_snapshots(tmp_path, CFG.dim)
+    assert isinstance(error.value, ValueError)
+    assert f"{path} line {len(lines)}:" in str(error.value) and reason in str(error.value)
+
+
+def test_user_vectors_of_another_dimension_are_refused_up_front(tmp_path) -> None:
+    path = write_snapshots(tmp_path / "snapshots", trained_snapshot_lines())
+    first_user = next(i for i, line in enumerate(path.read_bytes().splitlines(), 1) if b'"USER"' in line)
+    with pytest.raises(SnapshotError, match=rf"{path} line {first_user}: USER vector has 6 values, but the job's "
+                                            r"--dim is 16"):
+        load_snapshots(tmp_path, 16)
+
+
+def test_replay_fails_on_a_bad_snapshot_before_the_job_starts(tmp_path) -> None:
+    from job.config import JobConfig
+    from job.replay import run_replay
+
+    lines = trained_snapshot_lines()
+    write_snapshots(tmp_path / "snap" / "snapshots", lines[:3] + [b'{"version": 1, "entity_type": "US'])
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"")
+    started = time.monotonic()
+    with pytest.raises(SnapshotError, match="line 4: not a snapshot record: not valid JSON"):
+        run_replay(events, events, tmp_path / "out", JobConfig(learner=CFG), from_snapshot=tmp_path / "snap")
+    assert time.monotonic() - started < 10  # no Flink was started

@@ -6,6 +6,7 @@ assertions against their outputs.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import fastavro
@@ -175,3 +176,74 @@ def test_avro_container_input_and_hot_start_from_snapshot(stream, tmp_path):
     user_id = next(iter(returning))
     first_example = next(e for e in examples2 if e["user_id"] == user_id)
     assert first_example["model_version"] == run1.version
+
+
+def _poison_impression(stream, marker: str, **changes) -> bytes:
+    """A line for an impression of the stream's world (a real user and item) that must be rejected."""
+    base = dict(stream.impressions[0], impression_id=marker, request_id=f"req-{marker}")
+    return orjson.dumps({**base, **changes})
+
+
+def test_poison_records_go_to_the_dead_letter_and_nothing_valid_is_lost(stream, events, reference, tmp_path):
+    """Issue 7's single records that crashed, hung or poisoned the job, in one replay: each is in the
+    dead letter with its reason, the labels are the reference's and no output holds a NaN."""
+    item_id = stream.impressions[0]["item_id"]
+    poison = {  # marker in the payload -> what its reason must say
+        "poison-9999": (_poison_impression(stream, "poison-9999", event_time=253_402_300_799_000),
+                        "beyond the bound"),
+        "poison-2^63": (_poison_impression(stream, "poison-2^63", event_time=2**63 - 1_000), "beyond the bound"),
+        "poison-malformed": (b'{"impression_id": "poison-malformed", "request_id": ', "not valid JSON"),
+        # Flink's text source decodes the file as UTF-8 with replacement: the id arrives with U+FFFD
+        "poison-utf8": (_poison_impression(stream, "poison-utf8", user_id="u-X").replace(b"u-X", b"u-\xff\xfe"),
+                        "user_id contains invalid UTF-8"),
+        "poison-bom": (_poison_impression(stream, "\ufeffpoison-bom"), "impression_id contains a byte order mark"),
+    }
+    lines = events["impressions"].read_bytes().splitlines()
+    for index, (line, _) in enumerate(poison.values()):
+        lines.insert((index + 1) * len(lines) // (len(poison) + 1), line)
+    impressions = tmp_path / "impressions.jsonl"
+    impressions.write_bytes(b"\n".join(lines) + b"\n")
+    clicks = tmp_path / "clicks.jsonl"
+    future_click = {**stream.clicks[0], "impression_id": "poison-click", "event_time": 2**63 - 1}
+    clicks.write_bytes(events["clicks"].read_bytes() + orjson.dumps(future_click) + b"\n")
+    # the catalog: its good entries, then bad ones for an item the stream shows (accepted, they would win)
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    good_item = next(i for i in stream.items if i["item_id"] == item_id)
+    (catalog / "items.jsonl").write_bytes(
+        events["items"].read_bytes()
+        + b'{"item_id": "' + item_id.encode() + b'", "title": \n'
+        + b'{"item_id": "' + item_id.encode() + b'", "title": "t", "category": "c", "embedding": [Infinity]}\n'
+        + orjson.dumps({**good_item, "embedding": [1e30] * len(good_item["embedding"])}) + b"\n")
+    with open(catalog / "more.avro", "wb") as handle:
+        fastavro.writer(handle, parsed_schema("Item"),
+                        [{**good_item, "embedding": [float("inf")] * len(good_item["embedding"])}])
+
+    out = tmp_path / "out"
+    run_replay(impressions, clicks, out, JOB, items=catalog)
+
+    dead = read_output(out, "dead-letter")
+    for marker, (_, reason) in poison.items():
+        found = [d for d in dead if marker in d["payload"] and d["source"] == "impressions"]
+        assert len(found) == 1, marker
+        assert reason in found[0]["reason"], (marker, found[0]["reason"])
+        assert found[0]["payload_size"] >= len(found[0]["payload"].encode()) - 8  # U+FFFD is longer than \xff
+    click = [d for d in dead if d["source"] == "clicks"]
+    assert len(click) == 1 and "beyond the bound" in click[0]["reason"] and "poison-click" in click[0]["payload"]
+    items = [d for d in dead if d["source"] == "items"]
+    assert len(items) == 4
+    assert any("items.jsonl line " in d["reason"] and "not valid JSON" in d["reason"] for d in items)
+    assert sum("finite with |x| <= 1e+06" in d["reason"] for d in items) == 2  # 1e30 (JSON) and inf (Avro)
+    assert len(dead) == len(poison) + 1 + 4
+
+    examples = read_output(out, "examples")
+    assert {e["impression_id"]: (e["label"], e["click_time"]) for e in examples} == reference.labels
+    assert all(isinstance(e["score"], float) and 0.0 < e["score"] < 1.0 for e in examples)
+    snapshots = read_output(out, "snapshots")
+    numbers = [x for r in snapshots for x in (*r["vector"], *r["vector_accum"], r["bias"], r["bias_accum"])]
+    assert numbers and all(x is not None and math.isfinite(x) for x in numbers)  # JSON writes NaN as null
+    metrics = read_output(out, "metrics")
+    last_end = max(m["window_end"] for m in metrics)
+    totals = {m["name"]: m["value"] for m in metrics if m["window_end"] == last_end}
+    for name in ("logloss_total", "ne_total", "auc_total", "calibration_total"):
+        assert totals[name] is not None and math.isfinite(totals[name]), name

@@ -23,6 +23,7 @@ caches start empty and fill from state.
 from __future__ import annotations
 
 import heapq
+import logging
 import pickle
 import time
 from collections.abc import Iterable
@@ -61,10 +62,16 @@ from udfs.learner_kernel import (
 )
 from udfs.learner_math import LearnerConfig, UserCodec
 from udfs.metrics import IntervalBuckets, IntervalStats, decision_time
-from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore
+from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, snapshot_problem
 from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version
 
+log = logging.getLogger("freshrank.batch_learner")
+
+# The Python rows are a cache of Flink state, bounded so a learner that sees millions of users over
+# weeks keeps a steady footprint (~0.5 kB a row at dim 32): past this many, the cache starts over
+# between two calls (everything is in state by then) and refills from state as entities come back.
+MAX_CACHED_ROWS = 200_000
 GLOBAL_KEY = 0  # positions are >= 1, so key 0 of `biases` is free for the global bias
 NO_WATERMARK = -(2**63)
 END_OF_INPUT = 2**63 - 1
@@ -119,7 +126,7 @@ class BatchJoinLearner:
     def __init__(self, join: ImpressionClickJoin, config: LearnerConfig, metrics_interval_ms: int, replica: int,
                  state: LearnerState, embeddings: dict[str, list[float]] | None = None,
                  initial_model: ModelStore | None = None, click_stall_limit_ms: int = 0,
-                 click_stall_report_ms: int = 30_000) -> None:
+                 click_stall_report_ms: int = 30_000, state_ttl_ms: int = 0) -> None:
         self.join = join
         self.config = config
         self.replica = replica
@@ -127,6 +134,10 @@ class BatchJoinLearner:
         self.initial_model = initial_model
         self.init_side = (initial_model or ModelStore()).item_side(config, embeddings)
         self.model = ModelArrays(config)
+        # A cached row must not outlive its state's TTL (it would bring an expired entity back): the
+        # cache starts over at least every half TTL.
+        self.cache_lifetime_ms = state_ttl_ms // 2 if state_ttl_ms > 0 else None
+        self.cache_since_ms: int | None = None
         self.entries: dict[str, list] = {}  # id -> [JoinState, impression score or None, deferred learning]
         self.due: list[tuple[int, str]] = []  # heap of (timer time, impression id)
         meta = state.meta.value()
@@ -247,7 +258,20 @@ class BatchJoinLearner:
                 run.merge_item_params(event[1], now_ms)
             # TICK: its watermark was all it carried
         joined = time.perf_counter()
-        return run.finish(started, joined)
+        out = run.finish(started, joined)
+        self._bound_cache(now_ms)
+        return out
+
+    def _bound_cache(self, now_ms: int) -> None:
+        if self.cache_since_ms is None:
+            self.cache_since_ms = now_ms
+        expired = self.cache_lifetime_ms is not None and now_ms - self.cache_since_ms >= self.cache_lifetime_ms
+        if expired:
+            self.cache_since_ms = now_ms
+        if expired or self.model.n_users > MAX_CACHED_ROWS:
+            self.model.forget_users()
+        if expired or self.model.n_items > MAX_CACHED_ROWS:
+            self.model.forget_items()
 
     def advance_to(self, watermark: int) -> BatchOutput:
         """Take every decision due up to `watermark` without new events (the end of the input)."""
@@ -321,6 +345,11 @@ class _BatchRun:
         self.touched_items: set[str] = set()
         self.touched_positions: set[int] = set()
         self.global_changed = False
+        # What the Kafka loop merged: written back to state, but not republished (only learning is, or
+        # the replicas would echo each other's records forever, even without traffic).
+        self.merged_items: set[str] = set()
+        self.merged_positions: set[int] = set()
+        self.merged_global = False
         self.out = BatchOutput()
         self.loop_staleness: list[int] = []
 
@@ -421,6 +450,10 @@ class _BatchRun:
         accumulators take the maximum, so merging never makes steps larger; not marked dirty: only
         learning republishes)."""
         learner = self.learner
+        problem = snapshot_problem(record, learner.config.dim)
+        if problem is not None:  # one NaN averaged in would spread to every replica through the loop
+            self._skip_loop_record(record, problem)
+            return
         if record["replica"] == learner.replica:
             return
         kind = record["entity_type"]
@@ -430,21 +463,30 @@ class _BatchRun:
             row[:dim] = (row[:dim] + np.asarray(record["vector"])) / 2
             row[dim:2 * dim] = np.maximum(row[dim:2 * dim], np.asarray(record["vector_accum"]))
             bias_at, accum_at = ITEM_BIAS, ITEM_BIAS_ACCUM
-            self.touched_items.add(record["entity_id"])
+            self.merged_items.add(record["entity_id"])
         elif kind == POSITION:
             position = int(record["entity_id"])
             row = learner.model.positions[learner._position_row(position)]
             bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
-            self.touched_positions.add(position)
+            self.merged_positions.add(position)
         elif kind == GLOBAL:
             row = learner.model.global_bias
-            self.global_changed = True
+            self.merged_global = True
             bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
         else:
             return
         row[bias_at] = (row[bias_at] + record["bias"]) / 2
         row[accum_at] = max(row[accum_at], record["bias_accum"])
         self.loop_staleness.append(now_ms - record["created_at"])
+
+    def _skip_loop_record(self, record: Any, problem: str) -> None:
+        """Count a loop record that cannot be merged (in `meta`, so in Flink state) and log it; the log
+        thins out to powers of ten, so a replica that keeps publishing bad records cannot flood it."""
+        meta = self.learner.meta
+        skipped = meta["item_loop_skipped"] = meta.get("item_loop_skipped", 0) + 1
+        if str(skipped).rstrip("0") == "1":  # 1, 10, 100, ...
+            entity = f"{record.get('entity_type')}:{record.get('entity_id')}" if isinstance(record, dict) else "?"
+            log.warning("item loop: skipped record %s (%s); %d skipped so far", entity, problem, skipped)
 
     # Finish: run the learning, emit, write back -------------------------------------------------
     def finish(self, started: float, joined: float) -> BatchOutput:
@@ -484,7 +526,7 @@ class _BatchRun:
             for staleness in self.loop_staleness:
                 stats.add_loop_staleness(staleness)
 
-        # Dirty for the next snapshot: learned entities, and where the loop merged item parameters.
+        # Dirty for the next snapshot: learned entities.
         new_dirty = {f"U:{u}" for u in self.touched_users}
         new_dirty.update(f"I:{i}" for i in self.touched_items)
         new_dirty.update(f"P:{p}" for p in self.touched_positions)
@@ -519,10 +561,12 @@ class _BatchRun:
             state.entries.remove(impression_id)
         if self.touched_users:
             state.users.put_all({u: model.users[model.user_rows[u]].tobytes() for u in self.touched_users})
-        if self.touched_items:
-            state.items.put_all({i: model.items[model.item_rows[i]].tobytes() for i in self.touched_items})
-        biases = {p: model.positions[model.position_rows[p]].tobytes() for p in self.touched_positions}
-        if self.global_changed:
+        items = self.touched_items | self.merged_items
+        if items:
+            state.items.put_all({i: model.items[model.item_rows[i]].tobytes() for i in items})
+        biases = {p: model.positions[model.position_rows[p]].tobytes()
+                  for p in self.touched_positions | self.merged_positions}
+        if self.global_changed or self.merged_global:
             biases[GLOBAL_KEY] = model.global_bias.tobytes()
         if biases:
             state.biases.put_all(biases)

@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterator
 
 import orjson
-from pyflink.common import Row, Types
+from pyflink.common import Duration, Row, Types
+from pyflink.common.time import Time
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, LearnerState
 from udfs.encoding import RecordEncoder
@@ -27,6 +28,8 @@ from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
 from udfs.model_store import ModelStore
 from udfs.snapshots import subtask_index
+
+_NOT_USED = Duration(None)  # see JoinAndLearn._expiring
 
 
 class JoinAndLearn(KeyedProcessFunction):
@@ -44,6 +47,7 @@ class JoinAndLearn(KeyedProcessFunction):
         initial_model: ModelStore | None = None,
         click_stall_limit_ms: int = 0,
         click_stall_report_ms: int = 30_000,
+        state_ttl_ms: int = 0,
     ) -> None:
         self.join = join
         self.config = config
@@ -54,6 +58,7 @@ class JoinAndLearn(KeyedProcessFunction):
         self.embeddings = embeddings
         self.initial_model = initial_model
         self.click_stall = (click_stall_limit_ms, click_stall_report_ms)
+        self.state_ttl_ms = state_ttl_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
@@ -62,8 +67,8 @@ class JoinAndLearn(KeyedProcessFunction):
         raw = Types.PICKLED_BYTE_ARRAY()
         self.state = LearnerState(
             entries=runtime_context.get_map_state(MapStateDescriptor("entries", Types.STRING(), raw)),
-            users=runtime_context.get_map_state(MapStateDescriptor("users", Types.STRING(), raw)),
-            items=runtime_context.get_map_state(MapStateDescriptor("items", Types.STRING(), raw)),
+            users=runtime_context.get_map_state(self._expiring(MapStateDescriptor("users", Types.STRING(), raw))),
+            items=runtime_context.get_map_state(self._expiring(MapStateDescriptor("items", Types.STRING(), raw))),
             biases=runtime_context.get_map_state(MapStateDescriptor("biases", Types.LONG(), raw)),
             dirty=runtime_context.get_map_state(MapStateDescriptor("dirty", Types.STRING(), raw)),
             meta=runtime_context.get_state(ValueStateDescriptor("meta", raw)),
@@ -85,10 +90,31 @@ class JoinAndLearn(KeyedProcessFunction):
         group.gauge("click_lag_ms", lambda: self.learner.click_stall.lag_ms if self.learner else 0)
         group.gauge("click_stalled", lambda: int(self.learner.click_stall.stalled) if self.learner else 0)
 
+    def _expiring(self, descriptor: MapStateDescriptor) -> MapStateDescriptor:
+        """Entities not written (learned or merged) for the state TTL leave state: users who stopped
+        coming and items off the catalog must not keep the state growing for ever. An entity that
+        returns starts again from its prior (catalog embedding or zero vector)."""
+        if self.state_ttl_ms > 0:
+            descriptor.enable_time_to_live(
+                StateTtlConfig.new_builder(Time.milliseconds(self.state_ttl_ms))
+                .update_ttl_on_create_and_write()
+                .never_return_expired()
+                # Expired entries must also go when never read again (users who never come back):
+                # RocksDB drops them when it compacts, the heap backend a few per state access. Both
+                # explicit, with the defaults off: PyFlink builds its default RocksDB strategy through
+                # the Py4J gateway, which a TaskManager's embedded interpreter does not have (the
+                # embedded converter reads only the entry count, so the period is a placeholder).
+                .disable_cleanup_in_background()
+                .cleanup_incrementally(10, False)
+                .cleanup_in_rocksdb_compact_filter(1000, periodic_compaction_time=_NOT_USED)
+                .build())
+        return descriptor
+
     def _learner(self, ctx) -> BatchJoinLearner:
         if self.learner is None:
             self.learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica,
-                                            self.state, self.embeddings, self.initial_model, *self.click_stall)
+                                            self.state, self.embeddings, self.initial_model, *self.click_stall,
+                                            self.state_ttl_ms)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return self.learner
 

@@ -343,6 +343,16 @@ class ModelArrays:
         self.position_rows[position] = index
         return index
 
+    def forget_users(self) -> None:
+        """Drop every cached user row (their values live on in Flink state, which refills the cache)."""
+        self.n_users = 0
+        self.user_rows = {}
+
+    def forget_items(self) -> None:
+        """Drop every cached item row (as `forget_users`)."""
+        self.n_items = 0
+        self.item_rows = {}
+
     def run(self, ops: np.ndarray) -> np.ndarray:
         """Run a batch of op rows (shape (n, 5)) in one compiled call; returns the n pre-update scores.
 

@@ -31,7 +31,9 @@ class BinnedAUC:
         self._scale = bins / (2 * logit_limit)
 
     def bin_of(self, score: float) -> int:
-        p = min(max(score, EPS), 1 - EPS)
+        # NaN compares false with everything, so min/max would pass it through to int(): the metrics
+        # operator must not die of one bad score (inputs are guarded so none arises); it counts as 0.5.
+        p = min(max(score, EPS), 1 - EPS) if score == score else 0.5
         index = int((math.log(p / (1 - p)) + self.logit_limit) * self._scale)
         return min(max(index, 0), self.bins - 1)
 

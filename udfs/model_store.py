@@ -17,6 +17,74 @@ import numpy as np
 from udfs.learner_math import Bias, ItemParams, ItemSide, LearnerConfig, UserCodec, sigmoid
 
 USER, ITEM, POSITION, GLOBAL = "USER", "ITEM", "POSITION", "GLOBAL"
+ENTITY_TYPES = (USER, ITEM, POSITION, GLOBAL)
+_INT_FIELDS = ("version", "updates", "watermark", "created_at", "replica")
+_SNAPSHOT_FIELDS = ("version", "entity_type", "entity_id", "vector", "bias", "vector_accum", "bias_accum",
+                    "updates", "watermark", "created_at", "replica")
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be resumed from; the message names the file and line and says why."""
+
+
+def _number_problem(name: str, value: Any, positive: bool) -> str | None:
+    if value is None:
+        return f"{name} is null (JSON writes NaN as null)"
+    if type(value) not in (int, float):  # not bool: True is an int to Python, not a parameter
+        return f"{name} is {type(value).__name__}, not a number"
+    if not math.isfinite(value):
+        return f"{name} is {value!r}, not finite"
+    if positive and not value > 0:
+        return f"{name} is {value!r}: an AdaGrad accumulator must be > 0"
+    return None
+
+
+def _vector_problem(name: str, values: Any, length: int | None, positive: bool) -> str | None:
+    if type(values) is not list:
+        return f"{name} is {type(values).__name__}, not a list"
+    if length is not None and len(values) != length:
+        return f"{name} has {len(values)} values, expected {length}"
+    for index, value in enumerate(values):
+        problem = _number_problem(f"{name}[{index}]", value, positive)
+        if problem is not None:
+            return problem
+    return None
+
+
+def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
+    """Why `record` cannot be a ModelSnapshot record of a `dim`-dimensional model (None if it can).
+
+    Hot starts and the item loop feed these values straight into the learner's float math: a null
+    (how JSON writes NaN), an infinity, a zero accumulator or a vector of another dimension would turn
+    the model into NaN or fail deep in numpy, so each is refused with its reason instead.
+    """
+    if not isinstance(record, dict):
+        return f"not a snapshot record but a JSON {type(record).__name__}"
+    missing = [name for name in _SNAPSHOT_FIELDS if name not in record]
+    if missing:
+        return f"missing field(s): {', '.join(missing)}"
+    nulls = [name for name in _SNAPSHOT_FIELDS if record[name] is None]
+    if nulls:
+        return f"null in field(s): {', '.join(nulls)} (JSON writes NaN as null)"
+    kind = record["entity_type"]
+    if kind not in ENTITY_TYPES:
+        return f"entity_type is {kind!r}, not one of {', '.join(ENTITY_TYPES)}"
+    if type(record["entity_id"]) is not str or not record["entity_id"]:
+        return f"entity_id is {record['entity_id']!r}, not a non-empty string"
+    if kind == POSITION and not (record["entity_id"].isdigit() and int(record["entity_id"]) >= 1):
+        return f"POSITION entity_id is {record['entity_id']!r}, not a position >= 1"
+    for name in _INT_FIELDS:
+        if type(record[name]) is not int:
+            return f"{name} is {type(record[name]).__name__}, not an integer"
+    vector = record["vector"]
+    if kind in (USER, ITEM) and dim is not None and type(vector) is list and len(vector) != dim:
+        return f"{kind} vector has {len(vector)} values, but the job's --dim is {dim}"
+    # POSITION and GLOBAL records carry no vectors; a vector's accumulator is as long as the vector
+    length = (len(vector) if type(vector) is list else None) if kind in (USER, ITEM) else 0
+    return (_vector_problem("vector", vector, length, positive=False)
+            or _vector_problem("vector_accum", record["vector_accum"], length, positive=True)
+            or _number_problem("bias", record["bias"], positive=False)
+            or _number_problem("bias_accum", record["bias_accum"], positive=kind != USER))
 
 
 class ModelStore:

@@ -14,11 +14,53 @@ from pyflink.datastream import OutputTag, ProcessFunction
 from udfs.encoding import RecordEncoder
 from udfs.records import InvalidRecord, click_event, impression_event, parse_json
 
+DEAD_LETTER_MAX_BYTES = 64 * 1024  # --dead-letter-max-bytes
+# A reason quotes what it found (unknown field names, bad values): bounded too, or a hostile record
+# could make it as large as the payload it describes.
+MAX_REASON_CHARS = 2048
 
-def dead_letter(source: str, reason: str, payload: str | bytes) -> dict[str, Any]:
-    """A DeadLetter record (schemas/DeadLetter.avsc)."""
-    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
-    return {"source": source, "reason": reason, "payload": raw, "received_at": int(time.time() * 1000)}
+
+def dead_letter(source: str, reason: str, payload: str | bytes | None,
+                max_bytes: int = DEAD_LETTER_MAX_BYTES) -> dict[str, Any]:
+    """A DeadLetter record (schemas/DeadLetter.avsc) whose payload keeps at most `max_bytes` of the
+    rejected record (`payload_size` says how long it was): a rejected message close to the broker's
+    limit must not become a dead-letter message over the sink's `max.request.size`."""
+    if payload is None:  # a tombstone: there is nothing to keep
+        raw = b""
+    else:
+        raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters)"
+    return {"source": source, "reason": reason, "payload": raw[:max(max_bytes, 0)], "payload_size": len(raw),
+            "received_at": int(time.time() * 1000)}
+
+
+# Event times stay below this whatever --max-event-ahead says: event_time + window + retention and the
+# learner's other deadlines must still fit a signed 64-bit long (a record near 2^63 overflowed them).
+MAX_EVENT_TIME = 2**62
+
+
+def event_time_bound(progress_ms: int | None, progress_wall_ms: int, now_ms: int, max_ahead_ms: int) -> int:
+    """The latest event time a parse subtask accepts: `min(progress, now) + max_ahead`.
+
+    `progress_ms` is the newest event time it has accepted (None before the first: the wall clock
+    stands in). Progress ages with the wall clock since it was reached (`progress_wall_ms`): a live
+    stream that pauses for longer than `max_ahead` must not find every event after the pause out of
+    bounds; a replay, which runs far faster than the clock, still has its own progress as the bound.
+    """
+    if progress_ms is None:
+        base = now_ms
+    else:
+        base = min(progress_ms + max(now_ms - progress_wall_ms, 0), now_ms)
+    return min(base + max_ahead_ms, MAX_EVENT_TIME)
+
+
+def event_time_problem(event_time: int, bound_ms: int, max_ahead_ms: int) -> str | None:
+    """The dead-letter reason for an event time beyond `bound_ms`, or None if it is within it."""
+    if event_time <= bound_ms:
+        return None
+    return (f"event_time {event_time} is beyond the bound {bound_ms}: more than --max-event-ahead "
+            f"{max_ahead_ms / 1000:g} s ahead of min(newest accepted event time, wall clock)")
 
 
 TO_EVENT: dict[str, Callable[[dict[str, Any]], list]] = {
@@ -44,6 +86,8 @@ class ParseEvents(ProcessFunction):
         encoder: RecordEncoder,
         shards: list[str],
         decode: Callable[[str, Any], dict[str, Any]] = parse_json,
+        max_event_ahead_ms: int = 86_400_000,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
         self.source = source
         self.schema_name = schema_name
@@ -52,21 +96,39 @@ class ParseEvents(ProcessFunction):
         self.shards = shards
         self.decode = decode
         self.to_event = TO_EVENT[schema_name]
+        self.max_event_ahead_ms = max_event_ahead_ms
+        self.dead_letter_max_bytes = dead_letter_max_bytes
 
     def open(self, runtime_context) -> None:
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group(self.source)
         self.accepted = group.counter("accepted")
         self.rejected = group.counter("dead_letter")
+        # Newest accepted event time of this subtask, and the wall clock when it was reached. Not
+        # state: after a restore the bound starts again from the wall clock.
+        self.progress_ms: int | None = None
+        self.progress_wall_ms = 0
+
+    def _reject(self, reason: str, value: Any) -> tuple:
+        self.rejected.inc()
+        record = dead_letter(self.source, reason, value, self.dead_letter_max_bytes)
+        return self.dead_letter_tag, self.encoder.encode("DeadLetter", record)
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
         try:
             record = self.decode(self.schema_name, value)
         except InvalidRecord as error:
-            self.rejected.inc()
-            yield self.dead_letter_tag, self.encoder.encode(
-                "DeadLetter", dead_letter(self.source, str(error), value)
-            )
+            yield self._reject(str(error), value)
             return
-        self.accepted.inc()
         event_time = record["event_time"]
+        # A far-future event time would move the watermark past every open window (and near 2^63
+        # overflow the join's deadlines): beyond the bound it is a reject, not an event.
+        if self.progress_ms is None or event_time > self.progress_ms:
+            now_ms = int(time.time() * 1000)
+            bound = event_time_bound(self.progress_ms, self.progress_wall_ms, now_ms, self.max_event_ahead_ms)
+            problem = event_time_problem(event_time, bound, self.max_event_ahead_ms)
+            if problem is not None:
+                yield self._reject(problem, value)
+                return
+            self.progress_ms, self.progress_wall_ms = event_time, now_ms
+        self.accepted.inc()
         yield Row(shard_of(record["user_id"], self.shards), event_time, orjson.dumps(self.to_event(record)).decode())

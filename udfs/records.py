@@ -7,6 +7,7 @@ are the ones Avro cannot express.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,38 @@ class InvalidRecord(ValueError):
 SOURCE_SCHEMAS = {"impressions": "Impression", "clicks": "Click", "items": "Item"}
 
 
+ID_FIELDS = ("impression_id", "request_id", "user_id", "item_id")
+# Characters no id may hold: a byte order mark (U+FEFF: an editor's or exporter's BOM glued to the
+# first field), the replacement character (U+FFFD: what a lenient UTF-8 decoder, e.g. Flink's text
+# file source, makes of invalid bytes) and lone surrogates (invalid UTF-16 from a JVM string). Any of
+# them would make two spellings of one user or item.
+_BAD_ID_CHARS = re.compile("[\ufeff\ufffd\ud800-\udfff]")
+_BAD_ID_REASONS = {"\ufeff": "a byte order mark (U+FEFF)", "\ufffd": "invalid UTF-8 (replacement character U+FFFD)"}
+# Embedding values beyond this are garbage, not content features: their projection overflows the
+# float math of the item vectors (NaN everywhere after one learning step).
+MAX_EMBEDDING_ABS = 1e6
+
+
+def _check_id_text(schema_name: str, record: dict[str, Any]) -> None:
+    for key in ID_FIELDS:
+        value = record.get(key)
+        if type(value) is str:
+            bad = _BAD_ID_CHARS.search(value)
+            if bad is not None:
+                what = _BAD_ID_REASONS.get(bad.group(), "invalid UTF-8 (a lone surrogate)")
+                raise InvalidRecord(f"{schema_name}.{key} contains {what} at character {bad.start()}")
+
+
+def _check_embedding(embedding: Any) -> None:
+    if not embedding:
+        return
+    for index, value in enumerate(embedding):
+        # `not <=` also catches NaN, which compares false with everything
+        if not abs(value) <= MAX_EMBEDDING_ABS:
+            raise InvalidRecord(f"Item.embedding[{index}] is {value!r}: values must be finite with "
+                                f"|x| <= {MAX_EMBEDDING_ABS:g}")
+
+
 def _check_semantics(schema_name: str, record: dict[str, Any]) -> None:
     if record.get("event_time", 0) < 0:
         raise InvalidRecord(f"{schema_name}.event_time is negative: {record['event_time']}")
@@ -32,6 +65,9 @@ def _check_semantics(schema_name: str, record: dict[str, Any]) -> None:
     for key in ("impression_id", "user_id", "item_id"):
         if key in record and not record[key]:
             raise InvalidRecord(f"{schema_name}.{key} is empty")
+    _check_id_text(schema_name, record)
+    if schema_name == "Item":
+        _check_embedding(record.get("embedding"))
 
 
 def _reject_bool(schema_name: str, record: dict[str, Any]) -> None:
@@ -113,12 +149,37 @@ def fast_validator(schema: str) -> Callable[[dict[str, Any]], bool] | None:
     return valid
 
 
-def parse_json(schema_name: str, line: str | bytes) -> dict[str, Any]:
-    """Decode one JSON Lines record and validate it."""
+TOMBSTONE_REASON = "tombstone: the message has no value (null)"
+_BOM = "\ufeff"
+
+
+def _undecodable_text(line: str | bytes) -> str | None:
+    """Why `line` is not text JSON can be read from (a BOM, invalid UTF-8), or None."""
+    if isinstance(line, str):
+        return "starts with a UTF-8 byte order mark (BOM)" if line.startswith(_BOM) else None
+    if line.startswith(_BOM.encode()):
+        return "starts with a UTF-8 byte order mark (BOM)"
     try:
-        record = orjson.loads(line)
+        line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not valid UTF-8: {error}"
+    return None
+
+
+def json_value(line: str | bytes | None) -> Any:
+    """One JSON Lines record as a Python value; `InvalidRecord` with a clear reason if it is not one."""
+    if line is None:
+        raise InvalidRecord(TOMBSTONE_REASON)
+    try:
+        return orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        raise InvalidRecord(f"not valid JSON: {error}") from None
+        # only on failure: orjson refuses BOMs and invalid UTF-8 itself, but says so less plainly
+        raise InvalidRecord(_undecodable_text(line) or f"not valid JSON: {error}") from None
+
+
+def parse_json(schema_name: str, line: str | bytes | None) -> dict[str, Any]:
+    """Decode one JSON Lines record and validate it."""
+    record = json_value(line)
     fast = fast_validator(schema_name)
     if fast is not None and type(record) is dict and fast(record):
         return record
@@ -158,10 +219,12 @@ def click_of(event: list) -> tuple:
 _WIRE_DECODERS: dict[str, Any] = {}
 
 
-def parse_wire(schema_name: str, message: bytes) -> dict[str, Any]:
+def parse_wire(schema_name: str, message: bytes | None) -> dict[str, Any]:
     """Decode one Avro single-object message (job.wire) and apply the checks Avro cannot express."""
     from job.wire import WireDecoder, WireError
 
+    if message is None:
+        raise InvalidRecord(TOMBSTONE_REASON)
     decoder = _WIRE_DECODERS.get(schema_name)
     if decoder is None:
         decoder = _WIRE_DECODERS[schema_name] = WireDecoder(schema_name)
