@@ -22,7 +22,9 @@ those of the per-event design, whatever the batch boundaries.
 
 Unbounded inputs differ in two ways. Their batches are processing-time windows (an ingestion-time
 window would only close when a later row reached its subtask). And ticks join the events before
-the shuffle, so that a shard without traffic still receives the join watermark as it moves on.
+the shuffle, so that a shard without traffic still receives the join watermark as it moves on;
+they travel with the clicks through a first keyBy and stamp, which gives each tick the clicks' own
+watermark (the click-stall guard, udfs.click_stall, holds decisions there).
 """
 
 from __future__ import annotations

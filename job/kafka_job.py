@@ -14,6 +14,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
     KafkaSource,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from job.batching import NO_WATERMARK, batch_row_type
@@ -54,16 +55,32 @@ def kafka_events(env: StreamExecutionEnvironment, bootstrap: str, topic: str, gr
         .set_topics(topic)
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
-        .set_value_only_deserializer(ByteArraySchema())
         .set_property("isolation.level", "read_committed"),
         kafka_properties,
     )
+    _keep_tombstones(builder)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(config.max_disorder_ms))
     if idleness_s > 0:
         watermarks = watermarks.with_idleness(Duration.of_millis(int(idleness_s * 1000)))
     return env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid(f"source-{topic}")
+
+
+def _keep_tombstones(builder) -> None:
+    """Message values as bytes, a tombstone (null value) as None, so that parsing can dead-letter it.
+
+    PyFlink's value-only deserializer wraps a DeserializationSchema (e.g. ByteArraySchema), whose
+    wrapper silently drops null values in the JVM. Flink's wrapper of a Kafka `Deserializer` passes
+    them on; the Kafka client inside the connector jar is shaded, hence the class name.
+    """
+    gateway = get_gateway()
+    jvm = gateway.jvm
+    deserializer = jvm.java.lang.Class.forName(
+        "org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization.ByteArrayDeserializer", True,
+        jvm.java.lang.Thread.currentThread().getContextClassLoader())
+    schema = jvm.org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema
+    builder._j_builder.setDeserializer(schema.valueOnly(deserializer))
 
 
 class FanOutItemParams:
@@ -232,6 +249,10 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
         "execution.checkpointing.interval": f"{int(checkpoint_interval_s * 1000)} ms",
         "state.backend.type": "rocksdb",
         "execution.checkpointing.incremental": "true",
+        # Chained operators pass records on without a copy: the copy (the bytes serializer's) fails on
+        # a tombstone's null value, which must reach parsing to be dead-lettered (_keep_tombstones).
+        # Safe here: no operator of the job keeps or changes an input record after handling it.
+        "pipeline.object-reuse": "true",
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"

@@ -3,6 +3,7 @@
     impressions ─ parse ─┐                                      (Python, per record)
                          ├─ watermarks, keyBy shard, stamp,      (JVM, job.batching)
     clicks ────── parse ─┘  batch per shard every batch_ms
+      (unbounded: + ticks, stamped with the clicks' own watermark for the click-stall guard)
                                   │
     item-side snapshots (Kafka loop, one row per subtask) ─┐
                                   ▼                         │

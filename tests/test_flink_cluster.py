@@ -316,6 +316,7 @@ def assert_model_continues(before_records: list[dict], after_records: list[dict]
         if key in before and record["version"] > before[key]["version"] and key not in first_after:
             first_after[key] = record
     kinds = Counter(kind for kind, _, _ in first_after)
+    print(f"\nmodel continuity: {len(first_after)} entities compared before/after, by kind {dict(kinds)}")
     assert kinds["ITEM"] >= min_each and kinds["USER"] >= min_each, kinds
     assert kinds["GLOBAL"] == sum(1 for kind, _, _ in before if kind == "GLOBAL") > 0, kinds
     for key, after in first_after.items():

@@ -72,6 +72,8 @@ def kafka_run(kafka_broker):
     raw.produce(topics.impressions, encode("Impression", {**template, "impression_id": "poison-AAAA"}).replace(
         b"AAAA", b"\xff\xfe\xfd\xfc"), timestamp=GEN.start_ms)  # not UTF-8
     raw.produce(topics.clicks, b"\x00" * 900_000, timestamp=GEN.start_ms)  # near the broker's 1 MB limit
+    raw.produce(topics.impressions, None, key=b"deleted", timestamp=GEN.start_ms)  # tombstones
+    raw.produce(topics.clicks, None, key=b"deleted", timestamp=GEN.start_ms)
     raw.produce(topics.items, encode("Item", {**stream.items[0], "item_id": "poison-nan",
                                               "embedding": [float("nan")] * 4}))
     raw.flush(10)
@@ -94,9 +96,10 @@ def test_examples_on_kafka_match_the_reference(kafka_run):
 def test_undecodable_messages_reach_dead_letter_with_reasons(kafka_run):
     bootstrap, topics, _ = kafka_run
     dead = read_topic(bootstrap, topics.dead_letter, "DeadLetter")
-    assert len(dead) == 9
+    assert len(dead) == 11
     by_source = Counter(d["source"] for d in dead)
-    assert by_source == {"impressions": 5, "clicks": 2, "items": 2}
+    assert by_source == {"impressions": 6, "clicks": 3, "items": 2}
+    assert sum("tombstone" in d["reason"] and d["payload"] == b"" for d in dead) == 2
     assert any("beyond the bound" in d["reason"] and b"poison-9999" in d["payload"] for d in dead)
     assert any("BOM" in d["reason"] or "U+FEFF" in d["reason"] for d in dead)
     assert any("utf-8" in d["reason"].lower() and d["source"] == "impressions" for d in dead)
