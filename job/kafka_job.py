@@ -72,7 +72,8 @@ def _keep_tombstones(builder) -> None:
 
     PyFlink's value-only deserializer wraps a DeserializationSchema (e.g. ByteArraySchema), whose
     wrapper silently drops null values in the JVM. Flink's wrapper of a Kafka `Deserializer` passes
-    them on; the Kafka client inside the connector jar is shaded, hence the class name.
+    them on (and with `pipeline.object-reuse`, flink-conf/config.yaml, no chained copy fails on the
+    null); the Kafka client inside the connector jar is shaded, hence the class name.
     """
     gateway = get_gateway()
     jvm = gateway.jvm
@@ -249,10 +250,6 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
         "execution.checkpointing.interval": f"{int(checkpoint_interval_s * 1000)} ms",
         "state.backend.type": "rocksdb",
         "execution.checkpointing.incremental": "true",
-        # Chained operators pass records on without a copy: the copy (the bytes serializer's) fails on
-        # a tombstone's null value, which must reach parsing to be dead-lettered (_keep_tombstones).
-        # Safe here: no operator of the job keeps or changes an input record after handling it.
-        "pipeline.object-reuse": "true",
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
