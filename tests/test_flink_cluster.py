@@ -112,9 +112,9 @@ def new_stream(bootstrap: str, topics: TopicNames):
     return stream, events
 
 
-def job_args(bootstrap: str, name: str, *options: str, suffix: str | None = None) -> list[str]:
-    """`freshrank run` options of the tests' jobs: parallelism 2, checkpoints every 2 s, the test window."""
-    args = ["--bootstrap", bootstrap, "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", "2",
+def job_args(bootstrap: str, name: str, *options: str, suffix: str | None = None, parallelism: int = 2) -> list[str]:
+    """`freshrank run` options of the tests' jobs: checkpoints every 2 s, the test window."""
+    args = ["--bootstrap", bootstrap, "--group-id", f"job-{uuid.uuid4().hex[:6]}", "--parallelism", str(parallelism),
             "--checkpoint-interval", "2", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
             "--retention", "600", "--dim", "8", "--job-name", name, *options]
     return args + [f"--topic-suffix={suffix}"] if suffix else args
@@ -439,8 +439,7 @@ def test_a_resumed_job_scores_with_exactly_the_model_of_its_savepoint(kafka_brok
     stream, events = new_stream(kafka_broker, topics)
     half = len(events) // 2
     args = job_args(kafka_broker, "freshrank-savepoint-model-test", "--idleness", "0", "--snapshot-interval", "1",
-                    suffix=suffix)
-    args[args.index("--parallelism") + 1] = "1"
+                    suffix=suffix, parallelism=1)
     examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
     snapshots = TopicReader(kafka_broker, topics.snapshots, "ModelSnapshot")
     job_id = cluster.submit(args, parallelism=1)
