@@ -310,6 +310,15 @@ class StandaloneCluster:
             time.sleep(0.1)
         return pids[0]
 
+    def ensure_taskmanagers(self, timeout_s: float = 120.0) -> int:
+        """Start a TaskManager for each of this cluster's that is no longer alive (a standalone cluster
+        does not restart them; a thread-mode TaskManager can also die in its embedded interpreter when
+        a job is cancelled). Returns how many were started."""
+        missing = self.taskmanagers - len(self.taskmanager_pids())
+        for _ in range(missing):
+            self.start_taskmanager(timeout_s)
+        return max(missing, 0)
+
     def start_taskmanager(self, timeout_s: float = 120.0) -> None:
         """One more TaskManager (taskmanager.sh start); waits until the JobManager lists it."""
         before = {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]}
