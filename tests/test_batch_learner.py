@@ -17,7 +17,7 @@ from reference_joiner import reference_join
 from job.generate import GeneratorConfig, generate
 from udfs import batch_learner
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
-from udfs.join_logic import ImpressionClickJoin
+from udfs.join_logic import IMP_TIME, PENDING, ImpressionClickJoin
 from udfs.learner_math import LearnerConfig
 from udfs.records import IMPRESSION, TICK, click_event, impression_event
 
@@ -134,6 +134,24 @@ def test_a_restored_learner_continues_exactly_from_state(rows):
     assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in restored], abs=1e-12)
     for name in ("users", "items", "biases"):
         assert getattr(straight_state, name).data == getattr(restored_state, name).data, name
+
+
+def test_join_state_keeps_only_what_retention_needs(rows):
+    """Mid-stream, state holds only entries within retention, and negatives decided by their deadline
+    stay as they arrived (not written again); at the end of the input nothing is left."""
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    half = len(rows) // 2
+    for start in range(0, half, 50):
+        learner.process_batch(rows[start:min(start + 50, half)], now_ms=0)
+    decided_until = learner.meta["decided_until"]
+    stored = [pickle.loads(data) for data in state.entries.data.values()]
+    assert stored
+    assert all(entry[0] is None or entry[0][IMP_TIME] + WINDOW_MS + RETENTION_MS > decided_until for entry in stored)
+    assert any(entry[0] is not None and entry[1] == PENDING and entry[0][IMP_TIME] + WINDOW_MS < decided_until
+               for entry in stored), "some negatives were decided without a write"
+    learner.advance_to(END_OF_INPUT)
+    assert state.entries.data == {}
 
 
 def test_snapshot_publishes_changed_entities_once(rows):

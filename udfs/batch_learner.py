@@ -10,7 +10,9 @@ before it.
 
 State. Everything lives in Flink state, under the subtask's one shard key (job.routing):
 - `entries`: impression id -> pickled join entry (udfs.join_logic.JoinState fields, the impression-time
-  score, whether a warm-up positive still has to be learned);
+  score, whether a warm-up positive still has to be learned), written when it arrives or changes,
+  except for a negative decided by its deadline (`decided_until` in `meta` tells those after a
+  restore), and removed once its retention is over;
 - `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
 - `biases`: position -> bias row bytes, and GLOBAL_KEY for the global bias;
 - `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
@@ -35,6 +37,7 @@ import numpy as np
 from udfs.click_stall import ClickStallGuard
 from udfs.join_logic import (
     CLK_TIME,
+    DECIDED,
     IMP_ID,
     IMP_ITEM,
     IMP_POSITION,
@@ -159,8 +162,11 @@ class BatchJoinLearner:
     # Restore ------------------------------------------------------------------------------------
     def _restore_entries(self) -> None:
         """Join entries and their timers come back from state (timers are derived from the entries)."""
+        decided_until = self.meta.get("decided_until", NO_WATERMARK)
         for impression_id, data in self.state.entries.items():
             impression, status, label, held, score, deferred = pickle.loads(data)
+            if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
+                status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
             entry = [JoinState(impression, status, label, list(held)), score, deferred]
             self.entries[impression_id] = entry
             for due in self._timers_of(entry):
@@ -357,6 +363,8 @@ class _BatchRun:
     def advance(self, watermark: int) -> None:
         learner = self.learner
         learner.meta["watermark"] = watermark
+        # Every deadline up to here is decided (the END_OF_INPUT run leaves `watermark` lower, this not).
+        learner.meta["decided_until"] = max(watermark, learner.meta.get("decided_until", NO_WATERMARK))
         due = learner.due
         while due and due[0][0] <= watermark:
             timestamp, impression_id = heapq.heappop(due)
@@ -367,8 +375,12 @@ class _BatchRun:
             if deferred and state.impression is not None and timestamp >= learner.join.deadline(state.impression):
                 self._learn(state.impression, 1)
                 entry[2] = False
+            by_deadline = state.status == PENDING and state.impression is not None
             state, effects = learner.join.on_timer(state, timestamp)
-            self._apply(impression_id, entry, effects)
+            # A negative decided by its deadline is not written back: `decided_until` tells it apart
+            # after a restore (BatchJoinLearner._restore_entries), which saves one of the three state
+            # writes (arrival, decision, forgetting) of most impressions.
+            self._apply(impression_id, entry, effects, persist=not (by_deadline and effects.examples))
 
     def _in_warm_up(self, impression: tuple) -> bool:
         until = self.learner.meta["warm_up_until"]
@@ -401,7 +413,7 @@ class _BatchRun:
         state, effects = learner.join.on_click(entry[0], click, learner.meta["watermark"])
         self._apply(impression_id, entry, effects)
 
-    def _apply(self, impression_id: str, entry: list, effects) -> None:
+    def _apply(self, impression_id: str, entry: list, effects, persist: bool = True) -> None:
         learner = self.learner
         for impression, label, click_time in effects.examples:
             defer = bool(label) and self._in_warm_up(impression)
@@ -418,7 +430,7 @@ class _BatchRun:
             learner.entries.pop(impression_id, None)
             self.changed_entries.discard(impression_id)
             self.removed_entries.add(impression_id)
-        else:
+        elif persist:
             self.changed_entries.add(impression_id)
         for kind, record in effects.events:
             self.out.join_events[kind] = self.out.join_events.get(kind, 0) + 1

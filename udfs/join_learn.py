@@ -23,6 +23,7 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, LearnerState
 from udfs.encoding import RecordEncoder
+from udfs.interpreter import tune_garbage_collector
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
 from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
@@ -62,6 +63,7 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
+        tune_garbage_collector()
         # Values are bytes the learner encodes itself; PICKLED_BYTE_ARRAY because PyFlink 2.2's embedded
         # converter fails on a missing value of a PRIMITIVE_ARRAY state.
         raw = Types.PICKLED_BYTE_ARRAY()

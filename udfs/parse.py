@@ -12,6 +12,7 @@ from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction
 
 from udfs.encoding import RecordEncoder
+from udfs.interpreter import tune_garbage_collector
 from udfs.records import InvalidRecord, click_event, impression_event, parse_json
 
 DEAD_LETTER_MAX_BYTES = 64 * 1024  # --dead-letter-max-bytes
@@ -100,6 +101,7 @@ class ParseEvents(ProcessFunction):
         self.dead_letter_max_bytes = dead_letter_max_bytes
 
     def open(self, runtime_context) -> None:
+        tune_garbage_collector()
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group(self.source)
         self.accepted = group.counter("accepted")
         self.rejected = group.counter("dead_letter")
