@@ -29,10 +29,12 @@ from job.generate import GeneratorConfig, generate, write_stream
 from job.plain_program import run_plain_program
 from job.replay import read_output, run_replay
 from udfs.learner_math import ItemSide, OnlineRanker
+from udfs.parse import parse_event
 
 SMALL_FRACTION = 0.02  # the steady-state replay's size relative to the big one
 SMALL_MIN = 20_000  # below this the small replay is mostly start-up and its time too noisy
 HEAVIEST = 3  # how many of the most active users the skew line reports
+PARSE_SHARDS = ["shard-0"]  # routing is one CRC per record whatever the shard count
 
 
 def plain_python_learner(examples: list[dict], config: JobConfig) -> float:
@@ -46,6 +48,40 @@ def plain_python_learner(examples: list[dict], config: JobConfig) -> float:
             user = users[e["user_id"]] = ranker.codec.new()
         ranker.score_then_learn(user, e["item_id"], e["position"], e["label"])
     return time.perf_counter() - started
+
+
+def python_parse_us(files: list[tuple[str, Path]]) -> float:
+    """Microseconds of Python work per record that the job's parse operator does (`udfs.parse.parse_event`
+    over each line, as text like the file source gives it), timed outside Flink."""
+    records = 0
+    seconds = 0.0
+    for schema_name, path in files:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.rstrip("\n") for line in handle if line.strip()]
+        started = time.perf_counter()
+        for line in lines:
+            parse_event(schema_name, line, PARSE_SHARDS)
+        seconds += time.perf_counter() - started
+        records += len(lines)
+    return seconds / max(records, 1) * 1e6
+
+
+def where_the_time_goes(steady: float, events_per_impression: float, parse_us: float,
+                        costs: dict[str, float]) -> dict[str, float]:
+    """Microseconds per impression at steady state, split into the Python stages and the rest.
+
+    The learner's stages are its `cost_*_total` metrics (per event, so times events per impression);
+    parse is its Python work per record; the rest is what neither holds: each record's JVM-to-Python
+    call into the parse operator and back, the JVM operators (watermarks, shuffle, batching), the
+    sinks, and the Python operators' waits for one another (thread mode: one interpreter lock)."""
+    total = 1e6 / steady if steady > 0 and math.isfinite(steady) else float("nan")
+    split = {"parse (Python)": parse_us * events_per_impression}
+    for stage in ("join", "learn", "state"):
+        split[f"learner {stage} (Python)"] = costs.get(f"cost_{stage}_us_per_event_total", float("nan")) * \
+            events_per_impression
+    split["the rest (JVM, crossings, sinks)"] = total - sum(split.values())
+    split["total at steady state"] = total
+    return split
 
 
 def small_size(n_impressions: int) -> int:
@@ -135,6 +171,9 @@ def run_bench(
     learner_rate = len(examples) / learner_s if learner_s > 0 else float("nan")
     flink_rate = lines_big / call_big_s
     costs = latest_stage_costs(read_output(run_big, "metrics"))
+    clicks_big = _count_lines(big / "clicks.jsonl")
+    parse_us = python_parse_us([("Impression", big / "impressions.jsonl"), ("Click", big / "clicks.jsonl")])
+    split = where_the_time_goes(steady, (lines_big + clicks_big) / lines_big, parse_us, costs)
     heaviest = heaviest_user_shares(examples)
     # A cross-check that both sides did the same join: label values must agree (a positive's click
     # time may differ, see job.plain_program).
@@ -167,16 +206,21 @@ def run_bench(
         "heaviest_users_share": sum(share for _, share in heaviest),
     }
     figures.update(costs)
+    figures.update({f"us_per_impression {stage}": value for stage, value in split.items()})
     for rank, (_, share) in enumerate(heaviest, 1):
         figures[f"heaviest_user_{rank}_share"] = share
 
     print()
-    print(format_table(figures, costs, heaviest, config, n_small))
+    print(format_table(figures, costs, heaviest, config, n_small, split))
     return figures
 
 
 def _rate(value: float) -> str:
     return f"{value:,.0f}" if math.isfinite(value) else "n/a"
+
+
+def _share(value: float, total: float) -> str:
+    return f"{value / total:6.1%}" if total > 0 and math.isfinite(value) and math.isfinite(total) else ""
 
 
 def _times(value: float) -> str:
@@ -185,7 +229,7 @@ def _times(value: float) -> str:
 
 def format_table(
     figures: dict[str, float], costs: dict[str, float], heaviest: list[tuple[str, float]], config: JobConfig,
-    n_small: int,
+    n_small: int, split: dict[str, float] | None = None,
 ) -> str:
     """The bench's printed report."""
     f = figures
@@ -235,6 +279,12 @@ def format_table(
         lines += [f"  {name:{name_width}}  {value:>10,.1f}" for name, value in costs.items()]
     else:
         lines.append("  the job reported no stage costs (no cost_* metrics)")
+    if split:
+        lines.append("where an impression's microseconds go at steady state (Python stages timed in the job or,")
+        lines.append("for parse, over the same lines outside it; the rest is what none of them holds):")
+        total = split["total at steady state"]
+        name_width = max(len(name) for name in split)
+        lines += [f"  {name:{name_width}}  {value:>7,.1f} us  {_share(value, total)}" for name, value in split.items()]
     shares = ", ".join(f"{user} {share:.1%}" for user, share in heaviest)
     lines.append(f"skew: the {len(heaviest)} heaviest users have {f['heaviest_users_share']:.1%} of all examples "
                  f"({shares})")

@@ -75,6 +75,15 @@ def shard_of(user_id: str, shards: list[str]) -> str:
     return shards[zlib.crc32(user_id.encode()) % len(shards)]
 
 
+def parse_event(schema_name: str, value: Any, shards: list[str],
+                decode: Callable[[str, Any], dict[str, Any]] = parse_json) -> tuple[str, int, str]:
+    """One raw record as (shard, event_time, event JSON), or `InvalidRecord` with the reason: the
+    per-record work of `ParseEvents` but the event-time bound, which needs the subtask's progress."""
+    record = decode(schema_name, value)
+    event = orjson.dumps(TO_EVENT[schema_name](record)).decode()
+    return shard_of(record["user_id"], shards), record["event_time"], event
+
+
 class ParseEvents(ProcessFunction):
     """Raw record -> Row(shard, event_time, event JSON) (job.batching); a bad record goes to
     `dead_letter_tag` with its reason."""
@@ -96,7 +105,6 @@ class ParseEvents(ProcessFunction):
         self.encoder = encoder
         self.shards = shards
         self.decode = decode
-        self.to_event = TO_EVENT[schema_name]
         self.max_event_ahead_ms = max_event_ahead_ms
         self.dead_letter_max_bytes = dead_letter_max_bytes
 
@@ -117,11 +125,10 @@ class ParseEvents(ProcessFunction):
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
         try:
-            record = self.decode(self.schema_name, value)
+            shard, event_time, event = parse_event(self.schema_name, value, self.shards, self.decode)
         except InvalidRecord as error:
             yield self._reject(str(error), value)
             return
-        event_time = record["event_time"]
         # A far-future event time would move the watermark past every open window (and near 2^63
         # overflow the join's deadlines): beyond the bound it is a reject, not an event.
         if self.progress_ms is None or event_time > self.progress_ms:
@@ -133,4 +140,4 @@ class ParseEvents(ProcessFunction):
                 return
             self.progress_ms, self.progress_wall_ms = event_time, now_ms
         self.accepted.inc()
-        yield Row(shard_of(record["user_id"], self.shards), event_time, orjson.dumps(self.to_event(record)).decode())
+        yield Row(shard, event_time, event)
