@@ -9,8 +9,9 @@ Printed as one table:
 - (d) a plain single-process program doing the same parse + join + learn (`job.plain_program`):
   what a user would write instead of freshrank;
 - the ratios of (a) and (b) to (c) and (d);
-- the per-stage costs the job reports itself (`cost_*` metrics), and the share of impressions of the
-  heaviest users, so the reader sees the skewed traffic was there.
+- the per-stage costs the job reports itself (`cost_*` metrics), and from them where an impression's
+  microseconds go at steady state (the parse's Python work, the learner's stages, the rest);
+- the share of impressions of the heaviest users, so the reader sees the skewed traffic was there.
 
 Absolute figures depend on the machine; the ratios, measured in the same run, are what to compare
 across changes. Nothing here asserts on timings.
