@@ -590,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--slots", type=int, default=2, help="slots per TaskManager (default %(default)s)")
     start.add_argument("--taskmanagers", type=int, default=1,
                        help="TaskManager JVMs (default %(default)s; in thread mode each runs one Python interpreter)")
+    start.add_argument("--prometheus-port", metavar="PORT-PORT",
+                       help="expose every daemon's metrics to Prometheus, each on the first free port of this range "
+                            "(e.g. 9250-9260; Flink's reporter listens on every interface, so it is off unless given)")
     commands.add_parser("status", parents=[common], help="TaskManagers, slots and jobs of the running cluster")
     commands.add_parser("env", parents=[common], help="print `export` lines for the raw `flink` client")
     commands.add_parser("stop", parents=[common], help="stop the cluster (stop-cluster.sh, then any leftover daemon)")
@@ -615,8 +618,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             started = time.monotonic()
+            from job.flink_env import prometheus_reporter
+
+            reporter = prometheus_reporter(args.prometheus_port) if args.prometheus_port else {}
             cluster = StandaloneCluster(args.home, args.port, slots=args.slots,
-                                        taskmanagers=args.taskmanagers).start()
+                                        taskmanagers=args.taskmanagers, config=reporter).start()
             print(f"Flink cluster up in {time.monotonic() - started:.1f}s: {cluster.rest_url} "
                   f"(logs {cluster.log_dir}); for the raw `flink` client:", file=sys.stderr)
             _print_env(cluster)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import site
 import stat
 import sys
@@ -106,12 +107,48 @@ def state_dirs(checkpoint_dir: str | os.PathLike[str] | None = None) -> dict[str
     return {key: _state_dir_uri(settings[key]) for key in (CHECKPOINT_DIR_KEY, SAVEPOINT_DIR_KEY) if key in settings}
 
 
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+LOCAL_LIB_DIR = FLINK_CONF_DIR.parent / ".cache" / "flink-local-lib"
+
+
+def prometheus_reporter(ports: str) -> dict[str, str]:
+    """Flink settings that expose every metric (the job's `freshrank` groups included) to Prometheus
+    at `http://HOST:PORT/metrics`. `ports` is a port or a range `9250-9260`: each JVM of a cluster
+    (JobManager, TaskManagers) takes the first free one. Flink's reporter has no bind-address
+    setting and listens on every interface, so it is off unless asked for (`--prometheus-port`)."""
+    if not re.fullmatch(r"\d{1,5}(-\d{1,5})?", ports):
+        raise ValueError(f"a Prometheus port must be a number or a range like 9250-9260, not {ports!r}")
+    return {"metrics.reporter.prom.factory.class": PROMETHEUS_FACTORY, "metrics.reporter.prom.port": ports}
+
+
+def _reporters_on_local_classpath() -> None:
+    """A local run's MiniCluster finds metric reporters on the gateway JVM's classpath only (it has no
+    plugin manager), and PyFlink builds that classpath from FLINK_LIB_DIR: point it at a folder of
+    links to the wheel's lib/ jars plus its Prometheus reporter plugin. Must run before the gateway."""
+    from pyflink import java_gateway
+    from pyflink.find_flink_home import _find_flink_home
+
+    if java_gateway._gateway is not None:
+        raise RuntimeError("the Prometheus reporter must be set up before the Flink gateway starts")
+    home = Path(_find_flink_home())
+    jars = [*sorted((home / "lib").glob("*.jar")), *sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))]
+    LOCAL_LIB_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in LOCAL_LIB_DIR.iterdir():
+        stale.unlink()
+    for jar in jars:
+        (LOCAL_LIB_DIR / jar.name).symlink_to(jar)
+    os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB_DIR)
+
+
 def make_environment(overrides: dict[str, str] | None = None,
-                     checkpoint_dir: str | os.PathLike[str] | None = None) -> StreamExecutionEnvironment:
+                     checkpoint_dir: str | os.PathLike[str] | None = None,
+                     prometheus_ports: str | None = None) -> StreamExecutionEnvironment:
     """A local (or, under `flink run`, cluster) environment with our settings applied.
 
     `checkpoint_dir` (e.g. `--checkpoint-dir`) replaces config.yaml's checkpoint and savepoint dirs.
     Under `flink run` without it, the cluster's own config names them (job/cluster.py: its home).
+    `prometheus_ports` turns on Flink's Prometheus reporter (`prometheus_reporter`) for a local run;
+    under `flink run` reporters are the cluster's (`python -m job.cluster start --prometheus-port`).
     """
     # Thread mode embeds CPython in the JVM (PemJa); it sees a venv's packages only via PYTHONPATH,
     # which the JVM inherits from this process when the gateway starts.
@@ -126,6 +163,12 @@ def make_environment(overrides: dict[str, str] | None = None,
     settings["python.executable"] = sys.executable
     settings["python.client.executable"] = sys.executable
     settings.update(overrides or {})
+    if prometheus_ports is not None:
+        if not local:
+            raise ValueError("under `flink run` the cluster's config sets metric reporters: start the cluster "
+                             "with --prometheus-port instead")
+        settings.update(prometheus_reporter(prometheus_ports))
+        _reporters_on_local_classpath()
     if local and settings.get("python.execution-mode") == "thread":
         # PyFlink starts a gRPC "loopback" worker pool in this process for local runs, on every
         # interface ([::]:0), for Python workers in process mode; thread mode never calls it. This

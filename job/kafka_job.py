@@ -242,7 +242,8 @@ def build_kafka_job(
 
 
 def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,
-                      checkpoint_dir: str | None = None) -> StreamExecutionEnvironment:
+                      checkpoint_dir: str | None = None,
+                      prometheus_ports: str | None = None) -> StreamExecutionEnvironment:
     """Exactly-once needs checkpoints; RocksDB with incremental checkpoints holds the keyed state.
     `checkpoint_dir` replaces config.yaml's checkpoint and savepoint dirs (job.flink_env)."""
     overrides = {
@@ -253,4 +254,4 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
-    return make_environment(overrides, checkpoint_dir)
+    return make_environment(overrides, checkpoint_dir, prometheus_ports)

@@ -77,6 +77,7 @@ def run_replay(
     items: Path | None = None,
     from_snapshot: Path | None = None,
     checkpoint_dir: str | None = None,
+    prometheus_ports: str | None = None,
 ) -> ReplayResult:
     """Run the job to completion over the event files (blocking); `checkpoint_dir` replaces config.yaml's
     checkpoint and savepoint dirs (job.flink_env.make_environment)."""
@@ -93,7 +94,7 @@ def run_replay(
 
     # A replay is a batch of work: a failure should surface, not restart forever.
     env = make_environment({"parallelism.default": str(config.parallelism), "restart-strategy.type": "none"},
-                           checkpoint_dir)
+                           checkpoint_dir, prometheus_ports)
     inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"))
     sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
     build_pipeline(inputs, sinks, config, JsonLinesEncoder(), embeddings, initial_model)

@@ -186,6 +186,16 @@ def partial_metrics_type() -> TypeInformation:
 
 
 END_OF_INPUT = 2**63 - 1
+# Per-interval figures also exported as gauges (Prometheus), with the value of the newest closed interval.
+# PyFlink's gauges carry integers only: ratios go out in millionths (`auc_micro` 741800 = AUC 0.7418).
+LATEST_INTERVAL_GAUGES = {"auc": 1e6, "ne": 1e6, "logloss": 1e6, "ctr": 1e6, "calibration": 1e6, "examples": 1,
+                          "event_time_lag_ms": 1}
+UNDEFINED_GAUGE = -1  # no interval closed yet (also after a restore), or the figure is undefined (NaN)
+
+
+def gauge_value(value: float, scale: float) -> int:
+    """An interval figure as the integer a PyFlink gauge can carry (UNDEFINED_GAUGE for NaN)."""
+    return round(value * scale) if math.isfinite(value) else UNDEFINED_GAUGE
 
 
 class ComputeMetrics(KeyedProcessFunction):
@@ -208,6 +218,11 @@ class ComputeMetrics(KeyedProcessFunction):
         group.gauge("positives_total", lambda: self._total().examples.positives)
         group.gauge("late_clicks_total", lambda: self._total().events[LATE_CLICK])
         group.gauge("orphan_clicks_total", lambda: self._total().events[ORPHAN_CLICK])
+        self.latest = dict.fromkeys(LATEST_INTERVAL_GAUGES, math.nan)
+        interval = group.add_group("interval")
+        for name, scale in LATEST_INTERVAL_GAUGES.items():
+            interval.gauge(f"{name}_micro" if scale == 1e6 else name,
+                           lambda name=name, scale=scale: gauge_value(self.latest[name], scale))
 
     def _total(self) -> IntervalStats:
         return self.aggregator.total if self.aggregator is not None else IntervalStats()
@@ -226,7 +241,12 @@ class ComputeMetrics(KeyedProcessFunction):
         aggregator.add_progress(learner, watermark)
         records = aggregator.close_until(aggregator.complete_until())
         self.state.update(aggregator)
+        yield from self._emit(records)
+
+    def _emit(self, records: list[dict[str, Any]]) -> Iterator:
         for record in records:
+            if record["name"] in self.latest:
+                self.latest[record["name"]] = record["value"]
             yield self.encoder.encode("Metric", record)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
@@ -234,5 +254,4 @@ class ComputeMetrics(KeyedProcessFunction):
         aggregator = self._load(ctx)
         records = aggregator.close_until(END_OF_INPUT)
         self.state.update(aggregator)
-        for record in records:
-            yield self.encoder.encode("Metric", record)
+        yield from self._emit(records)

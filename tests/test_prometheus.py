@@ -1,0 +1,85 @@
+"""Operators watch the job in Prometheus: `--prometheus-port` turns on Flink's Prometheus reporter, and
+a scrape during a run finds the job's own `freshrank` counters moving (and the quality gauges)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from job.flink_env import prometheus_reporter
+from job.generate import GeneratorConfig, generate, write_stream
+from job.ports import free_port
+from udfs.metrics import UNDEFINED_GAUGE, gauge_value
+
+# A learner subtask's examples counter, e.g.
+# flink_taskmanager_job_task_operator_freshrank_examples{...,operator_name="join_and_learn",...} 1234.0
+EXAMPLES = re.compile(r'^flink_taskmanager_job_task_operator_freshrank_examples\{[^}]*operator_name="join_and_learn"'
+                      r"[^}]*\} (\S+)$", re.MULTILINE)
+# The newest closed interval's AUC in millionths (udfs.metrics.LATEST_INTERVAL_GAUGES).
+AUC = re.compile(r"^flink_\w+_freshrank_quality_interval_auc_micro\{[^}]*\} (\S+)$", re.MULTILINE)
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
+    files = write_stream(generate(GeneratorConfig(n_impressions=150_000, seed=11)), tmp_path / "events")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FRESHRANK_")}
+    command = [sys.executable, "-m", "job.cli", "replay", "--impressions", str(files["impressions"]),
+               "--clicks", str(files["clicks"]), "--out", str(tmp_path / "out"), "--dim", "8",
+               "--prometheus-port", str(port)]
+    seen: list[float] = []  # the examples counter at each scrape that had it
+    quality = None
+    auc: list[float] = []
+    with open(tmp_path / "replay.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while process.poll() is None and time.monotonic() < deadline:
+            body = _scrape(port)
+            if body:
+                values = [float(v) for v in EXAMPLES.findall(body)]
+                if values:
+                    seen.append(sum(values))
+                quality = quality or re.search(r"^flink_\w+_freshrank_quality_examples_total\{", body, re.MULTILINE)
+                auc += [float(v) for v in AUC.findall(body)]
+            if len(seen) >= 2 and seen[-1] > seen[0] > 0 and quality and any(v > 0 for v in auc):
+                break
+            time.sleep(0.5)
+        process.wait(240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, (tmp_path / "replay.log").read_text()[-3000:]
+    assert len(seen) >= 2 and seen[-1] > seen[0] > 0, f"the examples counter did not move between scrapes: {seen}"
+    assert quality, "the metrics operator's quality gauges were not exported"
+    # -1 until an interval closes, then the interval's AUC in millionths
+    assert auc and all(v == UNDEFINED_GAUGE or 0 <= v <= 1e6 for v in auc) and any(v > 0 for v in auc), auc
+
+
+def test_interval_figures_become_integer_gauges() -> None:
+    assert gauge_value(0.74183, 1e6) == 741830
+    assert gauge_value(12.0, 1) == 12
+    assert gauge_value(math.nan, 1e6) == UNDEFINED_GAUGE
+
+
+def test_reporter_ports_are_checked() -> None:
+    assert prometheus_reporter("9250-9260")["metrics.reporter.prom.port"] == "9250-9260"
+    for bad in ("", "9250,9251", "port", "-1"):
+        with pytest.raises(ValueError):
+            prometheus_reporter(bad)
