@@ -3,6 +3,7 @@ a scrape during a run finds the job's own `freshrank` counters moving (and the q
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from job.generate import GeneratorConfig, generate, write_stream
 from job.ports import free_port
 from udfs.metrics import UNDEFINED_GAUGE, gauge_value
 
+REPO = Path(__file__).resolve().parent.parent
 # A learner subtask's examples counter, e.g.
 # flink_taskmanager_job_task_operator_freshrank_examples{...,operator_name="join_and_learn",...} 1234.0
 EXAMPLES = re.compile(r'^flink_taskmanager_job_task_operator_freshrank_examples\{[^}]*operator_name="join_and_learn"'
@@ -45,6 +47,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     seen: list[float] = []  # the examples counter at each scrape that had it
     quality = None
     auc: list[float] = []
+    exported: set[str] = set()  # metric names seen in any scrape
     with open(tmp_path / "replay.log", "wb") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -52,6 +55,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
         while process.poll() is None and time.monotonic() < deadline:
             body = _scrape(port)
             if body:
+                exported.update(re.findall(r"^(flink_\w+)\{", body, re.MULTILINE))
                 values = [float(v) for v in EXAMPLES.findall(body)]
                 if values:
                     seen.append(sum(values))
@@ -68,6 +72,11 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     assert process.returncode == 0, (tmp_path / "replay.log").read_text()[-3000:]
     assert len(seen) >= 2 and seen[-1] > seen[0] > 0, f"the examples counter did not move between scrapes: {seen}"
     assert quality, "the metrics operator's quality gauges were not exported"
+    # The Grafana dashboard in the repo queries only metrics the job exports.
+    dashboard = json.loads((REPO / "ops" / "grafana" / "freshrank.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bflink_\w+", target["expr"])}
+    assert queried and queried <= exported, sorted(queried - exported)
     # -1 until an interval closes, then the interval's AUC in millionths
     assert auc and all(v == UNDEFINED_GAUGE or 0 <= v <= 1e6 for v in auc) and any(v > 0 for v in auc), auc
 
