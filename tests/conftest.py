@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the test tiers: marks derived from the fixtures a test uses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+# Tests that reach the JVM gateway directly (routing keys, state descriptors) must not make PyFlink
+# start its gRPC worker pool on every interface either: the switch job.flink_env sets for local runs.
+os.environ.setdefault("_python_worker_execution_mode", "process")
+
+# Fixture -> the marks of every test that uses it (directly or through another fixture).
+FIXTURE_MARKS = {
+    "kafka_broker": ("kafka",),
+    "shared_cluster": ("flink", "slow"),
+    "flink_cluster": ("flink", "slow"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for mark in FIXTURE_MARKS.get(fixture, ()):
+                item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,13 @@ with a window's end: the ingestion-time windows of a bounded run must not drop a
 
 from __future__ import annotations
 
+import pytest
 from pyflink.table import StreamTableEnvironment
 
 from job.batching import batches, event_row_type, with_event_time
 from job.flink_env import make_environment
+
+pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
 
 ROWS = 300_000
 SHARDS = ("s0", "s1", "s2")

@@ -246,6 +246,7 @@ def test_job_on_cluster_resumes_from_savepoint_exactly_once(kafka_broker, flink_
     assert staleness and 0 <= max(staleness) < 120_000
 
 
+@pytest.mark.flink
 def test_a_cluster_of_two_taskmanagers_runs_two_jvms(tmp_path):
     """Python scales past one core through TaskManager JVMs (one interpreter each in thread mode)."""
     with StandaloneCluster(tmp_path / "two", slots=1, taskmanagers=2) as cluster:

@@ -125,6 +125,7 @@ def test_transactions_with_flinks_default_timeout(kafka_broker: str) -> None:
     assert len(more) == len(committed)
 
 
+@pytest.mark.kafka
 def test_command_line_start_status_stop(tmp_path: Path) -> None:
     """`python -m job.kafka_broker` runs a broker in the background and finds it by its pid file."""
 

@@ -19,6 +19,8 @@ from job.topics import TopicNames, create_all
 from job.wire import WireDecoder, encode
 from udfs.learner_math import LearnerConfig
 
+pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
+
 GEN = GeneratorConfig(n_impressions=3000, n_users=100, n_items=80, seed=3, window_s=60.0, max_disorder_s=2.0,
                       click_delay_median_s=8.0, requests_per_s=2.0,
                       start_ms=int(time.time() * 1000) - 3 * 3600 * 1000)

@@ -37,6 +37,7 @@ def _scrape(port: int) -> str | None:
         return None
 
 
+@pytest.mark.flink
 def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     files = write_stream(generate(GeneratorConfig(n_impressions=150_000, seed=11)), tmp_path / "events")
     port = free_port()

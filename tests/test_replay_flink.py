@@ -20,6 +20,8 @@ from job.replay import load_snapshots, read_output, run_replay
 from job.schemas import parsed_schema
 from udfs.learner_math import LearnerConfig
 
+pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
+
 # A short window and fast clicks so a small stream has late, orphan, early and duplicate clicks.
 GEN = GeneratorConfig(n_impressions=4000, n_users=150, n_items=120, seed=11, window_s=60.0, max_disorder_s=2.0,
                       click_delay_median_s=8.0, requests_per_s=2.0)
