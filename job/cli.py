@@ -15,9 +15,11 @@ from udfs.learner_math import LearnerConfig
 
 
 def _env_default(name: str, default):
-    """Flags fall back to FRESHRANK_<NAME> so deployments can configure by environment."""
+    """Flags fall back to FRESHRANK_<NAME> so deployments can configure by environment. The value stays
+    a string: argparse converts a string default with the option's `type` when it parses, so a bad
+    value is a usage error naming the option (and `--help` still works)."""
     value = os.environ.get(f"FRESHRANK_{name.upper().replace('-', '_')}")
-    return type(default)(value) if value is not None and default is not None else (value or default)
+    return value if value else default
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +66,9 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
                        help="operator parallelism (default %(default)s)")
     group.add_argument("--dim", type=int, default=_env_default("dim", learner.dim),
                        help="model dimension (default %(default)s)")
-    group.add_argument("--learning-rate", type=float, default=learner.learning_rate, help="AdaGrad step size")
-    group.add_argument("--l2", type=float, default=learner.l2, help="L2 penalty on vectors")
+    group.add_argument("--learning-rate", type=float, default=_env_default("learning_rate", learner.learning_rate),
+                       help="AdaGrad step size")
+    group.add_argument("--l2", type=float, default=_env_default("l2", learner.l2), help="L2 penalty on vectors")
     group.add_argument("--checkpoint-dir", default=_env_default("checkpoint_dir", None),
                        help="checkpoints (and savepoints without a target, in its savepoints/); a path (created "
                             "owner-only, 0700) or a file system URI (default: flink-conf/config.yaml's, "
@@ -169,12 +172,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from job.kafka_broker import require_broker
     from job.kafka_job import build_kafka_job, kafka_environment
     from job.topics import TopicNames, create_all
 
     config = job_config(args)
     topics = TopicNames().suffixed(args.topic_suffix) if args.topic_suffix else TopicNames()
     properties = _kafka_properties(args)
+    require_broker(args.bootstrap, properties)
     if args.create_topics:
         create_all(args.bootstrap, topics, partitions=args.partitions, kafka_properties=properties)
     env = kafka_environment(config, args.checkpoint_interval, args.bounded, args.checkpoint_dir,
@@ -283,24 +288,26 @@ def _topic_names(args: argparse.Namespace):
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from job.kafka_broker import require_broker
     from job.topics import create_all
 
-    try:
-        configs = create_all(args.bootstrap, _topic_names(args), partitions=args.partitions,
-                             retention_ms=args.retention_ms, kafka_properties=_kafka_properties(args))
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    properties = _kafka_properties(args)
+    require_broker(args.bootstrap, properties)
+    configs = create_all(args.bootstrap, _topic_names(args), partitions=args.partitions,
+                         retention_ms=args.retention_ms, kafka_properties=properties)
     for topic, config in configs.items():
         print(f"{topic:<24} {args.partitions} partitions  " + " ".join(f"{k}={v}" for k, v in sorted(config.items())))
     return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    from job.kafka_broker import require_broker
     from job.kafka_properties import librdkafka_properties
     from job.producer import replay_files, stream_generated
 
     topics = _topic_names(args)
     properties = _kafka_properties(args)
+    require_broker(args.bootstrap, properties)
     started = time.monotonic()
     if args.generate:
         from job.generate import GeneratorConfig
@@ -323,21 +330,27 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from job.kafka_broker import require_broker
     from job.kafka_demo import print_ranking
 
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if not candidates:
         raise SystemExit("--candidates: give item ids separated by commas")
+    properties = _kafka_properties(args)
+    require_broker(args.bootstrap, properties)
     print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout,
-                  kafka_properties=_kafka_properties(args))
+                  kafka_properties=properties)
     return 0
 
 
 def cmd_serve_demo(args: argparse.Namespace) -> int:
+    from job.kafka_broker import require_broker
     from job.kafka_demo import serve_demo
 
+    properties = _kafka_properties(args)
+    require_broker(args.bootstrap, properties)
     serve_demo(args.bootstrap, _topic_names(args), n_users=args.users, k=args.k, timeout_s=args.timeout,
-               kafka_properties=_kafka_properties(args))
+               kafka_properties=properties)
     return 0
 
 
@@ -393,6 +406,8 @@ def _add_kafka_commands(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freshrank", description=__doc__)
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("FRESHRANK_DEBUG")),
+                        help="show the full traceback of an error (env FRESHRANK_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate a stream, learn from it on a local Flink, print a summary")
@@ -473,7 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # which options were typed (see _typed_options)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("freshrank: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        from job.errors import describe
+
+        print(f"freshrank: error: {describe(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def _log_tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def _admin(bootstrap: str, kafka_properties: Mapping[str, str] | None = None):
+def _admin(bootstrap: str, kafka_properties: Mapping[str, str] | None = None, log_level: int = 3):
     """An admin client; `kafka_properties` (job.kafka_properties: security, SASL, TLS) for other brokers
     than ours, whose only listener is PLAINTEXT on loopback."""
     from confluent_kafka.admin import AdminClient
@@ -106,7 +106,8 @@ def _admin(bootstrap: str, kafka_properties: Mapping[str, str] | None = None):
 
     # log_level 3: no librdkafka info lines (e.g. "Disconnected" when the broker stops) on stderr.
     return AdminClient(
-        client_config(bootstrap, kafka_properties, **{"socket.connection.setup.timeout.ms": 2000, "log_level": 3})
+        client_config(bootstrap, kafka_properties,
+                      **{"socket.connection.setup.timeout.ms": 2000, "log_level": log_level})
     )
 
 
@@ -371,6 +372,32 @@ def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     except KafkaException:
         return False
     return bool(metadata.brokers)
+
+
+class BrokerUnreachable(ConnectionError):
+    """No Kafka broker answered at the bootstrap address."""
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def require_broker(bootstrap: str, kafka_properties: Mapping[str, str] | None = None,
+                   timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Return once a broker at `bootstrap` answers a metadata request; else `BrokerUnreachable` after
+    `timeout_s`, saying so plainly (clients would otherwise retry for a minute and fail with
+    librdkafka's own words, or a Flink job would wait for ever)."""
+    from confluent_kafka import KafkaException
+
+    try:
+        # log_level 0: the failure is reported once, below, not as librdkafka's retry lines
+        metadata = _admin(bootstrap, kafka_properties, log_level=0).list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        raise BrokerUnreachable(
+            f"no Kafka broker answers at {bootstrap} within {timeout_s:g} s ({error.args[0].str()}); "
+            "is it running (`freshrank kafka start`), and are --bootstrap and the Kafka properties right?"
+        ) from None
+    if not metadata.brokers:
+        raise BrokerUnreachable(f"the Kafka cluster at {bootstrap} lists no brokers")
 
 
 def create_topics(

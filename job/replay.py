@@ -80,12 +80,18 @@ def run_replay(
     prometheus_ports: str | None = None,
 ) -> ReplayResult:
     """Run the job to completion over the event files (blocking); `checkpoint_dir` replaces config.yaml's
-    checkpoint and savepoint dirs (job.flink_env.make_environment)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint and savepoint dirs, `prometheus_ports` exposes the metrics (job.flink_env.make_environment).
+
+    Inputs are checked before anything is written: a missing file or a bad snapshot leaves no output folder.
+    """
+    for path in (impressions, clicks, items, from_snapshot):
+        if path is not None:
+            files_of(path)  # FileNotFoundError naming the path
     for name in OUTPUTS:
         if (out_dir / name).exists() and any((out_dir / name).iterdir()):
             raise FileExistsError(f"{out_dir / name} is not empty; choose a new --out folder")
     initial_model = load_snapshots(from_snapshot, config.learner.dim) if from_snapshot else None
+    out_dir.mkdir(parents=True, exist_ok=True)
     embeddings = load_catalog(items, out_dir / "dead-letter" / "catalog-rejects.jsonl",
                               config.dead_letter_max_bytes) if items else None
     staging = out_dir / ".staging"

@@ -1,0 +1,36 @@
+"""What a failed command tells its user: one `freshrank: error: ...` line instead of a traceback."""
+
+from __future__ import annotations
+
+import re
+
+# Exceptions whose message is already written for the user (ours, and the standard library's for
+# files and values); anything else is described by its type and first line.
+_PLAIN = (ValueError, FileExistsError, NotADirectoryError, PermissionError, ConnectionError, TimeoutError,
+          RuntimeError)
+
+
+def describe(error: BaseException) -> str:
+    """A one-line (or few-line) account of `error` for the command line."""
+    if isinstance(error, FileNotFoundError):
+        where = error.filename or str(error)
+        return f"no such file or folder: {where}" if error.filename else str(error)
+    name = type(error).__name__
+    if name == "KafkaException":  # confluent_kafka, without importing it here
+        kafka_error = error.args[0] if error.args else error
+        return f"Kafka: {getattr(kafka_error, 'str', lambda: str(kafka_error))()}"
+    if name == "Py4JJavaError":  # a Flink job or the JVM refused: the Java cause says why
+        return f"Flink: {_java_cause(str(error))} (--debug shows the Java trace; Flink's log has the rest)"
+    if isinstance(error, _PLAIN):
+        return str(error) or name
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{name}: {first}" if first else name
+
+
+def _java_cause(text: str) -> str:
+    """The innermost `Caused by:` of a Java stack trace (or its first line)."""
+    causes = re.findall(r"^Caused by: (.+)$", text, re.MULTILINE)
+    if causes:
+        return causes[-1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 and lines[0].startswith("An error occurred") else (lines[0] if lines else "")

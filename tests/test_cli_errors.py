@@ -1,0 +1,89 @@
+"""Errors reach the user as one `freshrank: error: ...` line (the traceback only with --debug), bad
+environment values as usage errors naming the option, and a failed command leaves no output folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from job.errors import describe
+from job.ports import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def freshrank(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("FRESHRANK_")}
+    return subprocess.run([sys.executable, "-m", "job.cli", *args], cwd=REPO, env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_a_missing_input_file_is_one_line_and_creates_no_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = freshrank("replay", "--impressions", str(tmp_path / "nope.jsonl"), "--clicks", str(tmp_path / "c.jsonl"),
+                       "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"freshrank: error: no such event file or folder: {tmp_path / 'nope.jsonl'}"
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = freshrank("--debug", "replay", "--impressions", str(tmp_path / "nope.jsonl"), "--clicks", "c",
+                       "--out", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+
+
+def test_an_unreachable_broker_is_reported_within_seconds() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    commands = (["topics", "create"], ["produce", "--generate", "--quiet"],
+                ["rank", "--user", "u", "--candidates", "a"])
+    for command in commands:
+        started = time.monotonic()
+        result = freshrank(*command, "--bootstrap", bootstrap)
+        assert result.returncode == 1, command
+        assert result.stderr.strip().startswith(f"freshrank: error: no Kafka broker answers at {bootstrap}"), \
+            (command, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and "%3|" not in result.stderr, command
+        assert time.monotonic() - started < 30, command
+
+
+def test_a_bad_environment_value_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+    assert freshrank("--help", env={"FRESHRANK_WINDOW": "abc"}).returncode == 0
+    result = freshrank("replay", "--impressions", "i", "--clicks", "c", "--out", str(tmp_path / "o"),
+                       env={"FRESHRANK_WINDOW": "abc"})
+    assert result.returncode == 2
+    assert "argument --window: invalid float value: 'abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_values_reach_the_options() -> None:
+    from job.cli import build_parser
+
+    previous = {key: os.environ.get(key) for key in ("FRESHRANK_LEARNING_RATE", "FRESHRANK_WINDOW")}
+    os.environ.update({"FRESHRANK_LEARNING_RATE": "0.25", "FRESHRANK_WINDOW": "12"})
+    try:
+        args = build_parser().parse_args(["replay", "--impressions", "i", "--clicks", "c", "--out", "o"])
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert args.learning_rate == 0.25 and args.window == 12.0
+
+
+def test_describe_names_the_cause() -> None:
+    assert describe(FileNotFoundError(2, "No such file or directory", "/x/y")) == "no such file or folder: /x/y"
+    assert describe(ValueError("--dim must be positive")) == "--dim must be positive"
+
+    class Py4JJavaError(Exception):  # what PyFlink raises when a job fails (matched by name)
+        pass
+
+    java = Py4JJavaError("An error occurred while calling o1.execute.\n: org.apache.flink.runtime.JobException: "
+                         "Recovery is suppressed\n\tat x\nCaused by: java.io.IOException: disk full\n\tat y")
+    assert describe(java).startswith("Flink: java.io.IOException: disk full")
+    assert describe(KeyError("shard")) == "KeyError: 'shard'"
