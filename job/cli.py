@@ -278,7 +278,13 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 def cmd_kafka(args: argparse.Namespace) -> int:
     from job.kafka_broker import main as broker_main
 
-    return broker_main([args.action, "--port", str(args.port), "--data-dir", args.data_dir])
+    return broker_main(args.rest, prog="freshrank kafka")
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from job.cluster import main as cluster_main
+
+    return cluster_main(args.rest, prog="freshrank cluster")
 
 
 def _topic_names(args: argparse.Namespace):
@@ -356,12 +362,19 @@ def cmd_serve_demo(args: argparse.Namespace) -> int:
 
 def _add_kafka_commands(commands) -> None:
     """`kafka`, `topics`, `produce`, `rank`, `serve-demo`."""
-    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft) in the background")
-    kafka.add_argument("action", choices=("start", "stop", "status"))
-    kafka.add_argument("--port", type=int, default=9092, help="PLAINTEXT port, 0 = any free (default %(default)s)")
-    kafka.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent / ".cache" / "kafka-data"),
-                       help="topic data, log, pid file (default %(default)s)")
+    # The broker and the cluster keep their own parsers (job.kafka_broker, job.cluster): these hand them
+    # everything after the command word, so `python -m job.kafka_broker status` and `freshrank kafka
+    # status` are one tool with one default data folder.
+    kafka = commands.add_parser("kafka", add_help=False,
+                                help="a local single-node Kafka broker (KRaft) in the background: "
+                                     "start|stop|status [--port 9092] (`freshrank kafka -h`)")
+    kafka.add_argument("rest", nargs=argparse.REMAINDER)
     kafka.set_defaults(func=cmd_kafka)
+    cluster = commands.add_parser("cluster", add_help=False,
+                                  help="a local Flink standalone cluster: start|status|env|submit|stop-job|cancel|stop "
+                                       "(`freshrank cluster -h`)")
+    cluster.add_argument("rest", nargs=argparse.REMAINDER)
+    cluster.set_defaults(func=cmd_cluster)
 
     topics = commands.add_parser("topics", help="create the deployment's topics (idempotent)")
     topics.add_argument("action", choices=("create",))
@@ -485,9 +498,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose own parsers take everything after the command word (argparse's REMAINDER would refuse
+# a leading option such as `freshrank kafka -h`).
+PASS_THROUGH = {"kafka": cmd_kafka, "cluster": cmd_cluster}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # which options were typed (see _typed_options)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    command_at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if command_at is not None and argv[command_at] in PASS_THROUGH:
+        args = parser.parse_args(argv[:command_at + 1])
+        args.rest = argv[command_at + 1:]
+    else:
+        args = parser.parse_args(argv)
+    args.argv = argv  # which options were typed (see _typed_options)
     try:
         return args.func(args)
     except KeyboardInterrupt:

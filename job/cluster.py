@@ -578,10 +578,10 @@ def _print_env(cluster: StandaloneCluster) -> None:
     print(f"export PATH={cluster.flink_bin}:$PATH")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m job.cluster") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
-    parser = argparse.ArgumentParser(prog="python -m job.cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", parents=[common],
                                 help="start the cluster and wait until its TaskManager is registered")
@@ -612,9 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m job.cluster") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "start":
             started = time.monotonic()

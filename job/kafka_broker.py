@@ -533,12 +533,13 @@ def _cli_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a single-node KRaft Kafka broker in the background.")
+def main(argv: list[str] | None = None, prog: str = "python -m job.kafka_broker") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Run a single-node KRaft Kafka broker in the background.")
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="PLAINTEXT port (0 = any free)")
     parser.add_argument("--controller-port", type=int, default=0, help="controller port (0 = any free)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_CLI_DATA_DIR), help="logs, pid file and topic data")
+    parser.add_argument("--data-dir", default=str(DEFAULT_CLI_DATA_DIR),
+                        help="logs, pid file and topic data (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start/stop")
     args = parser.parse_args(argv)
     return {"start": _cli_start, "stop": _cli_stop, "status": _cli_status}[args.action](args)

@@ -87,3 +87,15 @@ def test_describe_names_the_cause() -> None:
                          "Recovery is suppressed\n\tat x\nCaused by: java.io.IOException: disk full\n\tat y")
     assert describe(java).startswith("Flink: java.io.IOException: disk full")
     assert describe(KeyError("shard")) == "KeyError: 'shard'"
+
+
+def test_broker_and_cluster_are_freshrank_commands_with_their_own_options(tmp_path: Path) -> None:
+    for command in ("kafka", "cluster"):
+        result = freshrank(command, "-h")
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: freshrank {command}"), result.stderr
+    # one tool: the same default data folder as `python -m job.kafka_broker`
+    from job.kafka_broker import DEFAULT_CLI_DATA_DIR
+
+    assert str(DEFAULT_CLI_DATA_DIR) in " ".join(freshrank("kafka", "-h").stdout.split())
+    status = freshrank("kafka", "status", "--data-dir", str(tmp_path))
+    assert status.returncode == 1 and "not running" in status.stdout + status.stderr
