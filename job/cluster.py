@@ -60,6 +60,7 @@ import yaml
 
 from job.jars import REPO_ROOT
 from job.ports import free_port, port_is_free
+from job.processes import alive, command_line, send_signal
 
 MAIN_PY = REPO_ROOT / "job" / "main.py"
 DEFAULT_HOME = REPO_ROOT / ".cache" / "flink-cluster"
@@ -100,28 +101,8 @@ def _tail(path: Path, lines: int) -> str:
         return "(unreadable)"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return " ".join(command_line(pid))
 
 
 class StandaloneCluster:
@@ -259,12 +240,12 @@ class StandaloneCluster:
             except (subprocess.TimeoutExpired, ClusterError):
                 pass
         for pid in self._leftovers(pids):
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
         while self._leftovers(pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in self._leftovers(pids):
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
         self._pids = []
         (self.home / STATE_FILE).unlink(missing_ok=True)
         if self.remove_home:
@@ -304,9 +285,9 @@ class StandaloneCluster:
         pids = self.taskmanager_pids()
         if not pids:
             raise ClusterError("no TaskManager is running")
-        os.kill(pids[0], signal.SIGKILL)
+        send_signal(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + 10.0
-        while _pid_alive(pids[0]) and time.monotonic() < deadline:
+        while alive(pids[0]) and time.monotonic() < deadline:
             time.sleep(0.1)
         return pids[0]
 
@@ -534,7 +515,7 @@ class StandaloneCluster:
     def _leftovers(self, pids: list[int]) -> list[int]:
         """The pids that are still alive and are this cluster's JVMs (their command line names its conf dir)."""
         marker = str(self.conf_dir)
-        return [pid for pid in pids if _pid_alive(pid) and marker in _cmdline(pid)]
+        return [pid for pid in pids if alive(pid) and marker in _cmdline(pid)]
 
     def _running_pids(self) -> list[int]:
         return self._leftovers(self._pid_file_pids()) if self.home is not None else []
@@ -554,7 +535,7 @@ class StandaloneCluster:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             pids = self._pid_file_pids()
-            dead = [pid for pid in pids if not _pid_alive(pid)]
+            dead = [pid for pid in pids if not alive(pid)]
             if dead or time.monotonic() > deadline:
                 reason = f"daemon(s) {dead} exited" if dead else "not ready in time"
                 raise ClusterError(f"Flink cluster at {self.rest_url}: {reason}; logs in {self.log_dir}:\n"

@@ -33,6 +33,7 @@ from types import TracebackType
 
 from job import jars
 from job.ports import free_port, port_accepts, port_is_free
+from job.processes import command_line, send_signal
 
 DEFAULT_PORT = 9092
 DEFAULT_CLI_DATA_DIR = jars.REPO_ROOT / ".cache" / "kafka"
@@ -468,10 +469,10 @@ def _read_pid(data_dir: Path) -> int | None:
     """The pid in the pid file if that process is still our broker (not a recycled pid)."""
     try:
         pid = int((data_dir / PID_FILE).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if b"kafka.Kafka" in cmdline and str(data_dir / "server.properties").encode() in cmdline:
+    cmdline = command_line(pid)
+    if "kafka.Kafka" in cmdline and str(data_dir / "server.properties") in cmdline:
         return pid
     return None
 
@@ -506,11 +507,11 @@ def _cli_stop(args: argparse.Namespace) -> int:
         print("not running", file=sys.stderr)
         (data_dir / PID_FILE).unlink(missing_ok=True)
         return 0
-    os.kill(pid, signal.SIGTERM)
+    send_signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while _read_pid(data_dir) is not None:
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
             break
         time.sleep(0.2)
     (data_dir / PID_FILE).unlink(missing_ok=True)
