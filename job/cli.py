@@ -129,6 +129,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
         checkpoint_dir=args.checkpoint_dir,
         prometheus_ports=args.prometheus_port,
+        rest_port=args.rest_port,
     )
     print(f"replay finished in {result.wall_s:.1f} s; outputs under {result.out_dir}/")
     return 0
@@ -183,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.create_topics:
         create_all(args.bootstrap, topics, partitions=args.partitions, kafka_properties=properties)
     env = kafka_environment(config, args.checkpoint_interval, args.bounded, args.checkpoint_dir,
-                            args.prometheus_port)
+                            args.prometheus_port, args.rest_port)
     build_kafka_job(env, args.bootstrap, config, topics, group_id=args.group_id, bounded=args.bounded,
                     idleness_s=args.idleness, items=Path(args.items) if args.items else None,
                     from_snapshot=Path(args.from_snapshot) if args.from_snapshot else None,
@@ -192,7 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prometheus_option(parser: argparse.ArgumentParser) -> None:
+def _local_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rest-port", type=int, default=_env_default("rest_port", None), metavar="PORT",
+                        help="the local Flink's REST endpoint and web UI on localhost:PORT (default: a free port)")
     parser.add_argument("--prometheus-port", default=_env_default("prometheus_port", None), metavar="PORT[-PORT]",
                         help="expose the Flink metrics (the job's freshrank group included) to Prometheus at "
                              "http://HOST:PORT/metrics; a range lets each JVM take a free port. Flink's reporter "
@@ -449,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", required=True, help="output folder")
     replay.add_argument("--from-snapshot", help="hot start from the newest snapshot in this folder")
     _job_options(replay)
-    _prometheus_option(replay)
+    _local_cluster_options(replay)
     replay.set_defaults(func=cmd_replay)
 
     gen = commands.add_parser("generate", help="write the synthetic stream as event files")
@@ -473,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hot start a new job (no savepoint) from the newest record of every entity on the "
                           "compacted model-snapshots topic")
     run.add_argument("--job-name", default="freshrank", help="Flink job name")
-    _prometheus_option(run)
+    _local_cluster_options(run)
     _job_options(run)
     run.set_defaults(func=cmd_run)
 

@@ -142,13 +142,15 @@ def _reporters_on_local_classpath() -> None:
 
 def make_environment(overrides: dict[str, str] | None = None,
                      checkpoint_dir: str | os.PathLike[str] | None = None,
-                     prometheus_ports: str | None = None) -> StreamExecutionEnvironment:
+                     prometheus_ports: str | None = None,
+                     rest_port: int | None = None) -> StreamExecutionEnvironment:
     """A local (or, under `flink run`, cluster) environment with our settings applied.
 
     `checkpoint_dir` (e.g. `--checkpoint-dir`) replaces config.yaml's checkpoint and savepoint dirs.
     Under `flink run` without it, the cluster's own config names them (job/cluster.py: its home).
     `prometheus_ports` turns on Flink's Prometheus reporter (`prometheus_reporter`) for a local run;
     under `flink run` reporters are the cluster's (`python -m job.cluster start --prometheus-port`).
+    `rest_port` fixes a local run's REST endpoint (web UI, job status) instead of a free port.
     """
     # Thread mode embeds CPython in the JVM (PemJa); it sees a venv's packages only via PYTHONPATH,
     # which the JVM inherits from this process when the gateway starts.
@@ -163,6 +165,10 @@ def make_environment(overrides: dict[str, str] | None = None,
     settings["python.executable"] = sys.executable
     settings["python.client.executable"] = sys.executable
     settings.update(overrides or {})
+    if rest_port is not None:
+        if not local:
+            raise ValueError("under `flink run` the REST endpoint is the cluster's: leave --rest-port out")
+        settings["rest.port"] = settings["rest.bind-port"] = str(rest_port)
     if prometheus_ports is not None:
         if not local:
             raise ValueError("under `flink run` the cluster's config sets metric reporters: start the cluster "

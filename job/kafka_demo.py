@@ -27,7 +27,6 @@ import gc
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from job.config import JobConfig
 from job.generate import GeneratorConfig, generate, write_stream
 from job.kafka_properties import client_config, librdkafka_properties, write_properties_file
 from job.plain_program import run_plain_program
+from job.ports import free_port
 from job.topics import TopicNames, create_all
 
 # --- reading topics ------------------------------------------------------------------------------------
@@ -200,7 +200,6 @@ def _rest(address: str, path: str, body: dict[str, Any] | None = None, timeout_s
 
 # The MiniCluster's REST endpoint takes a free port on loopback (job/flink_env.py keeps rest.port out of
 # jobs) and says which in its log.
-_REST_LINE = re.compile(rb"Rest endpoint listening at ([^\s:]+):(\d+)")
 _FAILED_STATES = frozenset({"FAILING", "FAILED", "RESTARTING", "CANCELLING", "CANCELED", "SUSPENDED"})
 
 
@@ -263,11 +262,14 @@ class LocalJob:
 
     def start(self) -> LocalJob:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.address = f"localhost:{port}"
         # Flink's own log next to ours (by default PyFlink writes one file in its package, shared by all runs).
         env = {**os.environ, "FLINK_LOG_DIR": str(self.flink_log_dir.resolve())}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "job.cli", *self.args], stdin=subprocess.DEVNULL, stdout=log,
+                [sys.executable, "-m", "job.cli", *self.args, "--rest-port", str(port)], stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT, cwd=self.cwd, env=env, start_new_session=True,
             )
         self.started = time.monotonic()
@@ -291,20 +293,8 @@ class LocalJob:
     def flink_log_dir(self) -> Path:
         return self.log_path.parent / "flink-log"
 
-    def _rest_address(self) -> str | None:
-        """host:port of the MiniCluster's REST endpoint, from its log (None until it is up)."""
-        for log in sorted(self.flink_log_dir.glob("*.log")):
-            found = _REST_LINE.findall(log.read_bytes())
-            if found:
-                host, port = found[-1]
-                return f"{host.decode()}:{int(port)}"
-        return None
-
     def _find(self) -> dict[str, Any] | None:
         """The job's entry in /jobs/overview (None while the cluster or the job is not up yet)."""
-        self.address = self.address or self._rest_address()
-        if self.address is None:
-            return None
         try:
             jobs = _rest(self.address, "/jobs/overview", timeout_s=2.0)["jobs"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -243,7 +243,8 @@ def build_kafka_job(
 
 def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,
                       checkpoint_dir: str | None = None,
-                      prometheus_ports: str | None = None) -> StreamExecutionEnvironment:
+                      prometheus_ports: str | None = None,
+                      rest_port: int | None = None) -> StreamExecutionEnvironment:
     """Exactly-once needs checkpoints; RocksDB with incremental checkpoints holds the keyed state.
     `checkpoint_dir` replaces config.yaml's checkpoint and savepoint dirs (job.flink_env)."""
     overrides = {
@@ -254,4 +255,4 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
-    return make_environment(overrides, checkpoint_dir, prometheus_ports)
+    return make_environment(overrides, checkpoint_dir, prometheus_ports, rest_port)

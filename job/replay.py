@@ -78,9 +78,11 @@ def run_replay(
     from_snapshot: Path | None = None,
     checkpoint_dir: str | None = None,
     prometheus_ports: str | None = None,
+    rest_port: int | None = None,
 ) -> ReplayResult:
     """Run the job to completion over the event files (blocking); `checkpoint_dir` replaces config.yaml's
-    checkpoint and savepoint dirs, `prometheus_ports` exposes the metrics (job.flink_env.make_environment).
+    checkpoint and savepoint dirs, `prometheus_ports` exposes the metrics, `rest_port` fixes the REST
+    endpoint (job.flink_env.make_environment).
 
     Inputs are checked before anything is written: a missing file or a bad snapshot leaves no output folder.
     """
@@ -100,7 +102,7 @@ def run_replay(
 
     # A replay is a batch of work: a failure should surface, not restart forever.
     env = make_environment({"parallelism.default": str(config.parallelism), "restart-strategy.type": "none"},
-                           checkpoint_dir, prometheus_ports)
+                           checkpoint_dir, prometheus_ports, rest_port)
     inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"))
     sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
     build_pipeline(inputs, sinks, config, JsonLinesEncoder(), embeddings, initial_model)

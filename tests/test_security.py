@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from job.generate import GeneratorConfig, generate, write_stream
-from job.kafka_demo import _REST_LINE, read_topic
+from job.kafka_demo import read_topic
 from job.ports import free_port
 from job.topics import TopicNames
 
@@ -172,6 +173,10 @@ def test_socket_helpers_see_a_listener_and_its_address() -> None:
 
 
 # --- a local run (MiniCluster) ----------------------------------------------------------------------------
+
+
+# What the MiniCluster logs once its REST endpoint is up: the address it reports is what is checked.
+_REST_LINE = re.compile(rb"Rest endpoint listening at ([^\s:]+):(\d+)")
 
 
 def _rest_config(log_dir: Path, deadline: float, alive: Callable[[], bool]) -> tuple[str, dict]:
