@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from job.schemas import field_names
+from udfs.schemas import field_names
 
 # Category words (and a few modifiers) for titles and search queries; more categories than words get
 # a numeric suffix.

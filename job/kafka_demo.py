@@ -59,12 +59,12 @@ def read_topic(
 ) -> list[Any]:
     """Every committed record of `topic` up to its end as of the call (read_committed, all partitions).
 
-    Decoded with `job.wire` as records of `schema`, or the raw `confluent_kafka.Message`s without one.
+    Decoded with `udfs.wire` as records of `schema`, or the raw `confluent_kafka.Message`s without one.
     `TimeoutError` if the end is not reached in time (e.g. a transaction still open).
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-    from job.wire import WireDecoder
+    from udfs.wire import WireDecoder
 
     consumer = Consumer(client_config(bootstrap, kafka_properties, **{
         "group.id": f"freshrank-reader-{uuid.uuid4().hex[:12]}",

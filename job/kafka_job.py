@@ -166,7 +166,7 @@ def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None,
     """Embeddings from the items topic (and a catalog file, which wins); rejects go to dead-letter."""
     from confluent_kafka import Producer
 
-    from job.wire import encode
+    from udfs.wire import encode
 
     embeddings, rejects = catalog_from_topic(bootstrap, topics.items, kafka_properties=kafka_properties,
                                              max_payload_bytes=max_payload_bytes)

@@ -1,6 +1,6 @@
 """Putting input events on Kafka: a producer for services, a file replayer and a live generator stream.
 
-Every message is one record in Avro single-object encoding (`job.wire`), keyed so the job's join
+Every message is one record in Avro single-object encoding (`udfs.wire`), keyed so the job's join
 sees an impression and its clicks in the same partition (key = impression_id; catalog items are keyed
 by item_id) and stamped with the record's event time as its Kafka timestamp (items: the send time).
 
@@ -32,8 +32,8 @@ from tqdm import tqdm
 from job.event_files import files_of, is_avro_container
 from job.generate import GeneratorConfig, generate
 from job.topics import DEFAULT_TOPICS, TopicNames
-from job.wire import encode
 from udfs.records import fast_validator, validate_record
+from udfs.wire import encode
 
 log = logging.getLogger(__name__)
 

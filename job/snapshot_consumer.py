@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from job.wire import WireDecoder, WireError
 from udfs.model_store import USER, ModelStore
+from udfs.wire import WireDecoder, WireError
 
 log = logging.getLogger(__name__)
 

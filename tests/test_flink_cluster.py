@@ -29,7 +29,7 @@ from job.cluster import StandaloneCluster
 from job.generate import GeneratorConfig, generate
 from job.producer import Producer as EventProducer
 from job.topics import TopicNames, create_all
-from job.wire import WireDecoder, encode
+from udfs.wire import WireDecoder, encode
 
 WINDOW_S = 20.0
 MAX_DISORDER_S = 3.0

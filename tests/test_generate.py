@@ -11,7 +11,7 @@ from fastavro.validation import validate
 
 from job.evaluate import auc, popularity_scores
 from job.generate import GeneratorConfig, Stream, generate, write_stream
-from job.schemas import field_names, parsed_schema
+from udfs.schemas import field_names, parsed_schema
 
 CONFIG = GeneratorConfig()  # 100k impressions: large enough for rates, fast enough for CI
 

@@ -22,8 +22,6 @@ from test_batch_learner import new_state
 
 from job.catalog import catalog_embeddings, catalog_from_file
 from job.event_files import MalformedRecord, read_records
-from job.schemas import parsed_schema, previous_schemas, raw_schema
-from job.wire import MARKER, WireDecoder, encode, fingerprint
 from udfs.batch_learner import NO_WATERMARK, BatchJoinLearner
 from udfs.encoding import JsonLinesEncoder
 from udfs.join_logic import ImpressionClickJoin
@@ -38,6 +36,8 @@ from udfs.parse import (
     event_time_problem,
 )
 from udfs.records import ITEM_PARAMS, InvalidRecord, parse_json, parse_wire, validate_record
+from udfs.schemas import parsed_schema, previous_schemas, raw_schema
+from udfs.wire import MARKER, WireDecoder, encode, fingerprint
 
 DAY_MS = 86_400_000
 NOW_MS = 1_780_000_000_000  # a fixed "wall clock" for the pure functions

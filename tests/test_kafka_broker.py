@@ -1,4 +1,4 @@
-"""A real KRaft broker (job.kafka_broker) carrying wire-encoded records (job.wire)."""
+"""A real KRaft broker (job.kafka_broker) carrying wire-encoded records (udfs.wire)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from job.kafka_broker import create_topics
-from job.wire import WireDecoder, encode
+from udfs.wire import WireDecoder, encode
 
 
 def unique(name: str) -> str:

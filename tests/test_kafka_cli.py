@@ -13,8 +13,8 @@ from job.cli import _typed_options, main
 from job.generate import GeneratorConfig, generate, write_stream
 from job.kafka_demo import freshness_of, read_topic
 from job.topics import TopicNames, snapshot_key
-from job.wire import encode
 from udfs.model_store import ModelStore
+from udfs.wire import encode
 
 NOW_MS = int(time.time() * 1000)
 

@@ -18,12 +18,12 @@ from job.generate import GeneratorConfig, generate, write_stream
 from job.kafka_broker import create_topics
 from job.producer import DeliveryError, replay_files, stream_generated
 from job.producer import Producer as EventProducer
-from job.schemas import RECORD_NAMES
 from job.snapshot_consumer import SnapshotConsumer
 from job.topics import TopicNames, create_all, snapshot_key
-from job.wire import WireDecoder, encode
 from udfs.model_store import ModelStore
 from udfs.records import InvalidRecord, fast_validator, validate_record
+from udfs.schemas import RECORD_NAMES
+from udfs.wire import WireDecoder, encode
 
 NOW_MS = int(time.time() * 1000)
 FOREVER = dict.fromkeys(("impressions", "clicks", "items", "examples", "metrics", "dead_letter"), -1)

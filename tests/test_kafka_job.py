@@ -16,8 +16,8 @@ from job.kafka_job import build_kafka_job, kafka_environment
 from job.producer import Producer as EventProducer
 from job.snapshot_consumer import SnapshotConsumer
 from job.topics import TopicNames, create_all
-from job.wire import WireDecoder, encode
 from udfs.learner_math import LearnerConfig
+from udfs.wire import WireDecoder, encode
 
 pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from job.replay import load_snapshots
-from job.wire import WireDecoder, encode
 from udfs.encoding import JsonLinesEncoder
 from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, sigmoid
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, SnapshotError, snapshot_problem
 from udfs.snapshots import next_version, snapshot_record
+from udfs.wire import WireDecoder, encode
 
 CFG = LearnerConfig(dim=6, learning_rate=0.1, l2=1e-3)
 

@@ -17,8 +17,8 @@ from reference_joiner import reference_join
 from job.config import JobConfig
 from job.generate import GeneratorConfig, generate, write_stream
 from job.replay import load_snapshots, read_output, run_replay
-from job.schemas import parsed_schema
 from udfs.learner_math import LearnerConfig
+from udfs.schemas import parsed_schema
 
 pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
 

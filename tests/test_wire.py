@@ -1,4 +1,4 @@
-"""Avro single-object encoding (job.wire): round trips, schema evolution and undecodable bytes."""
+"""Avro single-object encoding (udfs.wire): round trips, schema evolution and undecodable bytes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from samples import SAMPLES
 
-from job.schemas import RECORD_NAMES, raw_schema
-from job.wire import HEADER_SIZE, MARKER, WireDecoder, WireError, encode, fingerprint
+from udfs.schemas import RECORD_NAMES, raw_schema
+from udfs.wire import HEADER_SIZE, MARKER, WireDecoder, WireError, encode, fingerprint
 
 
 def message(schema: dict, record: dict) -> bytes:

@@ -45,10 +45,10 @@ class JsonLinesEncoder:
 
 
 class AvroWireEncoder:
-    """Avro single-object encoding (job.wire); snapshots as Row(key, value) for the compacted topic."""
+    """Avro single-object encoding (udfs.wire); snapshots as Row(key, value) for the compacted topic."""
 
     def encode(self, schema_name: str, record: dict[str, Any]) -> Any:
-        from job.wire import encode
+        from udfs.wire import encode
 
         value = encode(schema_name, record)
         if schema_name == "ModelSnapshot":

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from fastavro.validation import ValidationError, validate
 
-from job.schemas import field_names, parsed_schema, raw_schema
+from udfs.schemas import field_names, parsed_schema, raw_schema
 
 
 class InvalidRecord(ValueError):
@@ -220,8 +220,8 @@ _WIRE_DECODERS: dict[str, Any] = {}
 
 
 def parse_wire(schema_name: str, message: bytes | None) -> dict[str, Any]:
-    """Decode one Avro single-object message (job.wire) and apply the checks Avro cannot express."""
-    from job.wire import WireDecoder, WireError
+    """Decode one Avro single-object message (udfs.wire) and apply the checks Avro cannot express."""
+    from udfs.wire import WireDecoder, WireError
 
     if message is None:
         raise InvalidRecord(TOMBSTONE_REASON)
@@ -242,11 +242,11 @@ def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
     This is the return path of the Kafka loop; an undecodable message here is not an input record
     and is skipped (the snapshot topic is written by the job itself).
     """
-    from job.wire import WireError
+    from udfs.wire import WireError
 
     decoder = _WIRE_DECODERS.get("ModelSnapshot")
     if decoder is None:
-        from job.wire import WireDecoder
+        from udfs.wire import WireDecoder
 
         decoder = _WIRE_DECODERS["ModelSnapshot"] = WireDecoder("ModelSnapshot")
     try:

@@ -21,7 +21,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from job.schemas import parsed_schema, previous_schemas
+from udfs.schemas import parsed_schema, previous_schemas
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8

@@ -37,7 +37,7 @@ def parsed_schema(name: str) -> dict[str, Any]:
 @functools.cache
 def previous_schemas(name: str) -> tuple[dict[str, Any], ...]:
     """Earlier versions of schema `name` (`schemas/previous/<name>.<n>.avsc`), oldest first: messages
-    they wrote stay readable after the schema evolves (job.wire resolves them to the current one)."""
+    they wrote stay readable after the schema evolves (udfs.wire resolves them to the current one)."""
     files = sorted((SCHEMA_DIR / "previous").glob(f"{name}.*.avsc"), key=lambda f: int(f.name.split(".")[1]))
     return tuple(json.loads(f.read_text()) for f in files)
 
