@@ -96,6 +96,6 @@ def test_broker_and_cluster_are_freshrank_commands_with_their_own_options(tmp_pa
     # one tool: the same default data folder as `python -m job.kafka_broker`
     from job.kafka_broker import DEFAULT_CLI_DATA_DIR
 
-    assert str(DEFAULT_CLI_DATA_DIR) in " ".join(freshrank("kafka", "-h").stdout.split())
+    assert str(DEFAULT_CLI_DATA_DIR) in freshrank("kafka", "-h", env={"COLUMNS": "1000"}).stdout  # unwrapped
     status = freshrank("kafka", "status", "--data-dir", str(tmp_path))
     assert status.returncode == 1 and "not running" in status.stdout + status.stderr
