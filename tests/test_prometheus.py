@@ -18,14 +18,14 @@ import pytest
 from job.flink_env import prometheus_reporter
 from job.generate import GeneratorConfig, generate, write_stream
 from job.ports import free_port
-from udfs.metrics import UNDEFINED_GAUGE, gauge_value
+from udfs.metrics_intervals import UNDEFINED_GAUGE, gauge_value
 
 REPO = Path(__file__).resolve().parent.parent
 # A learner subtask's examples counter, e.g.
 # flink_taskmanager_job_task_operator_freshrank_examples{...,operator_name="join_and_learn",...} 1234.0
 EXAMPLES = re.compile(r'^flink_taskmanager_job_task_operator_freshrank_examples\{[^}]*operator_name="join_and_learn"'
                       r"[^}]*\} (\S+)$", re.MULTILINE)
-# The newest closed interval's AUC in millionths (udfs.metrics.LATEST_INTERVAL_GAUGES).
+# The newest closed interval's AUC in millionths (udfs.metrics_intervals.LATEST_INTERVAL_GAUGES).
 AUC = re.compile(r"^flink_\w+_freshrank_quality_interval_auc_micro\{[^}]*\} (\S+)$", re.MULTILINE)
 
 

@@ -64,7 +64,7 @@ from udfs.learner_kernel import (
     ModelArrays,
 )
 from udfs.learner_math import LearnerConfig, UserCodec
-from udfs.metrics import IntervalBuckets, IntervalStats, decision_time
+from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, snapshot_problem
 from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version

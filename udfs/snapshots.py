@@ -6,10 +6,12 @@ Every `snapshot_interval_ms` of wall-clock time (and once more when the input en
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyflink.datastream import RuntimeContext
+
+if TYPE_CHECKING:  # only the annotation: the plain logic here loads without pyflink
+    from pyflink.datastream import RuntimeContext
 
 from udfs.learner_math import Bias, ItemParams
 from udfs.model_store import ITEM
