@@ -19,6 +19,8 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import Consumer
@@ -118,6 +120,47 @@ def job_args(bootstrap: str, name: str, *options: str, suffix: str | None = None
             "--checkpoint-interval", "2", "--window", str(WINDOW_S), "--max-disorder", str(MAX_DISORDER_S),
             "--retention", "600", "--dim", "8", "--job-name", name, *options]
     return args + [f"--topic-suffix={suffix}"] if suffix else args
+
+
+@dataclass
+class QuietRun:
+    """A job that learned from the first half of a new stream and then went quiet (see `quiet_half_run`)."""
+
+    topics: TopicNames
+    stream: object
+    events: list
+    half: int
+    args: list[str]
+    examples: TopicReader
+    snapshots: TopicReader
+    job_id: str  # a test that resumes from a savepoint replaces it, so the clean-up cancels the new job
+
+
+@contextlib.contextmanager
+def quiet_half_run(cluster: StandaloneCluster, bootstrap: str, name: str, parallelism: int) -> Iterator[QuietRun]:
+    """Submit a job (snapshots every second), feed it the first half of a new stream, wait for examples,
+    then for its snapshots to stop: with no input the model stops changing, so its newest snapshot
+    records are its state. Closes the readers and cancels the job on the way out."""
+    suffix = f"-{uuid.uuid4().hex[:8]}"
+    topics = TopicNames().suffixed(suffix)
+    stream, events = new_stream(bootstrap, topics)
+    args = job_args(bootstrap, name, "--idleness", "0", "--snapshot-interval", "1", suffix=suffix,
+                    parallelism=parallelism)
+    examples = TopicReader(bootstrap, topics.examples, "LabeledExample")
+    snapshots = TopicReader(bootstrap, topics.snapshots, "ModelSnapshot")
+    run = QuietRun(topics, stream, events, len(events) // 2, args, examples, snapshots,
+                   cluster.submit(args, parallelism=parallelism))
+    try:
+        cluster.wait_running(run.job_id, timeout_s=180)
+        send_events(bootstrap, topics, events[:run.half])
+        assert examples.poll_until(lambda records: len(records) >= 20, 180), cluster.failure(run.job_id)
+        snapshots.drain(quiet_s=8.0)
+        yield run
+    finally:
+        examples.close()
+        snapshots.close()
+        with contextlib.suppress(Exception):
+            cluster.cancel(run.job_id)
 
 
 @pytest.fixture(scope="module")
@@ -344,21 +387,9 @@ def test_a_killed_taskmanager_recovers_exactly_once_with_the_whole_model(kafka_b
     global and user parameters learned before the failure come back (their update counts and AdaGrad
     accumulators only grow; a reset to initialisation would start them over)."""
     cluster = flink_cluster
-    suffix = f"-{uuid.uuid4().hex[:8]}"
-    topics = TopicNames().suffixed(suffix)
-    stream, events = new_stream(kafka_broker, topics)
-    half = len(events) // 2
-    args = job_args(kafka_broker, "freshrank-failover-test", "--idleness", "0", "--snapshot-interval", "1",
-                    suffix=suffix)
-    examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
-    snapshots = TopicReader(kafka_broker, topics.snapshots, "ModelSnapshot")
-    job_id = cluster.submit(args, parallelism=2)
-    try:
-        cluster.wait_running(job_id, timeout_s=180)
-        send_events(kafka_broker, topics, events[:half])
-        assert examples.poll_until(lambda records: len(records) >= 20, 180), cluster.failure(job_id)
-        # Quiet: no new input, so the model stops changing; its last snapshots are then its state.
-        snapshots.drain(quiet_s=8.0)
+    with quiet_half_run(cluster, kafka_broker, "freshrank-failover-test", parallelism=2) as run:
+        topics, stream, events, half, examples, snapshots, job_id = (
+            run.topics, run.stream, run.events, run.half, run.examples, run.snapshots, run.job_id)
         read_before = len(snapshots.records)
 
         killed = cluster.kill_taskmanager()
@@ -379,11 +410,6 @@ def test_a_killed_taskmanager_recovers_exactly_once_with_the_whole_model(kafka_b
         assert complete, f"examples incomplete after the failover:\n{cluster.failure(job_id)}"
         examples.drain(quiet_s=5.0)
         snapshots.drain(quiet_s=3.0)
-    finally:
-        examples.close()
-        snapshots.close()
-        with contextlib.suppress(Exception):
-            cluster.cancel(job_id)
 
     ours = [e for e in examples.records if e["impression_id"] in reference.labels]
     duplicated = sorted(i for i, n in Counter(e["impression_id"] for e in ours).items() if n > 1)
@@ -445,24 +471,13 @@ def test_a_resumed_job_scores_with_exactly_the_model_of_its_savepoint(kafka_brok
     its score, taken on arrival before anything is learned, is the one the pre-stop user, item,
     position and global parameters give, to 1e-9. An item side reset to initialisation would not."""
     cluster = flink_cluster
-    suffix = f"-{uuid.uuid4().hex[:8]}"
-    topics = TopicNames().suffixed(suffix)
-    stream, events = new_stream(kafka_broker, topics)
-    half = len(events) // 2
-    args = job_args(kafka_broker, "freshrank-savepoint-model-test", "--idleness", "0", "--snapshot-interval", "1",
-                    suffix=suffix, parallelism=1)
-    examples = TopicReader(kafka_broker, topics.examples, "LabeledExample")
-    snapshots = TopicReader(kafka_broker, topics.snapshots, "ModelSnapshot")
-    job_id = cluster.submit(args, parallelism=1)
-    try:
-        cluster.wait_running(job_id, timeout_s=180)
-        send_events(kafka_broker, topics, events[:half])
-        assert examples.poll_until(lambda records: len(records) >= 20, 180), cluster.failure(job_id)
-        snapshots.drain(quiet_s=8.0)  # no input, no decisions: the model has stopped changing
+    with quiet_half_run(cluster, kafka_broker, "freshrank-savepoint-model-test", parallelism=1) as run:
+        topics, events, half, examples, snapshots = run.topics, run.events, run.half, run.examples, run.snapshots
+        # At parallelism 1 there is no other replica to merge: the newest records are the whole model.
         before = {(kind, entity): record for (kind, entity, _), record in latest_by_entity(snapshots.records).items()}
-        savepoint = cluster.stop_with_savepoint(job_id)
-        cluster.wait_for_status(job_id, "FINISHED", timeout_s=60)
-        job_id = cluster.submit_from_savepoint(savepoint, args, parallelism=1)
+        savepoint = cluster.stop_with_savepoint(run.job_id)
+        cluster.wait_for_status(run.job_id, "FINISHED", timeout_s=60)
+        run.job_id = job_id = cluster.submit_from_savepoint(savepoint, run.args, parallelism=1)
         cluster.wait_running(job_id, timeout_s=180)
 
         user = max((r for (kind, _), r in before.items() if kind == "USER"), key=lambda r: r["updates"])
@@ -479,11 +494,6 @@ def test_a_resumed_job_scores_with_exactly_the_model_of_its_savepoint(kafka_brok
         send_sentinels(kafka_broker, topics, last_ms + int(SENTINEL_AFTER_S * 1000))
         assert examples.poll_until(lambda records: any(r["impression_id"] == probe["impression_id"] for r in records),
                                    180), cluster.failure(job_id)
-    finally:
-        examples.close()
-        snapshots.close()
-        with contextlib.suppress(Exception):
-            cluster.cancel(job_id)
     scored = next(r for r in examples.records if r["impression_id"] == probe["impression_id"])
     logit = (sum(u * i for u, i in zip(user["vector"], item["vector"], strict=True)) + item["bias"]
              + position["bias"] + before[("GLOBAL", "global")]["bias"])
