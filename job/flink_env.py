@@ -133,10 +133,16 @@ def _reporters_on_local_classpath() -> None:
     home = Path(_find_flink_home())
     jars = [*sorted((home / "lib").glob("*.jar")), *sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))]
     LOCAL_LIB_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in LOCAL_LIB_DIR.iterdir():
-        stale.unlink()
-    for jar in jars:
-        (LOCAL_LIB_DIR / jar.name).symlink_to(jar)
+    # Links are only added or corrected, never all removed first: another run may be starting from them.
+    wanted = {jar.name: jar for jar in jars}
+    for entry in LOCAL_LIB_DIR.iterdir():
+        if entry.name not in wanted:
+            entry.unlink()
+    for name, jar in wanted.items():
+        link = LOCAL_LIB_DIR / name
+        if not (link.is_symlink() and link.resolve() == jar.resolve()):
+            link.unlink(missing_ok=True)
+            link.symlink_to(jar)
     os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB_DIR)
 
 

@@ -364,17 +364,6 @@ class KafkaBroker:
             raise BrokerError(f"transaction coordinator not available: {error}") from error
 
 
-def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
-    """True once the broker answers a metadata request and lists itself."""
-    from confluent_kafka import KafkaException
-
-    try:
-        metadata = _admin(bootstrap).list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return bool(metadata.brokers)
-
-
 class BrokerUnreachable(ConnectionError):
     """No Kafka broker answered at the bootstrap address."""
 
@@ -399,6 +388,15 @@ def require_broker(bootstrap: str, kafka_properties: Mapping[str, str] | None = 
         ) from None
     if not metadata.brokers:
         raise BrokerUnreachable(f"the Kafka cluster at {bootstrap} lists no brokers")
+
+
+def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
+    """True once the broker answers a metadata request and lists itself."""
+    try:
+        require_broker(bootstrap, timeout_s=timeout_s)
+    except BrokerUnreachable:
+        return False
+    return True
 
 
 def create_topics(

@@ -198,8 +198,6 @@ def _rest(address: str, path: str, body: dict[str, Any] | None = None, timeout_s
         return json.loads(response.read() or b"null")
 
 
-# The MiniCluster's REST endpoint takes a free port on loopback (job/flink_env.py keeps rest.port out of
-# jobs) and says which in its log.
 _FAILED_STATES = frozenset({"FAILING", "FAILED", "RESTARTING", "CANCELLING", "CANCELED", "SUSPENDED"})
 
 
@@ -262,7 +260,7 @@ class LocalJob:
 
     def start(self) -> LocalJob:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = free_port()  # the child's MiniCluster serves its REST API there (`--rest-port`)
         self.address = f"localhost:{port}"
         # Flink's own log next to ours (by default PyFlink writes one file in its package, shared by all runs).
         env = {**os.environ, "FLINK_LOG_DIR": str(self.flink_log_dir.resolve())}
