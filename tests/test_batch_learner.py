@@ -243,3 +243,22 @@ def test_cached_rows_do_not_outlive_the_state_ttl(rows):
     learner.process_batch([], now_ms=500)
     assert learner.model.n_users == 0
     assert (learner.model.users[learner._user_row(user)] == learner.model.new_user_row()).all()
+
+
+def test_the_worker_interpreter_collects_young_objects_rarely_and_freezes_start_up() -> None:
+    import gc
+
+    from udfs import interpreter
+
+    saved = gc.get_threshold()
+    interpreter._tuned = False
+    try:
+        interpreter.tune_garbage_collector()
+        assert gc.get_threshold()[0] == interpreter.YOUNG_GENERATION_THRESHOLD
+        assert gc.get_freeze_count() > 0
+        gc.set_threshold(700, *gc.get_threshold()[1:])
+        interpreter.tune_garbage_collector()  # once per worker: a second call changes nothing
+        assert gc.get_threshold()[0] == 700
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)

@@ -3,6 +3,7 @@ a scrape during a run finds the job's own `freshrank` counters moving (and the q
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,21 +40,27 @@ def _scrape(port: int) -> str | None:
 
 @pytest.mark.flink
 def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
+    """Also: `--rest-port` puts the run's REST API where asked (the job is listed there while it runs)."""
     files = write_stream(generate(GeneratorConfig(n_impressions=150_000, seed=11)), tmp_path / "events")
     port = free_port()
+    rest_port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FRESHRANK_")}
     command = [sys.executable, "-m", "job.cli", "replay", "--impressions", str(files["impressions"]),
                "--clicks", str(files["clicks"]), "--out", str(tmp_path / "out"), "--dim", "8",
-               "--prometheus-port", str(port)]
+               "--prometheus-port", str(port), "--rest-port", str(rest_port)]
     seen: list[float] = []  # the examples counter at each scrape that had it
     quality = None
     auc: list[float] = []
     exported: set[str] = set()  # metric names seen in any scrape
+    listed: list[str] = []  # job names the REST API on --rest-port listed
     with open(tmp_path / "replay.log", "wb") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/jobs/overview", timeout=2) as response:
+                    listed += [job["name"] for job in json.loads(response.read())["jobs"]]
             body = _scrape(port)
             if body:
                 exported.update(re.findall(r"^(flink_\w+)\{", body, re.MULTILINE))
@@ -62,7 +69,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
                     seen.append(sum(values))
                 quality = quality or re.search(r"^flink_\w+_freshrank_quality_examples_total\{", body, re.MULTILINE)
                 auc += [float(v) for v in AUC.findall(body)]
-            if len(seen) >= 2 and seen[-1] > seen[0] > 0 and quality and any(v > 0 for v in auc):
+            if len(seen) >= 2 and seen[-1] > seen[0] > 0 and quality and any(v > 0 for v in auc) and listed:
                 break
             time.sleep(0.5)
         process.wait(240)
@@ -73,6 +80,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     assert process.returncode == 0, (tmp_path / "replay.log").read_text()[-3000:]
     assert len(seen) >= 2 and seen[-1] > seen[0] > 0, f"the examples counter did not move between scrapes: {seen}"
     assert quality, "the metrics operator's quality gauges were not exported"
+    assert "freshrank-replay-out" in listed, listed  # the job, on the REST port asked for
     # The Grafana dashboard in the repo queries only metrics the job exports.
     dashboard = json.loads((REPO / "ops" / "grafana" / "freshrank.json").read_text())
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
