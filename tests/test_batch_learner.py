@@ -63,7 +63,7 @@ class DictValueState:
 
 def new_state() -> LearnerState:
     return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
-                        DictValueState(), DictValueState())
+                        DictMapState(), DictValueState(), DictValueState())
 
 
 @pytest.fixture(scope="module")
@@ -137,21 +137,62 @@ def test_a_restored_learner_continues_exactly_from_state(rows):
 
 
 def test_join_state_keeps_only_what_retention_needs(rows):
-    """Mid-stream, state holds only entries within retention, and negatives decided by their deadline
-    stay as they arrived (not written again); at the end of the input nothing is left."""
+    """Mid-stream, state holds only entries within retention; impressions are written once per batch
+    (a block), negatives decided by their deadline are not written again, and only entries changed
+    after their block (clicks) are written one by one; at the end of the input nothing is left."""
     state = new_state()
     learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
     half = len(rows) // 2
     for start in range(0, half, 50):
         learner.process_batch(rows[start:min(start + 50, half)], now_ms=0)
     decided_until = learner.meta["decided_until"]
-    stored = [pickle.loads(data) for data in state.entries.data.values()]
-    assert stored
-    assert all(entry[0] is None or entry[0][IMP_TIME] + WINDOW_MS + RETENTION_MS > decided_until for entry in stored)
-    assert any(entry[0] is not None and entry[1] == PENDING and entry[0][IMP_TIME] + WINDOW_MS < decided_until
-               for entry in stored), "some negatives were decided without a write"
+    forgotten_by = decided_until - WINDOW_MS - RETENTION_MS  # impressions at or before this are forgotten
+    blocks = [pickle.loads(data) for data in state.entry_blocks.data.values()]
+    keyed = [pickle.loads(data) for data in state.entries.data.values()]
+    assert blocks and keyed
+    assert len(blocks) <= -(-half // 50), "more than one block per call"
+    assert all(expiry > decided_until for expiry, _ in blocks), "a block outlived all its impressions' retention"
+    assert all(entry[0] is None or entry[0][IMP_TIME] > forgotten_by for entry in keyed)
+    block_entries = [entry for _, stored in blocks for _, entry in stored]
+    assert any(entry[1] == PENDING and entry[0][IMP_TIME] + WINDOW_MS < decided_until for entry in block_entries), \
+        "some negatives were decided without a write"
+    clicks = sum(1 for _, event in rows[:half] if event[0] != IMPRESSION)
+    assert len(keyed) <= clicks, "entries written one by one beyond those changed by a click"
     learner.advance_to(END_OF_INPUT)
-    assert state.entries.data == {}
+    assert state.entries.data == {} and state.entry_blocks.data == {}
+
+
+def test_a_restore_does_not_bring_back_forgotten_impressions():
+    """An impression whose retention ended is forgotten, though its block may still be in state (other
+    impressions of the block are younger): after a restore it stays forgotten, so the same id seen
+    again is a new impression, not a duplicate; and a click on it seen again is a positive."""
+
+    def impression(impression_id: str, t: int) -> list:
+        return impression_event({"impression_id": impression_id, "request_id": "r", "user_id": "u",
+                                 "item_id": "i", "position": 1, "event_time": t})
+
+    def click(impression_id: str, t: int) -> list:
+        return click_event({"impression_id": impression_id, "user_id": "u", "item_id": "i", "event_time": t})
+
+    start = 1_000_000
+    forgotten = start + WINDOW_MS + RETENTION_MS  # the watermark at which "old" is forgotten
+    first = [[start - 1, impression("old", start)], [start - 1, impression("young", forgotten - 10)]]
+    later = [[forgotten, impression("old", forgotten + 5)], [forgotten, click("old", forgotten + 6)]]
+
+    def examples(restore: bool) -> list:
+        state = new_state()
+        learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+        out = learner.process_batch(first, now_ms=0).examples
+        out += learner.process_batch([[forgotten, [TICK]]], now_ms=0).examples
+        assert state.entry_blocks.data, "the block is still needed for the younger impression"
+        if restore:
+            learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+        out += learner.process_batch(later, now_ms=0).examples
+        return [(e["impression_id"], e["label"], e["impression_time"]) for e in out]
+
+    expected = [("old", 0, start), ("old", 1, forgotten + 5)]
+    assert [e for e in examples(restore=False) if e[0] == "old"] == expected
+    assert examples(restore=True) == examples(restore=False)
 
 
 def test_snapshot_publishes_changed_entities_once(rows):
@@ -213,7 +254,7 @@ def test_ticks_carry_the_watermark_to_a_quiet_shard(rows):
     ticks = [[newest + WINDOW_MS + RETENTION_MS + 1, [TICK]] for _ in range(5)]
     out = learner.process_batch(ticks, now_ms=0)
     assert {e["impression_id"] for e in out.examples} == pending
-    assert not learner.state.entries.data  # nothing left waiting once the retention passed too
+    assert not learner.state.entries.data and not learner.state.entry_blocks.data  # retention passed too
     counted = sum(stats.cost_events for _, stats in first.partials + out.partials)
     assert counted == len(head)  # impressions and clicks; the ticks add nothing
 

@@ -9,10 +9,16 @@ call (udfs.learner_kernel), so every example is scored before it is learned and 
 before it.
 
 State. Everything lives in Flink state, under the subtask's one shard key (job.routing):
-- `entries`: impression id -> pickled join entry (udfs.join_logic.JoinState fields, the impression-time
-  score, whether a warm-up positive still has to be learned), written when it arrives or changes,
-  except for a negative decided by its deadline (`decided_until` in `meta` tells those after a
-  restore), and removed once its retention is over;
+- `entry_blocks`: block number -> the join entries (udfs.join_logic.JoinState fields, the
+  impression-time score, whether a warm-up positive still has to be learned) of the impressions that
+  arrived in one batch, as they stood at its end: one state write per batch, not one per impression.
+  A block is removed once the retention of all its impressions is over;
+- `entries`: impression id -> the same, for entries that changed after their block was written (a
+  click, a deferred positive learned) and for held clicks without an impression; removed when the
+  entry is forgotten. After a restore this version wins over the block's. Neither is written for a
+  negative decided by its deadline, nor removed when an entry's retention ends: `decided_until` in
+  `meta` tells both apart (a PENDING entry whose deadline is at or before it was emitted as a
+  negative; one whose retention ended by then was forgotten);
 - `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
 - `biases`: position -> bias row bytes, and GLOBAL_KEY for the global bias;
 - `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
@@ -98,6 +104,7 @@ class LearnerState:
     """The state handles of one learner subtask (Flink's, or dict-backed ones in tests)."""
 
     entries: MapStateLike
+    entry_blocks: MapStateLike
     users: MapStateLike
     items: MapStateLike
     biases: MapStateLike
@@ -141,8 +148,10 @@ class BatchJoinLearner:
         # cache starts over at least every half TTL.
         self.cache_lifetime_ms = state_ttl_ms // 2 if state_ttl_ms > 0 else None
         self.cache_since_ms: int | None = None
-        self.entries: dict[str, list] = {}  # id -> [JoinState, impression score or None, deferred learning]
+        # id -> [JoinState, impression score or None, deferred learning, a version is in `entries` state]
+        self.entries: dict[str, list] = {}
         self.due: list[tuple[int, str]] = []  # heap of (timer time, impression id)
+        self.blocks: list[tuple[int, int]] = []  # heap of (when its last retention ends, block number)
         meta = state.meta.value()
         self.meta: dict[str, Any] = pickle.loads(meta) if meta is not None else {
             "version": initial_model.version if initial_model else 0,
@@ -161,26 +170,41 @@ class BatchJoinLearner:
 
     # Restore ------------------------------------------------------------------------------------
     def _restore_entries(self) -> None:
-        """Join entries and their timers come back from state (timers are derived from the entries)."""
+        """Join entries and their timers come back from state (timers are derived from the entries):
+        the blocks' versions first, then the per-entry versions over them (see the module doc)."""
         decided_until = self.meta.get("decided_until", NO_WATERMARK)
+        for block, data in self.state.entry_blocks.items():
+            expiry, stored = pickle.loads(data)
+            self.blocks.append((expiry, block))
+            for impression_id, fields in stored:
+                if self.forget_time(fields[0]) > decided_until:  # else its retention ended: forgotten
+                    self._restore_entry(impression_id, fields, decided_until, keyed=False)
+        heapq.heapify(self.blocks)
         for impression_id, data in self.state.entries.items():
-            impression, status, label, held, score, deferred = pickle.loads(data)
-            if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
-                status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
-            entry = [JoinState(impression, status, label, list(held)), score, deferred]
-            self.entries[impression_id] = entry
+            self._restore_entry(impression_id, pickle.loads(data), decided_until, keyed=True)
+        for impression_id, entry in self.entries.items():
             for due in self._timers_of(entry):
                 self.due.append((due, impression_id))
         heapq.heapify(self.due)
 
+    def _restore_entry(self, impression_id: str, fields: list, decided_until: int, keyed: bool) -> None:
+        impression, status, label, held, score, deferred = fields
+        if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
+            status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
+        self.entries[impression_id] = [JoinState(impression, status, label, list(held)), score, deferred, keyed]
+
+    def forget_time(self, impression: tuple) -> int:
+        """The watermark at which the join forgets an impression (its retention timer)."""
+        return impression[IMP_TIME] + self.join.window_ms + self.join.retention_ms
+
     def _timers_of(self, entry: list) -> list[int]:
-        state, _, deferred = entry
+        state, _, deferred, _ = entry
         window = self.join.window_ms
         if state.impression is None:
             return [click[CLK_TIME] + window + 1 for click in state.held_clicks]
         if state.status == PENDING or deferred:
             return [self.join.deadline(state.impression)]
-        return [state.impression[IMP_TIME] + window + self.join.retention_ms]
+        return [self.forget_time(state.impression)]
 
     # Model rows ---------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int:
@@ -346,7 +370,8 @@ class _BatchRun:
         self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
         self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
         self.changed_entries: set[str] = set()
-        self.removed_entries: set[str] = set()
+        self.new_entries: set[str] = set()  # made in this call: they go to this call's block
+        self.removed_entries: set[str] = set()  # forgotten, with a version in `entries` state
         self.touched_users: set[str] = set()
         self.touched_items: set[str] = set()
         self.touched_positions: set[int] = set()
@@ -371,7 +396,7 @@ class _BatchRun:
             entry = learner.entries.get(impression_id)
             if entry is None:
                 continue
-            state, score, deferred = entry
+            state, score, deferred, _ = entry
             if deferred and state.impression is not None and timestamp >= learner.join.deadline(state.impression):
                 self._learn(state.impression, 1)
                 entry[2] = False
@@ -394,9 +419,9 @@ class _BatchRun:
         impression_id = impression[IMP_ID]
         entry = learner.entries.get(impression_id)
         if entry is None:
-            entry = [JoinState(), None, False]
+            entry = [JoinState(), None, False, False]
             learner.entries[impression_id] = entry
-            self.removed_entries.discard(impression_id)
+            self.new_entries.add(impression_id)
         state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
         if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
             self.scored.append((self._op(OP_SCORE, impression, 0), entry))
@@ -407,9 +432,9 @@ class _BatchRun:
         impression_id = click[0]
         entry = learner.entries.get(impression_id)
         if entry is None:
-            entry = [JoinState(), None, False]
+            entry = [JoinState(), None, False, False]
             learner.entries[impression_id] = entry
-            self.removed_entries.discard(impression_id)
+            self.new_entries.add(impression_id)
         state, effects = learner.join.on_click(entry[0], click, learner.meta["watermark"])
         self._apply(impression_id, entry, effects)
 
@@ -429,7 +454,8 @@ class _BatchRun:
         if effects.clear or entry[0].impression is None and not entry[0].held_clicks:
             learner.entries.pop(impression_id, None)
             self.changed_entries.discard(impression_id)
-            self.removed_entries.add(impression_id)
+            if entry[3]:
+                self.removed_entries.add(impression_id)
         elif persist:
             self.changed_entries.add(impression_id)
         for kind, record in effects.events:
@@ -563,14 +589,15 @@ class _BatchRun:
         learner = self.learner
         state = learner.state
         model = learner.model
-        if self.changed_entries:
-            entries = learner.entries
-            state.entries.put_all({
-                impression_id: pickle.dumps(_stored_entry(entries[impression_id]), protocol=pickle.HIGHEST_PROTOCOL)
-                for impression_id in self.changed_entries
-            })
+        # Removals first: an id forgotten and seen again in this call has a new entry to write.
         for impression_id in self.removed_entries:
             state.entries.remove(impression_id)
+        if self.changed_entries:
+            self._write_entries()
+        decided_until = learner.meta.get("decided_until", NO_WATERMARK)
+        blocks = learner.blocks
+        while blocks and blocks[0][0] <= decided_until:
+            state.entry_blocks.remove(heapq.heappop(blocks)[1])
         if self.touched_users:
             state.users.put_all({u: model.users[model.user_rows[u]].tobytes() for u in self.touched_users})
         items = self.touched_items | self.merged_items
@@ -587,6 +614,30 @@ class _BatchRun:
         state.meta.update(pickle.dumps(learner.meta))
 
 
+    def _write_entries(self) -> None:
+        """This call's new entries with an impression as one block; other changed entries one by one."""
+        learner = self.learner
+        entries = learner.entries
+        block, keyed = [], {}
+        expiry = NO_WATERMARK
+        for impression_id in self.changed_entries:
+            entry = entries[impression_id]
+            impression = entry[0].impression
+            if impression_id in self.new_entries and impression is not None:
+                block.append((impression_id, _stored_entry(entry)))
+                expiry = max(expiry, learner.forget_time(impression))
+            else:
+                entry[3] = True
+                keyed[impression_id] = pickle.dumps(_stored_entry(entry), protocol=pickle.HIGHEST_PROTOCOL)
+        if block:
+            number = learner.meta["next_block"] = learner.meta.get("next_block", 0) + 1
+            data = pickle.dumps((expiry, block), protocol=pickle.HIGHEST_PROTOCOL)
+            learner.state.entry_blocks.put_all({number: data})
+            heapq.heappush(learner.blocks, (expiry, number))
+        if keyed:
+            learner.state.entries.put_all(keyed)
+
+
 def _stored_entry(entry: list) -> list:
-    state, score, deferred = entry
+    state, score, deferred, _ = entry
     return [state.impression, state.status, state.label, state.held_clicks, score, deferred]

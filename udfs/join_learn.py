@@ -69,6 +69,7 @@ class JoinAndLearn(KeyedProcessFunction):
         raw = Types.PICKLED_BYTE_ARRAY()
         self.state = LearnerState(
             entries=runtime_context.get_map_state(MapStateDescriptor("entries", Types.STRING(), raw)),
+            entry_blocks=runtime_context.get_map_state(MapStateDescriptor("entry_blocks", Types.LONG(), raw)),
             users=runtime_context.get_map_state(self._expiring(MapStateDescriptor("users", Types.STRING(), raw))),
             items=runtime_context.get_map_state(self._expiring(MapStateDescriptor("items", Types.STRING(), raw))),
             biases=runtime_context.get_map_state(MapStateDescriptor("biases", Types.LONG(), raw)),
