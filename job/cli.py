@@ -140,7 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return cmd_demo_kafka(args)
     from job.generate import generate, write_stream
     from job.replay import run_replay
-    from job.report import format_summary, plot_learning_curve, run_summary
+    from job.report import describe_plot, format_summary, plot_learning_curve, run_summary
 
     out = Path(args.out or f"out/demo/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
@@ -158,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(format_summary(summary))
     print(f"\noutputs: {result.out_dir}/{{examples,snapshots,metrics,dead-letter,late-clicks,orphan-clicks}}")
-    print(f"learning curve: {png}")
+    print(describe_plot(png))
     return 0
 
 

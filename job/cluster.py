@@ -58,12 +58,11 @@ from typing import Any
 
 import yaml
 
-from job.jars import REPO_ROOT
+from job.paths import IMPORT_ROOT, cache_dir, flink_conf_dir, main_py
 from job.ports import free_port, port_is_free
 from job.processes import alive, command_line, send_signal
 
-MAIN_PY = REPO_ROOT / "job" / "main.py"
-DEFAULT_HOME = REPO_ROOT / ".cache" / "flink-cluster"
+DEFAULT_HOME = cache_dir() / "flink-cluster"
 DEFAULT_REST_PORT = 8081
 STATE_FILE = "cluster.json"
 # Keys of the program's configuration that belong to the cluster, not to a job (see the module doc).
@@ -182,7 +181,7 @@ class StandaloneCluster:
     def env(self) -> dict[str, str]:
         """The environment for Flink's scripts and the `flink` client against this cluster."""
         env = dict(os.environ)
-        python_path = [*site.getsitepackages(), str(REPO_ROOT)]
+        python_path = [*site.getsitepackages(), str(IMPORT_ROOT)]
         if env.get("PYTHONPATH"):
             python_path.append(env["PYTHONPATH"])
         env.update(
@@ -395,7 +394,7 @@ class StandaloneCluster:
             command.append("-d")
         if savepoint:
             command += ["-s", savepoint]
-        command += ["-p", str(parallelism), "-pyclientexec", self.python, "-py", str(MAIN_PY), *args]
+        command += ["-p", str(parallelism), "-pyclientexec", self.python, "-py", str(main_py()), *args]
         result = self.flink(command, timeout_s=timeout_s)
         found = _JOB_ID.search(result.stdout)
         if result.returncode != 0 or found is None:
@@ -450,7 +449,7 @@ class StandaloneCluster:
     # --- internals ------------------------------------------------------------------------------
 
     def _run(self, command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(command, env=self.env(), cwd=REPO_ROOT, capture_output=True, text=True,
+        return subprocess.run(command, env=self.env(), cwd=IMPORT_ROOT, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout_s)
 
     def _settings(self) -> dict[str, str]:
@@ -493,7 +492,7 @@ class StandaloneCluster:
         (self.conf_dir / "masters").write_text(f"localhost:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text("localhost\n" * self.taskmanagers)  # one line per TaskManager
         header = (f"# Written by job/cluster.py on start: {flink / 'conf' / 'config.yaml'}, then "
-                  f"{REPO_ROOT / 'flink-conf' / 'config.yaml'}, then the cluster's own settings.\n")
+                  f"{flink_conf_dir() / 'config.yaml'}, then the cluster's own settings.\n")
         (self.conf_dir / "config.yaml").write_text(
             header + yaml.safe_dump(self._settings(), default_flow_style=False, sort_keys=True))
         for link in self.lib_dir.iterdir():

@@ -14,7 +14,7 @@ import yaml
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 
-FLINK_CONF_DIR = Path(__file__).resolve().parent.parent / "flink-conf"
+from job.paths import IMPORT_ROOT, cache_dir, flink_conf_dir
 
 CHECKPOINT_DIR_KEY = "execution.checkpointing.dir"
 SAVEPOINT_DIR_KEY = "execution.checkpointing.savepoint-dir"
@@ -31,8 +31,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def flink_settings(conf_dir: Path = FLINK_CONF_DIR) -> dict[str, str]:
-    """The settings of `config.yaml` as flat Flink keys."""
+def flink_settings(conf_dir: Path | None = None) -> dict[str, str]:
+    """The settings of `config.yaml` (freshrank's, unless `conf_dir` names another) as flat Flink keys."""
+    conf_dir = conf_dir or flink_conf_dir()
     return _flatten(yaml.safe_load((conf_dir / "config.yaml").read_text()) or {})
 
 
@@ -108,7 +109,6 @@ def state_dirs(checkpoint_dir: str | os.PathLike[str] | None = None) -> dict[str
 
 
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-LOCAL_LIB_DIR = FLINK_CONF_DIR.parent / ".cache" / "flink-local-lib"
 
 
 def prometheus_reporter(ports: str) -> dict[str, str]:
@@ -132,18 +132,19 @@ def _reporters_on_local_classpath() -> None:
         raise RuntimeError("the Prometheus reporter must be set up before the Flink gateway starts")
     home = Path(_find_flink_home())
     jars = [*sorted((home / "lib").glob("*.jar")), *sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))]
-    LOCAL_LIB_DIR.mkdir(parents=True, exist_ok=True)
+    local_lib = cache_dir() / "flink-local-lib"
+    local_lib.mkdir(parents=True, exist_ok=True)
     # Links are only added or corrected, never all removed first: another run may be starting from them.
     wanted = {jar.name: jar for jar in jars}
-    for entry in LOCAL_LIB_DIR.iterdir():
+    for entry in local_lib.iterdir():
         if entry.name not in wanted:
             entry.unlink()
     for name, jar in wanted.items():
-        link = LOCAL_LIB_DIR / name
+        link = local_lib / name
         if not (link.is_symlink() and link.resolve() == jar.resolve()):
             link.unlink(missing_ok=True)
             link.symlink_to(jar)
-    os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB_DIR)
+    os.environ["FLINK_LIB_DIR"] = str(local_lib)
 
 
 def make_environment(overrides: dict[str, str] | None = None,
@@ -160,7 +161,7 @@ def make_environment(overrides: dict[str, str] | None = None,
     """
     # Thread mode embeds CPython in the JVM (PemJa); it sees a venv's packages only via PYTHONPATH,
     # which the JVM inherits from this process when the gateway starts.
-    paths = [*site.getsitepackages(), str(FLINK_CONF_DIR.parent)]
+    paths = [*site.getsitepackages(), str(IMPORT_ROOT)]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
     local = not under_flink_client()
     settings = job_settings(flink_settings(), local=local)

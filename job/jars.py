@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from job.paths import cache_dir
 
 FLINK_KAFKA_CONNECTOR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
 KAFKA_VERSION = "4.1.1"
@@ -47,11 +47,6 @@ MANIFEST = "manifest.txt"
 
 class JarFetchError(RuntimeError):
     """Maven could not fetch an artifact (no network, unknown version, ...); carries Maven's output."""
-
-
-def cache_dir() -> Path:
-    """The cache folder, `<repo>/.cache` (gitignored); `FRESHRANK_CACHE_DIR` overrides it (e.g. CI cache)."""
-    return Path(os.environ.get("FRESHRANK_CACHE_DIR", REPO_ROOT / ".cache")).resolve()
 
 
 def flink_kafka_connector_jar() -> Path:

@@ -32,11 +32,12 @@ from pathlib import Path
 from types import TracebackType
 
 from job import jars
+from job.paths import cache_dir
 from job.ports import free_port, port_accepts, port_is_free
 from job.processes import command_line, send_signal
 
 DEFAULT_PORT = 9092
-DEFAULT_CLI_DATA_DIR = jars.REPO_ROOT / ".cache" / "kafka"
+DEFAULT_CLI_DATA_DIR = cache_dir() / "kafka"
 PID_FILE = "broker.pid"
 BOOTSTRAP_FILE = "bootstrap.txt"
 LOG_FILE = "broker.log"

@@ -666,7 +666,7 @@ def run_kafka_demo(
     The output topics are exported to `out/run/<output>/` as JSON Lines (the embedded demo's layout),
     so the summary and the learning curve are the embedded demo's own (`job.report`).
     """
-    from job.report import format_summary, plot_learning_curve, run_summary
+    from job.report import describe_plot, format_summary, plot_learning_curve, run_summary
 
     wall_started = time.monotonic()
     if gen.n_impressions / duration_s > MAX_DEMO_RATE:
@@ -701,7 +701,7 @@ def run_kafka_demo(
           f"drain {live.drain_s:.1f} s")
     print(freshness_line(live))
     print(f"\noutputs: topics *{suffix}, exported to {out / 'run'}/{{{','.join(OUTPUT_TOPICS)}}}")
-    print(f"learning curve: {png}; total {time.monotonic() - wall_started:.0f} s")
+    print(f"{describe_plot(png)}; total {time.monotonic() - wall_started:.0f} s")
     return summary
 
 

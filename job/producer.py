@@ -16,18 +16,18 @@ batched (idempotent producer, lz4, linger 5 ms); delivery failures are raised by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, NamedTuple
 
 import confluent_kafka
 import fastavro
 import orjson
-from tqdm import tqdm
 
 from job.event_files import files_of, is_avro_container
 from job.generate import GeneratorConfig, generate
@@ -258,7 +258,7 @@ def _emit(
     stop: threading.Event | None = None,
 ) -> None:
     """Produce `(deadline, message)` pairs in order, each not before its monotonic-clock deadline."""
-    with tqdm(total=total, unit="ev", desc=desc, disable=not progress, mininterval=0.5, smoothing=0.1) as bar:
+    with _progress_bar(total, desc, progress) as bar:
         pending = 0
         for deadline, message in messages:
             if stop is not None and stop.is_set():
@@ -277,6 +277,17 @@ def _emit(
                 bar.update(pending)
                 pending = 0
         bar.update(pending)
+
+
+def _progress_bar(total: int, desc: str, wanted: bool) -> Any:
+    """tqdm's bar (the `progress` extra), or one that shows nothing when it is not installed."""
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:
+        if total and wanted:
+            log.info("%s: %d events (install freshrank[progress] for a progress bar)", desc, total)
+        return contextlib.nullcontext(SimpleNamespace(update=lambda _: None))
+    return tqdm(total=total, unit="ev", desc=desc, disable=not wanted, mininterval=0.5, smoothing=0.1)
 
 
 def _event_time_order(impressions: list[Message], clicks: list[Message]) -> list[Message]:

@@ -83,9 +83,19 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curve(out_dir: Path, png: Path, oracle: dict[str, float] | None = None, chunks: int = 20) -> Path:
-    """AUC per consecutive slice of examples (in event time): model vs popularity (vs oracle)."""
-    import matplotlib
+def describe_plot(png: Path | None) -> str:
+    """Where the learning curve went, or how to get one."""
+    return f"learning curve: {png}" if png else "learning curve: not drawn (pip install 'freshrank[plots]')"
+
+
+def plot_learning_curve(out_dir: Path, png: Path, oracle: dict[str, float] | None = None,
+                        chunks: int = 20) -> Path | None:
+    """AUC per consecutive slice of examples (in event time): model vs popularity (vs oracle); None
+    when matplotlib (the `plots` extra) is not installed."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

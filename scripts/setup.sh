@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything freshrank needs into .venv (idempotent): Python deps pinned in pyproject.toml,
+# Installs everything freshrank needs into .venv (idempotent): Python deps at the versions of
+# constraints.txt (within pyproject.toml's ranges),
 # and the Java jars (Kafka connector, Kafka broker) from Maven Central into .cache/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,plots,progress]'
 if [ "${FRESHRANK_SKIP_JARS:-0}" != "1" ]; then
   .venv/bin/python -m job.jars >/dev/null
 fi
