@@ -1,1 +1,2 @@
-"""freshrank job: pipeline wiring, command line and the clients around it."""
+"""The freshrank Flink job: options, the dataflow (pipeline, batching), its connectors (files, Kafka),
+the Flink environment, and the `flink run -py job/main.py` entry point. Imports udfs/ and clients/."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from job.event_files import MalformedRecord, numbered_records
+from clients.event_files import MalformedRecord, numbered_records
 from udfs.parse import DEAD_LETTER_MAX_BYTES, dead_letter
 from udfs.records import InvalidRecord, parse_wire, validate_record
 
@@ -60,7 +60,7 @@ def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, *,
     """Every committed message of the items topic, from the beginning to its current end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from job.kafka_properties import client_config
+    from clients.kafka_properties import client_config
 
     consumer = Consumer(client_config(bootstrap, kafka_properties, **{
         "group.id": f"freshrank-catalog-{uuid.uuid4().hex}", "enable.auto.commit": False,

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 
 # Exceptions whose message is already written for the user (ours, and the standard library's for
 # files and values); anything else is described by its type and first line.
 _PLAIN = (ValueError, FileExistsError, NotADirectoryError, PermissionError, ConnectionError, TimeoutError,
           RuntimeError)
+
+
+def run_reporting_errors(command: Callable[[], int], debug: bool, prog: str = "freshrank") -> int:
+    """Run a command; a failure becomes one `PROG: error: ...` line and exit code 1 (the traceback
+    itself with `debug`), an interrupt exit code 130."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {describe(error)}", file=sys.stderr)
+        return 1
 
 
 def describe(error: BaseException) -> str:

@@ -154,9 +154,9 @@ def make_environment(overrides: dict[str, str] | None = None,
     """A local (or, under `flink run`, cluster) environment with our settings applied.
 
     `checkpoint_dir` (e.g. `--checkpoint-dir`) replaces config.yaml's checkpoint and savepoint dirs.
-    Under `flink run` without it, the cluster's own config names them (job/cluster.py: its home).
+    Under `flink run` without it, the cluster's own config names them (infra/cluster.py: its home).
     `prometheus_ports` turns on Flink's Prometheus reporter (`prometheus_reporter`) for a local run;
-    under `flink run` reporters are the cluster's (`python -m job.cluster start --prometheus-port`).
+    under `flink run` reporters are the cluster's (`python -m infra.cluster start --prometheus-port`).
     `rest_port` fixes a local run's REST endpoint (web UI, job status) instead of a free port.
     """
     # Thread mode embeds CPython in the JVM (PemJa); it sees a venv's packages only via PYTHONPATH,

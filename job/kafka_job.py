@@ -17,16 +17,16 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
+from clients.kafka_properties import client_config, java_properties, librdkafka_properties
+from clients.topics import DEFAULT_TOPICS, TopicNames
 from job.batching import NO_WATERMARK, batch_row_type
 from job.catalog import catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import make_environment
 from job.jars import flink_kafka_connector_jar
-from job.kafka_properties import client_config, java_properties, librdkafka_properties
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from job.replay import load_snapshots
 from job.sql import sql_identifier, sql_with_options
-from job.topics import DEFAULT_TOPICS, TopicNames
 from udfs.encoding import AvroWireEncoder
 from udfs.model_store import ModelStore, SnapshotError, snapshot_problem
 from udfs.parse import DEAD_LETTER_MAX_BYTES
@@ -186,7 +186,7 @@ def load_snapshot_topic(bootstrap: str, topic: str, dim: int,
                         kafka_properties: Mapping[str, str] | None = None) -> ModelStore:
     """The newest record of every entity on the compacted snapshot topic (read_committed, up to its
     end as of now): the hot start of a new job without a savepoint. Every record is checked first."""
-    from job.snapshot_consumer import SnapshotConsumer
+    from clients.snapshot_consumer import SnapshotConsumer
 
     with SnapshotConsumer(bootstrap, topic, **librdkafka_properties(kafka_properties)) as consumer:
         consumer.catch_up(timeout_s=300)
@@ -213,7 +213,7 @@ def build_kafka_job(
     kafka_properties: Mapping[str, str] | None = None,
     from_snapshot_topic: bool = False,
 ) -> None:
-    """Wire the pipeline between the Kafka topics onto `env`; `kafka_properties` (see job.kafka_properties)
+    """Wire the pipeline between the Kafka topics onto `env`; `kafka_properties` (see clients.kafka_properties)
     reach every source, sink and client of the job."""
     env.add_jars(flink_kafka_connector_jar().resolve().as_uri())
     t_env = StreamTableEnvironment.create(env)

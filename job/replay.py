@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
+from clients.event_files import MalformedRecord, files_of, numbered_records, stage_as_json_lines
 from job.catalog import catalog_from_file
 from job.config import JobConfig
-from job.event_files import MalformedRecord, files_of, numbered_records, stage_as_json_lines
 from job.files import json_lines_sink, text_lines
 from job.flink_env import make_environment
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline

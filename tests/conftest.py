@@ -32,14 +32,14 @@ def kafka_broker() -> Iterator[str]:
     """Bootstrap servers of ONE real Kafka broker for the whole session.
 
     `FRESHRANK_KAFKA_BOOTSTRAP=host:port` uses a broker that is already running (e.g. started by
-    `python -m job.kafka_broker start`); otherwise a KRaft broker is started on a free port in a
+    `python -m infra.kafka_broker start`); otherwise a KRaft broker is started on a free port in a
     temporary folder (jars fetched by job.jars on first use) and stopped after the session.
     """
     bootstrap = os.environ.get("FRESHRANK_KAFKA_BOOTSTRAP")
     if bootstrap:
         yield bootstrap
         return
-    from job.kafka_broker import KafkaBroker
+    from infra.kafka_broker import KafkaBroker
 
     started = time.monotonic()
     broker = KafkaBroker(port=0).start(timeout_s=120)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from reference_joiner import reference_join
 
-from job.generate import GeneratorConfig, generate
+from tools.generate import GeneratorConfig, generate
 from udfs import batch_learner
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
 from udfs.join_logic import IMP_TIME, PENDING, ImpressionClickJoin

@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from infra.ports import free_port
 from job.errors import describe
-from job.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def freshrank(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("FRESHRANK_")}
-    return subprocess.run([sys.executable, "-m", "job.cli", *args], cwd=REPO, env={**clean, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=REPO, env={**clean, **(env or {})},
                           capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -39,7 +39,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_an_unreachable_broker_is_reported_within_seconds() -> None:
     bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
-    commands = (["topics", "create"], ["produce", "--generate", "--quiet"],
+    commands = (["topics", "create"], ["produce", "--generate", "100", "--quiet"],
                 ["rank", "--user", "u", "--candidates", "a"])
     for command in commands:
         started = time.monotonic()
@@ -61,7 +61,7 @@ def test_a_bad_environment_value_is_a_usage_error_naming_the_option(tmp_path: Pa
 
 
 def test_environment_values_reach_the_options() -> None:
-    from job.cli import build_parser
+    from tools.cli import build_parser
 
     previous = {key: os.environ.get(key) for key in ("FRESHRANK_LEARNING_RATE", "FRESHRANK_WINDOW")}
     os.environ.update({"FRESHRANK_LEARNING_RATE": "0.25", "FRESHRANK_WINDOW": "12"})
@@ -93,9 +93,28 @@ def test_broker_and_cluster_are_freshrank_commands_with_their_own_options(tmp_pa
     for command in ("kafka", "cluster"):
         result = freshrank(command, "-h")
         assert result.returncode == 0 and result.stdout.startswith(f"usage: freshrank {command}"), result.stderr
-    # one tool: the same default data folder as `python -m job.kafka_broker`
-    from job.kafka_broker import DEFAULT_CLI_DATA_DIR
+    # one tool: the same default data folder as `python -m infra.kafka_broker`
+    from infra.kafka_broker import DEFAULT_CLI_DATA_DIR
 
     assert str(DEFAULT_CLI_DATA_DIR) in freshrank("kafka", "-h", env={"COLUMNS": "1000"}).stdout  # unwrapped
     status = freshrank("kafka", "status", "--data-dir", str(tmp_path))
     assert status.returncode == 1 and "not running" in status.stdout + status.stderr
+
+
+def test_demo_modes_fill_only_what_was_not_given(monkeypatch) -> None:
+    """`demo --kafka` has its own defaults; options typed or set in the environment keep their value."""
+    from tools.cli import build_parser, resolve_demo_mode
+    from tools.kafka_demo import KAFKA_DEMO_DEFAULTS
+
+    monkeypatch.delenv("FRESHRANK_WINDOW", raising=False)
+    args = build_parser().parse_args(["demo", "--kafka", "--imp", "3000", "--snapshot-interval=2"])
+    resolve_demo_mode(args)
+    assert (args.n_impressions, args.snapshot_interval) == (3000, 2.0)
+    assert (args.n_users, args.window) == (KAFKA_DEMO_DEFAULTS["n_users"], KAFKA_DEMO_DEFAULTS["window"])
+    plain = build_parser().parse_args(["demo", "--imp", "3000"])
+    resolve_demo_mode(plain)
+    assert (plain.n_impressions, plain.window, plain.n_users) == (3000, 1800.0, 2000)
+    monkeypatch.setenv("FRESHRANK_WINDOW", "60")
+    from_env = build_parser().parse_args(["demo", "--kafka"])
+    resolve_demo_mode(from_env)
+    assert from_env.window == 60.0

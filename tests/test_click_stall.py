@@ -8,7 +8,7 @@ import pytest
 from reference_joiner import reference_join
 from test_batch_learner import new_state
 
-from job.generate import GeneratorConfig, generate
+from tools.generate import GeneratorConfig, generate
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner
 from udfs.click_stall import ClickStallGuard
 from udfs.join_logic import ImpressionClickJoin

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from job.evaluate import auc, calibration, logloss, normalized_entropy, popularity_scores, summarize
+from tools.evaluate import auc, calibration, logloss, normalized_entropy, popularity_scores, summarize
 
 
 def brute_force_auc(labels: list[int], scores: list[float]) -> float:

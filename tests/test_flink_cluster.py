@@ -27,10 +27,10 @@ from confluent_kafka import Consumer
 from confluent_kafka import Producer as RawProducer
 from reference_joiner import reference_join
 
-from job.cluster import StandaloneCluster
-from job.generate import GeneratorConfig, generate
-from job.producer import Producer as EventProducer
-from job.topics import TopicNames, create_all
+from clients.producer import Producer as EventProducer
+from clients.topics import TopicNames, create_all
+from infra.cluster import StandaloneCluster
+from tools.generate import GeneratorConfig, generate
 from udfs.wire import WireDecoder, encode
 
 WINDOW_S = 20.0
@@ -423,7 +423,7 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(flink_cluster,
     """The broker stops (clean shutdown) with the job mid-stream and comes back 10 s later on the same
     port and data: the job fails over and recovers from its checkpoint; every impression of the stream
     has exactly one committed example, labelled as the reference labels it."""
-    from job.kafka_broker import KafkaBroker
+    from infra.kafka_broker import KafkaBroker
 
     cluster = flink_cluster
     broker = KafkaBroker(port=0, data_dir=tmp_path / "kafka").start(timeout_s=120)

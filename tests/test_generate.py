@@ -9,8 +9,8 @@ import orjson
 import pytest
 from fastavro.validation import validate
 
-from job.evaluate import auc, popularity_scores
-from job.generate import GeneratorConfig, Stream, generate, write_stream
+from tools.evaluate import auc, popularity_scores
+from tools.generate import GeneratorConfig, Stream, generate, write_stream
 from udfs.schemas import field_names, parsed_schema
 
 CONFIG = GeneratorConfig()  # 100k impressions: large enough for rates, fast enough for CI

@@ -20,8 +20,8 @@ import pytest
 from samples import SAMPLES
 from test_batch_learner import new_state
 
+from clients.event_files import MalformedRecord, read_records
 from job.catalog import catalog_embeddings, catalog_from_file
-from job.event_files import MalformedRecord, read_records
 from udfs.batch_learner import NO_WATERMARK, BatchJoinLearner
 from udfs.encoding import JsonLinesEncoder
 from udfs.join_logic import ImpressionClickJoin

@@ -13,7 +13,7 @@ import pytest
 from join_simulator import EXAMPLE, IMP, JoinSimulator, simulate
 from reference_joiner import reference_join
 
-from job.generate import GeneratorConfig, generate
+from tools.generate import GeneratorConfig, generate
 from udfs.join_logic import (
     DECIDED,
     DUPLICATE_CLICK,

@@ -1,4 +1,4 @@
-"""A real KRaft broker (job.kafka_broker) carrying wire-encoded records (udfs.wire)."""
+"""A real KRaft broker (infra.kafka_broker) carrying wire-encoded records (udfs.wire)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from job.kafka_broker import create_topics
+from clients.admin import create_topics
 from udfs.wire import WireDecoder, encode
 
 
@@ -127,10 +127,10 @@ def test_transactions_with_flinks_default_timeout(kafka_broker: str) -> None:
 
 @pytest.mark.kafka
 def test_command_line_start_status_stop(tmp_path: Path) -> None:
-    """`python -m job.kafka_broker` runs a broker in the background and finds it by its pid file."""
+    """`python -m infra.kafka_broker` runs a broker in the background and finds it by its pid file."""
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "job.kafka_broker", *args, "--data-dir", str(tmp_path)]
+        command = [sys.executable, "-m", "infra.kafka_broker", *args, "--data-dir", str(tmp_path)]
         return subprocess.run(command, capture_output=True, text=True, timeout=180)
 
     started = cli("start", "--port", "0")

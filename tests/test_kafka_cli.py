@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from job.cli import _typed_options, main
-from job.generate import GeneratorConfig, generate, write_stream
-from job.kafka_demo import freshness_of, read_topic
-from job.topics import TopicNames, snapshot_key
+from clients.topics import TopicNames, snapshot_key
+from tools.cli import main
+from tools.generate import GeneratorConfig, generate, write_stream
+from tools.kafka_demo import freshness_of, read_topic
 from udfs.model_store import ModelStore
 from udfs.wire import encode
 
@@ -41,7 +41,7 @@ def test_topics_create_then_produce_a_generated_stream(kafka_broker: str, capsys
     assert "cleanup.policy=compact" in created  # the snapshot topic
 
     config = GeneratorConfig(n_impressions=300, n_users=20, n_items=30, seed=11)
-    assert main(["produce", "--generate", "--impressions", "300", "--users", "20", "--items", "30", "--seed", "11",
+    assert main(["produce", "--generate", "300", "--generate-users", "20", "--generate-items", "30", "--seed", "11",
                  "--speedup", "2000", "--quiet", *kafka_args(kafka_broker, suffix)]) == 0
     stream = generate(config)
     expected = {"impressions": len(stream.impressions), "clicks": len(stream.clicks), "items": len(stream.items)}
@@ -130,15 +130,6 @@ def test_serve_demo_shows_users_with_most_updates(kafka_broker: str, filled_snap
 
 def test_kafka_status_without_a_broker(tmp_path: Path) -> None:
     assert main(["kafka", "status", "--data-dir", str(tmp_path)]) == 1
-
-
-def test_typed_options_tell_typed_from_defaults(monkeypatch) -> None:
-    monkeypatch.delenv("FRESHRANK_WINDOW", raising=False)
-    typed = _typed_options(["demo", "--kafka", "--imp", "3000", "--snapshot-interval=2"])
-    assert {"n_impressions", "snapshot_interval", "kafka"} <= typed
-    assert not {"n_users", "window", "out"} & typed
-    monkeypatch.setenv("FRESHRANK_WINDOW", "60")
-    assert "window" in _typed_options(["demo", "--kafka"])
 
 
 def test_freshness_uses_the_first_user_record_that_includes_the_click() -> None:

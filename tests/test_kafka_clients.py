@@ -1,4 +1,4 @@
-"""Kafka clients on a real broker: topics, producers and replay (job.producer), serving (job.snapshot_consumer)."""
+"""Kafka clients on a real broker: topics, producers and replay (clients.producer), serving (snapshot_consumer)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPart
 from confluent_kafka.admin import AdminClient, ConfigResource
 from samples import SAMPLES
 
-from job.generate import GeneratorConfig, generate, write_stream
-from job.kafka_broker import create_topics
-from job.producer import DeliveryError, replay_files, stream_generated
-from job.producer import Producer as EventProducer
-from job.snapshot_consumer import SnapshotConsumer
-from job.topics import TopicNames, create_all, snapshot_key
+from clients.admin import create_topics
+from clients.producer import DeliveryError, replay_files, stream_live
+from clients.producer import Producer as EventProducer
+from clients.snapshot_consumer import SnapshotConsumer
+from clients.topics import TopicNames, create_all, snapshot_key
+from tools.generate import GeneratorConfig, generate, write_stream
 from udfs.model_store import ModelStore
 from udfs.records import InvalidRecord, fast_validator, validate_record
 from udfs.schemas import RECORD_NAMES
@@ -258,7 +258,7 @@ def test_replay_files_rate_limit(kafka_broker: str, tmp_path: Path) -> None:
     assert [WireDecoder("Impression").decode(m.value()) for m in messages] == records
 
 
-def test_stream_generated_shifts_event_times_to_now(kafka_broker: str) -> None:
+def test_stream_live_shifts_event_times_to_now(kafka_broker: str) -> None:
     config = GeneratorConfig(n_users=20, n_items=20, n_impressions=100, seed=5, late_click_rate=0.0,
                              click_delay_median_s=2.0, click_delay_sigma=0.5)
     stream = generate(config)
@@ -269,7 +269,7 @@ def test_stream_generated_shifts_event_times_to_now(kafka_broker: str) -> None:
     span_ms = max(r["event_time"] for r in stream.impressions + stream.clicks) - first
     started_ms = time.time() * 1000
     started = time.monotonic()
-    counts = stream_generated(kafka_broker, config, speedup, topics=names, progress=False)
+    counts = stream_live(kafka_broker, stream, speedup, topics=names, progress=False)
     elapsed = time.monotonic() - started
     assert counts["impressions"] == len(stream.impressions) and counts["clicks"] == len(stream.clicks)
     assert elapsed >= 0.9 * span_ms / 1000 / speedup

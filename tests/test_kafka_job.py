@@ -10,12 +10,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from reference_joiner import reference_join
 
+from clients.producer import Producer as EventProducer
+from clients.snapshot_consumer import SnapshotConsumer
+from clients.topics import TopicNames, create_all
 from job.config import JobConfig
-from job.generate import GeneratorConfig, generate
 from job.kafka_job import build_kafka_job, kafka_environment
-from job.producer import Producer as EventProducer
-from job.snapshot_consumer import SnapshotConsumer
-from job.topics import TopicNames, create_all
+from tools.generate import GeneratorConfig, generate
 from udfs.learner_math import LearnerConfig
 from udfs.wire import WireDecoder, encode
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from job import flink_env
-from job.cli import _kafka_properties, build_parser
-from job.kafka_properties import (
+from clients.kafka_properties import (
     KafkaPropertiesError,
     client_config,
     java_properties,
@@ -23,8 +21,11 @@ from job.kafka_properties import (
     read_properties_file,
     write_properties_file,
 )
+from clients.topics import DEFAULT_TOPICS, topic_configs
+from job import flink_env
+from job.options import kafka_properties_of
 from job.sql import sql_identifier, sql_string, sql_with_options
-from job.topics import DEFAULT_TOPICS, topic_configs
+from tools.cli import build_parser
 
 # --- parsing -------------------------------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ def test_java_only_keys_are_accepted_by_the_java_client_only() -> None:
     """The confluent-kafka client refuses what JAVA_ONLY_KEYS lists and takes the common keys."""
     from confluent_kafka import KafkaException, Producer
 
-    from job.kafka_properties import JAVA_ONLY_KEYS
+    from clients.kafka_properties import JAVA_ONLY_KEYS
 
     with pytest.raises(KafkaException):
         Producer({"bootstrap.servers": "127.0.0.1:1", "sasl.jaas.config": "x"})
@@ -162,16 +163,16 @@ def test_cli_merges_files_env_and_items(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("FRESHRANK_KAFKA_PROPERTIES", str(env_file))
     parser = build_parser()
     args = parser.parse_args(["topics", "create", "--kafka-property", "client.id=typed"])
-    assert _kafka_properties(args) == {"client.id": "typed", "security.protocol": "SSL"}  # env file, then item
+    assert kafka_properties_of(args) == {"client.id": "typed", "security.protocol": "SSL"}  # env file, then item
     args = parser.parse_args(["run", "--kafka-properties", str(typed_file)])
-    assert _kafka_properties(args) == {"client.id": "from-file"}  # a typed file replaces the env's
+    assert kafka_properties_of(args) == {"client.id": "from-file"}  # a typed file replaces the env's
     for command in (["produce"], ["rank", "--user", "u", "--candidates", "a"], ["serve-demo"], ["demo", "--kafka"],
                     ["bench", "--kafka"]):
         args = parser.parse_args([*command, "--kafka-property", "a.b=c"])
-        assert _kafka_properties(args) == {"security.protocol": "SSL", "client.id": "from-env", "a.b": "c"}
+        assert kafka_properties_of(args) == {"security.protocol": "SSL", "client.id": "from-env", "a.b": "c"}
     args = parser.parse_args(["produce", "--kafka-property", "bootstrap.servers=x"])
     with pytest.raises(SystemExit, match="use --bootstrap"):
-        _kafka_properties(args)
+        kafka_properties_of(args)
 
 
 # --- SQL quoting -----------------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def test_child_jobs_get_properties_as_a_file_and_the_checkpoint_dir(tmp_path: Pa
     """`demo --kafka` / `bench --kafka` start `freshrank run` with the properties in an owner-only file
     (never their values on the command line) and their checkpoint dir."""
     from job.config import JobConfig
-    from job.kafka_demo import _properties_file, run_args
+    from tools.kafka_demo import _properties_file, run_args
 
     assert _properties_file({}, tmp_path) is None
     path = _properties_file({"librdkafka.sasl.password": "s3cret"}, tmp_path)
@@ -288,4 +289,4 @@ def test_child_jobs_get_properties_as_a_file_and_the_checkpoint_dir(tmp_path: Pa
     assert "s3cret" not in " ".join(args)
     parsed = build_parser().parse_args(args)
     assert parsed.kafka_properties == [str(path.resolve())] and parsed.checkpoint_dir == str(tmp_path / "ck")
-    assert _kafka_properties(parsed) == {"librdkafka.sasl.password": "s3cret"}
+    assert kafka_properties_of(parsed) == {"librdkafka.sasl.password": "s3cret"}

@@ -1,4 +1,8 @@
-"""Imports point one way: udfs/ never imports job/, and the plain logic loads without pyflink."""
+"""Imports point one way, down the layers, and the plain logic and the clients load without pyflink.
+
+Layers, bottom first: udfs/ (records, wire, join and learner logic, operator shells), clients/ (Kafka
+clients), job/ (the Flink job), infra/ (local broker and cluster), tools/ (CLI, generator, demos,
+benchmark). A module may import its own layer and those below it."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # The modules the job's operators are built from, testable without Flink (the shells are parse.py,
-# join_learn.py, metrics.py and encoding.py).
-PLAIN = ["udfs.schemas", "udfs.wire", "udfs.records", "udfs.join_logic", "udfs.learner_math", "udfs.learner_kernel",
-         "udfs.metrics_math", "udfs.metrics_intervals", "udfs.model_store", "udfs.snapshots", "udfs.click_stall",
+# join_learn.py, metrics.py and encoding.py), and the Kafka clients, which services use without Flink.
+PLAIN = ["clients.kafka_properties", "clients.topics", "clients.admin", "clients.snapshot_consumer",
+         "clients.producer", "clients.event_files", "udfs.schemas", "udfs.wire", "udfs.records",
+         "udfs.join_logic", "udfs.learner_math", "udfs.learner_kernel", "udfs.metrics_math",
+         "udfs.metrics_intervals", "udfs.model_store", "udfs.snapshots", "udfs.click_stall",
          "udfs.batch_learner", "udfs.interpreter"]
 
 
@@ -26,10 +32,28 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_udfs_never_imports_job() -> None:
-    upward = {f"udfs/{path.name}": sorted(name for name in _imports(path) if name.split(".")[0] == "job")
-              for path in sorted((REPO / "udfs").glob("*.py"))}
-    assert {module: names for module, names in upward.items() if names} == {}
+LAYERS = ("udfs", "clients", "job", "infra", "tools")
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = {}
+    for rank, layer in enumerate(LAYERS):
+        above = set(LAYERS[rank + 1:])
+        for path in sorted((REPO / layer).glob("*.py")):
+            names = sorted(name for name in _imports(path) if name.split(".")[0] in above)
+            if names:
+                upward[f"{layer}/{path.name}"] = names
+    assert upward == {}
+
+
+def test_the_job_entry_point_loads_only_the_job() -> None:
+    script = ("import json, runpy, sys\nsys.argv = ['main.py', '--help']\n"
+              "try:\n    runpy.run_path('job/main.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'tools', 'infra'})))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--bootstrap" in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 def test_the_plain_logic_loads_without_pyflink() -> None:

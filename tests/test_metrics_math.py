@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from job.evaluate import auc, calibration, logloss
+from tools.evaluate import auc, calibration, logloss
 from udfs.join_logic import DUPLICATE_CLICK, DUPLICATE_IMPRESSION, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats, MetricsAggregator, decision_time
 from udfs.metrics_math import BinnedAUC, ExampleStats

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from reference_joiner import reference_join
 
-from job.generate import GeneratorConfig, Stream, generate, write_stream
-from job.plain_program import run_plain_program
+from tools.generate import GeneratorConfig, Stream, generate, write_stream
+from tools.plain_program import run_plain_program
 from udfs.learner_math import LearnerConfig
 
 WINDOW_MS = 60_000

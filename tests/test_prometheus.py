@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.ports import free_port
 from job.flink_env import prometheus_reporter
-from job.generate import GeneratorConfig, generate, write_stream
-from job.ports import free_port
+from tools.generate import GeneratorConfig, generate, write_stream
 from udfs.metrics_intervals import UNDEFINED_GAUGE, gauge_value
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     port = free_port()
     rest_port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FRESHRANK_")}
-    command = [sys.executable, "-m", "job.cli", "replay", "--impressions", str(files["impressions"]),
+    command = [sys.executable, "-m", "tools.cli", "replay", "--impressions", str(files["impressions"]),
                "--clicks", str(files["clicks"]), "--out", str(tmp_path / "out"), "--dim", "8",
                "--prometheus-port", str(port), "--rest-port", str(rest_port)]
     seen: list[float] = []  # the examples counter at each scrape that had it

@@ -15,8 +15,8 @@ import pytest
 from reference_joiner import reference_join
 
 from job.config import JobConfig
-from job.generate import GeneratorConfig, generate, write_stream
 from job.replay import load_snapshots, read_output, run_replay
+from tools.generate import GeneratorConfig, generate, write_stream
 from udfs.learner_math import LearnerConfig
 from udfs.schemas import parsed_schema
 
@@ -92,10 +92,11 @@ def test_every_example_is_scored_and_snapshots_cover_learned_users(run):
 
 
 def test_model_beats_item_popularity_on_hidden_preferences(tmp_path):
-    """On a longer stream the learned user vectors must beat the popularity baseline clearly."""
-    from job.evaluate import summarize
+    """End to end through Flink, the learned model beats the popularity baseline (the margins, over
+    several seeds, are gated on the learner core in test_quality_gates.py)."""
+    from tools.evaluate import summarize
 
-    stream = generate(GeneratorConfig(n_impressions=60_000, n_users=300, n_items=200, seed=5, requests_per_s=0.5))
+    stream = generate(GeneratorConfig(n_impressions=30_000, n_users=300, n_items=200, seed=5, requests_per_s=0.5))
     files = write_stream(stream, tmp_path / "events")
     config = JobConfig()
     run_replay(files["impressions"], files["clicks"], tmp_path / "out", config, items=files["items"])
@@ -105,7 +106,7 @@ def test_model_beats_item_popularity_on_hidden_preferences(tmp_path):
     warm = [e for e in examples if e["impression_time"] >= examples[0]["impression_time"] + 2 * config.window_ms]
     steady = summarize(warm, stream.oracle)
     assert overall["model_auc"] > overall["popularity_auc"]
-    assert steady["model_auc"] > steady["popularity_auc"] + 0.05
+    assert steady["model_auc"] > steady["popularity_auc"]
     assert steady["model_auc"] < steady["oracle_auc"]
     assert steady["model_ne"] < steady["popularity_ne"]
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from job.generate import GeneratorConfig, generate, write_stream
-from job.kafka_demo import read_topic
-from job.ports import free_port
-from job.topics import TopicNames
+from clients.topics import TopicNames
+from infra.ports import free_port
+from tools.generate import GeneratorConfig, generate, write_stream
+from tools.kafka_demo import read_topic
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
@@ -222,7 +222,7 @@ def test_a_local_replay_listens_on_loopback_only_and_keeps_state_private(tmp_pat
     log_dir = tmp_path / "flink-log"
     env = {**os.environ, "FLINK_LOG_DIR": str(log_dir)}
     env.pop("FRESHRANK_CHECKPOINT_DIR", None)
-    command = [sys.executable, "-m", "job.cli", "replay", "--impressions", str(files["impressions"]),
+    command = [sys.executable, "-m", "tools.cli", "replay", "--impressions", str(files["impressions"]),
                "--clicks", str(files["clicks"]), "--out", str(tmp_path / "out"), "--dim", "8"]
     with open(tmp_path / "replay.log", "wb") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -269,8 +269,8 @@ def test_kafka_run_over_sasl_listens_on_loopback_only(tmp_path: Path) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from job.cli import main
-    from job.kafka_broker import KafkaBroker
+    from infra.kafka_broker import KafkaBroker
+    from tools.cli import main
 
     port, controller_port, sasl_port = _distinct_free_ports(3)
     broker = KafkaBroker(port=port, controller_port=controller_port, extra_config={
@@ -306,12 +306,12 @@ def test_kafka_run_over_sasl_listens_on_loopback_only(tmp_path: Path) -> None:
                 AdminClient({"bootstrap.servers": sasl, "log_level": 0}).list_topics(timeout=3)
 
             assert main(["topics", "create", *kafka, "--partitions", "2"]) == 0
-            assert main(["produce", "--generate", "--impressions", "400", "--users", "30", "--items", "30",
+            assert main(["produce", "--generate", "400", "--generate-users", "30", "--generate-items", "30",
                          "--seed", "4", "--speedup", "5000", "--quiet", *kafka]) == 0
 
             env = {**os.environ, "FLINK_LOG_DIR": str(tmp_path / "flink-log")}
             env.pop("FRESHRANK_CHECKPOINT_DIR", None)
-            command = [sys.executable, "-m", "job.cli", "run", *kafka, "--bounded", "--group-id",
+            command = [sys.executable, "-m", "tools.cli", "run", *kafka, "--bounded", "--group-id",
                        f"sec-{uuid.uuid4().hex[:6]}", "--checkpoint-interval", "1", "--window", "60",
                        "--max-disorder", "2", "--dim", "8", "--snapshot-interval", "1"]
             with open(tmp_path / "run.log", "wb") as log:
@@ -349,8 +349,8 @@ def test_kafka_run_over_sasl_listens_on_loopback_only(tmp_path: Path) -> None:
 def test_standalone_cluster_listens_on_loopback_only(kafka_broker: str, tmp_path: Path) -> None:
     """Its daemons bind to loopback, with a job running; `flink run` submits and REST cancels with web
     submit/cancel off; the job checkpoints into the cluster's own (owner-only) folder."""
-    from job.cluster import StandaloneCluster
-    from job.topics import create_all
+    from clients.topics import create_all
+    from infra.cluster import StandaloneCluster
 
     suffix = f"-sec-{uuid.uuid4().hex[:8]}"
     create_all(kafka_broker, TopicNames().suffixed(suffix), partitions=1)

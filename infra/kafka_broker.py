@@ -5,13 +5,13 @@ compacted topics, consumer groups) and this machine has no docker and no Kafka t
 Central; `job.jars` fetches the broker's jars and this module runs `kafka.Kafka` from them.
 
     with KafkaBroker(port=0) as broker:
-        create_topics(broker.bootstrap_servers, {"impressions": 4, "items": 1}, compacted={"items"})
+        create_topics(broker.bootstrap_servers, {"impressions": 4, "items": 1}, compacted={"items"})  # clients.admin
 
 From a shell (pid file in the data dir, so a test script can start one broker and reuse it):
 
-    python -m job.kafka_broker start --port 9092 --data-dir .cache/kafka   # prints host:port
-    python -m job.kafka_broker status --data-dir .cache/kafka
-    python -m job.kafka_broker stop --data-dir .cache/kafka
+    python -m infra.kafka_broker start --port 9092 --data-dir .cache/kafka   # prints host:port
+    python -m infra.kafka_broker status --data-dir .cache/kafka
+    python -m infra.kafka_broker stop --data-dir .cache/kafka
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from clients.admin import BrokerUnreachable, admin_client, require_broker
+from infra.ports import free_port, port_accepts, port_is_free
+from infra.processes import command_line, send_signal
+from infra.waiting import wait_until
 from job import jars
 from job.paths import cache_dir
-from job.ports import free_port, port_accepts, port_is_free
-from job.processes import command_line, send_signal
 
 DEFAULT_PORT = 9092
 DEFAULT_CLI_DATA_DIR = cache_dir() / "kafka"
@@ -97,20 +99,6 @@ def _log_tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _admin(bootstrap: str, kafka_properties: Mapping[str, str] | None = None, log_level: int = 3):
-    """An admin client; `kafka_properties` (job.kafka_properties: security, SASL, TLS) for other brokers
-    than ours, whose only listener is PLAINTEXT on loopback."""
-    from confluent_kafka.admin import AdminClient
-
-    from job.kafka_properties import client_config
-
-    # log_level 3: no librdkafka info lines (e.g. "Disconnected" when the broker stops) on stderr.
-    return AdminClient(
-        client_config(bootstrap, kafka_properties,
-                      **{"socket.connection.setup.timeout.ms": 2000, "log_level": log_level})
-    )
 
 
 class KafkaBroker:
@@ -323,27 +311,24 @@ class KafkaBroker:
             raise BrokerError(f"formatting Kafka storage failed (exit {result.returncode}):\n{output}")
 
     def _wait_ready(self, deadline: float) -> None:
-        assert self._process is not None
-        while True:
-            if self._process.poll() is not None:
-                raise BrokerError(
-                    f"broker exited with code {self._process.returncode} while starting; "
-                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"broker not ready in time; log {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
+        process = self._process
+        assert process is not None
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise BrokerError(f"broker exited with code {process.returncode} while starting; "
+                                  f"log {self.log_path}:\n{_log_tail(self.log_path)}")
             # Wait for the port first: librdkafka would log every refused connection to stderr.
-            if port_accepts(self.port) and _metadata_ok(self.bootstrap_servers, 2.0):
-                return
-            time.sleep(0.2)
+            return port_accepts(self.port) and _metadata_ok(self.bootstrap_servers, 2.0)
+
+        wait_until(ready, max(deadline - time.monotonic(), 0.0), timeout_error=lambda: BrokerError(
+            f"broker not ready in time; log {self.log_path}:\n{_log_tail(self.log_path)}"))
 
     def _load_coordinators(self, deadline: float) -> None:
         """Create and load __consumer_offsets and __transaction_state now rather than on first use."""
         from confluent_kafka import KafkaException, Producer
 
-        admin = _admin(self.bootstrap_servers)
+        admin = admin_client(self.bootstrap_servers)
         while True:
             try:
                 admin.describe_consumer_groups(["freshrank-warm-up"])["freshrank-warm-up"].result(5)
@@ -365,32 +350,6 @@ class KafkaBroker:
             raise BrokerError(f"transaction coordinator not available: {error}") from error
 
 
-class BrokerUnreachable(ConnectionError):
-    """No Kafka broker answered at the bootstrap address."""
-
-
-PROBE_TIMEOUT_S = 5.0
-
-
-def require_broker(bootstrap: str, kafka_properties: Mapping[str, str] | None = None,
-                   timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Return once a broker at `bootstrap` answers a metadata request; else `BrokerUnreachable` after
-    `timeout_s`, saying so plainly (clients would otherwise retry for a minute and fail with
-    librdkafka's own words, or a Flink job would wait for ever)."""
-    from confluent_kafka import KafkaException
-
-    try:
-        # log_level 0: the failure is reported once, below, not as librdkafka's retry lines
-        metadata = _admin(bootstrap, kafka_properties, log_level=0).list_topics(timeout=timeout_s)
-    except KafkaException as error:
-        raise BrokerUnreachable(
-            f"no Kafka broker answers at {bootstrap} within {timeout_s:g} s ({error.args[0].str()}); "
-            "is it running (`freshrank kafka start`), and are --bootstrap and the Kafka properties right?"
-        ) from None
-    if not metadata.brokers:
-        raise BrokerUnreachable(f"the Kafka cluster at {bootstrap} lists no brokers")
-
-
 def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     """True once the broker answers a metadata request and lists itself."""
     try:
@@ -398,67 +357,6 @@ def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     except BrokerUnreachable:
         return False
     return True
-
-
-def create_topics(
-    bootstrap: str,
-    names: Mapping[str, int],
-    compacted: Iterable[str] = frozenset(),
-    *,
-    config: Mapping[str, str] | None = None,
-    timeout_s: float = 30.0,
-    kafka_properties: Mapping[str, str] | None = None,
-) -> None:
-    """Create topics `{name: partitions}` (replication 1); those in `compacted` get cleanup.policy=compact.
-
-    Idempotent: an existing topic with the same partition count is left alone (a different count is
-    an error: a stale topic from an earlier run). Returns once every partition has a leader, so a
-    producer can write straight away.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    compacted = set(compacted)
-    unknown = compacted - set(names)
-    if unknown:
-        raise ValueError(f"compacted topics not in names: {sorted(unknown)}")
-    admin = _admin(bootstrap, kafka_properties)
-    new_topics = []
-    for name, partitions in names.items():
-        topic_config = {"cleanup.policy": "compact"} if name in compacted else {}
-        topic_config.update(config or {})
-        new_topics.append(
-            NewTopic(name, num_partitions=partitions, replication_factor=1, config=topic_config)
-        )
-    if not new_topics:
-        return
-    futures = admin.create_topics(new_topics, request_timeout=timeout_s, operation_timeout=timeout_s)
-    for future in futures.values():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    deadline = time.monotonic() + timeout_s
-    while True:
-        metadata = admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
-        pending = []
-        for name, partitions in names.items():
-            topic = metadata.topics.get(name)
-            if topic is None or topic.error is not None:
-                pending.append(name)
-                continue
-            if len(topic.partitions) != partitions:
-                raise ValueError(
-                    f"topic {name} exists with {len(topic.partitions)} partitions, not {partitions}"
-                )
-            if any(p.leader < 0 or p.error is not None for p in topic.partitions.values()):
-                pending.append(name)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise BrokerError(f"topics have no leader after {timeout_s}s: {pending}")
-        time.sleep(0.1)
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -507,12 +405,10 @@ def _cli_stop(args: argparse.Namespace) -> int:
         (data_dir / PID_FILE).unlink(missing_ok=True)
         return 0
     send_signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + args.timeout
-    while _read_pid(data_dir) is not None:
-        if time.monotonic() > deadline:
-            send_signal(pid, signal.SIGKILL)
-            break
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: _read_pid(data_dir) is None, args.timeout)
+    except TimeoutError:
+        send_signal(pid, signal.SIGKILL)
     (data_dir / PID_FILE).unlink(missing_ok=True)
     print(f"stopped (pid {pid})", file=sys.stderr)
     return 0
@@ -533,7 +429,7 @@ def _cli_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m job.kafka_broker") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m infra.kafka_broker") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Run a single-node KRaft Kafka broker in the background.")
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="PLAINTEXT port (0 = any free)")

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from job.evaluate import auc, popularity_scores, summarize
 from job.replay import read_output
+from tools.evaluate import auc, popularity_scores, summarize
 
 
 def final_metrics(out_dir: Path) -> dict[str, float]:

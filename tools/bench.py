@@ -6,7 +6,7 @@ Printed as one table:
   (N_big - N_small) / (T_big - T_small), so the job's fixed start-up cost cancels out;
 - (c) the learner math alone in a plain Python loop over the replay's examples (no parse, no join,
   no I/O): the floor of what learning costs in Python;
-- (d) a plain single-process program doing the same parse + join + learn (`job.plain_program`):
+- (d) a plain single-process program doing the same parse + join + learn (`tools.plain_program`):
   what a user would write instead of freshrank;
 - the ratios of (a) and (b) to (c) and (d);
 - the per-stage costs the job reports itself (`cost_*` metrics), and from them where an impression's
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from job.config import JobConfig
-from job.generate import GeneratorConfig, generate, write_stream
-from job.plain_program import run_plain_program
 from job.replay import read_output, run_replay
+from tools.generate import GeneratorConfig, generate, write_stream
+from tools.plain_program import run_plain_program
 from udfs.learner_math import ItemSide, OnlineRanker
 from udfs.parse import parse_event
 
@@ -177,7 +177,7 @@ def run_bench(
     split = where_the_time_goes(steady, (lines_big + clicks_big) / lines_big, parse_us, costs)
     heaviest = heaviest_user_shares(examples)
     # A cross-check that both sides did the same join: label values must agree (a positive's click
-    # time may differ, see job.plain_program).
+    # time may differ, see tools.plain_program).
     flink_labels = {e["impression_id"]: e["label"] for e in examples}
     labels_differ = sum(1 for i, (label, _) in plain.labels.items() if flink_labels.get(i) != label)
     labels_differ += sum(1 for i in flink_labels if i not in plain.labels)
@@ -267,7 +267,7 @@ def format_table(
         f"    Start-up: {startup}.",
         "    The small run goes second, in a warm JVM, which if anything lowers (b).",
         "**  udfs.learner_math over the replay's examples in a Python loop: no parse, no join, no I/O.",
-        "*** job/plain_program.py: reads both files, checks fields, sorts by event time, joins with dicts and a",
+        "*** tools/plain_program.py: reads both files, checks fields, sorts by event time, joins with dicts and a",
         "    deadline heap, learns with the same math; file reading included.",
         (f"    Its labels agree with the replay's ({int(f['plain_program_examples']):,} examples)."
          if not f["labels_differ"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
-from job.kafka_broker import create_topics
+from clients.admin import create_topics
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -120,7 +120,7 @@ def create_all(
     kafka_properties: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     """Create every topic of `names` with `partitions` partitions; returns topic -> config used.
-    `kafka_properties`: the admin client's security settings (job.kafka_properties).
+    `kafka_properties`: the admin client's security settings (clients.kafka_properties).
 
     Idempotent: existing topics are left as they are (their config is not changed); one with another
     partition count is an error (see `create_topics`). Returns once every partition has a leader.

@@ -14,7 +14,7 @@ them against a generated cluster folder ("home"), never against the venv's own `
     home/log/         FLINK_LOG_DIR: JobManager, TaskManager and client logs
     home/pid/         FLINK_PID_DIR: the daemons' pid files (not the shared /tmp default)
     home/checkpoints/, home/savepoints/  (owner-only, 0700: they hold the whole model)
-    home/cluster.json the REST port and daemon pids, for `python -m job.cluster status|stop`
+    home/cluster.json the REST port and daemon pids, for `python -m infra.cluster status|stop`
 
 Thread mode embeds CPython in the TaskManager JVM, which sees the venv's packages and this repository
 only through the PYTHONPATH it inherits, and finds its standard library from `python3` on PATH: every
@@ -28,10 +28,10 @@ and the venv's interpreter as `python.executable` and client executable.
 
 From a shell (home `.cache/flink-cluster`, REST port 8081 unless `--port`):
 
-    python -m job.cluster start [--port 8081] [--home DIR]     # prints `export` lines for the raw client
-    python -m job.cluster submit [-s SAVEPOINT] [-p 2] -- --bootstrap localhost:9092 ...   # prints the job id
-    python -m job.cluster stop-job JOB_ID                      # stop with savepoint; prints its path
-    python -m job.cluster status | env | cancel JOB_ID | stop
+    python -m infra.cluster start [--port 8081] [--home DIR]     # prints `export` lines for the raw client
+    python -m infra.cluster submit [-s SAVEPOINT] [-p 2] -- --bootstrap localhost:9092 ...   # prints the job id
+    python -m infra.cluster stop-job JOB_ID                      # stop with savepoint; prints its path
+    python -m infra.cluster status | env | cancel JOB_ID | stop
 
 Submitting runs `flink run -py job/main.py`; the job's own configuration carries job-level settings
 only (`job.flink_env.job_settings`), so the client submits to the cluster its FLINK_CONF_DIR names.
@@ -40,6 +40,7 @@ only (`job.flink_env.job_settings`), so the client submits to the cluster its FL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -58,9 +59,10 @@ from typing import Any
 
 import yaml
 
+from infra.ports import free_port, port_is_free
+from infra.processes import alive, command_line, send_signal
+from infra.waiting import wait_until
 from job.paths import IMPORT_ROOT, cache_dir, flink_conf_dir, main_py
-from job.ports import free_port, port_is_free
-from job.processes import alive, command_line, send_signal
 
 DEFAULT_HOME = cache_dir() / "flink-cluster"
 DEFAULT_REST_PORT = 8081
@@ -240,9 +242,8 @@ class StandaloneCluster:
                 pass
         for pid in self._leftovers(pids):
             send_signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10.0
-        while self._leftovers(pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not self._leftovers(pids), 10.0)
         for pid in self._leftovers(pids):
             send_signal(pid, signal.SIGKILL)
         self._pids = []
@@ -260,7 +261,7 @@ class StandaloneCluster:
 
     @classmethod
     def attach(cls, home: str | os.PathLike[str] = DEFAULT_HOME) -> StandaloneCluster:
-        """The cluster that `start()` (e.g. `python -m job.cluster start`) left running in `home`."""
+        """The cluster that `start()` (e.g. `python -m infra.cluster start`) left running in `home`."""
         state_path = Path(home).resolve() / STATE_FILE
         if not state_path.is_file():
             raise ClusterError(f"no cluster state in {state_path}: is a cluster running from that home?")
@@ -285,9 +286,8 @@ class StandaloneCluster:
         if not pids:
             raise ClusterError("no TaskManager is running")
         send_signal(pids[0], signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
-        while alive(pids[0]) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not alive(pids[0]), 10.0, 0.1)
         return pids[0]
 
     def ensure_taskmanagers(self, timeout_s: float = 120.0) -> int:
@@ -308,11 +308,9 @@ class StandaloneCluster:
                                f"{result.stdout}{result.stderr}")
         self._pids = sorted(set(self._pids) | set(self._pid_file_pids()))
         self._write_state()
-        deadline = time.monotonic() + timeout_s
-        while not {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]} - before:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"the new TaskManager did not register in time:\n{self.log_tail()}")
-            time.sleep(0.5)
+        wait_until(lambda: {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]} - before, timeout_s, 0.5,
+                   timeout_error=lambda: ClusterError(
+                       f"the new TaskManager did not register in time:\n{self.log_tail()}"))
 
     # --- REST -----------------------------------------------------------------------------------
 
@@ -334,28 +332,23 @@ class StandaloneCluster:
     def wait_for_status(self, job_id: str, states: str | set[str], timeout_s: float = 120.0) -> str:
         """Wait until the job is in one of `states` (failing early, with the log tail, on a terminal other one)."""
         wanted = {states} if isinstance(states, str) else set(states)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            state = self.job_status(job_id)
-            if state in wanted:
-                return state
-            if state in TERMINAL_STATES:
+        seen = [""]
+
+        def reached() -> str | None:
+            state = seen[0] = self.job_status(job_id)
+            if state in TERMINAL_STATES and state not in wanted:
                 raise ClusterError(f"job {job_id} is {state}, expected {sorted(wanted)}\n{self.failure(job_id)}")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"job {job_id} still {state} after {timeout_s:.0f}s\n{self.log_tail()}")
-            time.sleep(0.5)
+            return state if state in wanted else None
+
+        return wait_until(reached, timeout_s, 0.5, timeout_error=lambda: ClusterError(
+            f"job {job_id} still {seen[0]} after {timeout_s:.0f}s\n{self.log_tail()}"))
 
     def wait_running(self, job_id: str, timeout_s: float = 120.0) -> None:
         """Wait until the job and all its tasks are RUNNING (a savepoint can only be taken then)."""
         self.wait_for_status(job_id, "RUNNING", timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            vertices = self.rest(f"/jobs/{job_id}")["vertices"]
-            if all(vertex["status"] == "RUNNING" for vertex in vertices):
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"tasks of job {job_id} not all running after {timeout_s:.0f}s\n{self.log_tail()}")
-            time.sleep(0.5)
+        wait_until(lambda: all(vertex["status"] == "RUNNING" for vertex in self.rest(f"/jobs/{job_id}")["vertices"]),
+                   timeout_s, 0.5, timeout_error=lambda: ClusterError(
+                       f"tasks of job {job_id} not all running after {timeout_s:.0f}s\n{self.log_tail()}"))
 
     def failure(self, job_id: str) -> str:
         """The root exception of a failed job (REST), or the log tail."""
@@ -429,11 +422,8 @@ class StandaloneCluster:
         if self.job_status(job_id) in TERMINAL_STATES:
             return
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
-        deadline = time.monotonic() + timeout_s
-        while self.job_status(job_id) not in TERMINAL_STATES:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"job {job_id} did not cancel within {timeout_s:.0f}s")
-            time.sleep(0.3)
+        wait_until(lambda: self.job_status(job_id) in TERMINAL_STATES, timeout_s, 0.3,
+                   timeout_error=lambda: ClusterError(f"job {job_id} did not cancel within {timeout_s:.0f}s"))
 
     def log_tail(self, lines: int = 40, client: bool = False) -> str:
         """The last lines of the JobManager/TaskManager logs and .out files, or of the client log (the
@@ -491,7 +481,7 @@ class StandaloneCluster:
                 shutil.copyfile(path, self.conf_dir / path.name)
         (self.conf_dir / "masters").write_text(f"localhost:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text("localhost\n" * self.taskmanagers)  # one line per TaskManager
-        header = (f"# Written by job/cluster.py on start: {flink / 'conf' / 'config.yaml'}, then "
+        header = (f"# Written by infra/cluster.py on start: {flink / 'conf' / 'config.yaml'}, then "
                   f"{flink_conf_dir() / 'config.yaml'}, then the cluster's own settings.\n")
         (self.conf_dir / "config.yaml").write_text(
             header + yaml.safe_dump(self._settings(), default_flow_style=False, sort_keys=True))
@@ -502,7 +492,7 @@ class StandaloneCluster:
             raise ClusterError(f"no flink-python jar in {flink / 'opt'}")
         for jar in [*sorted((flink / "lib").glob("*.jar")), python_jars[-1]]:
             (self.lib_dir / jar.name).symlink_to(jar)
-        (home / "README").write_text("A Flink standalone cluster's folder, written by job/cluster.py.\n")
+        (home / "README").write_text("A Flink standalone cluster's folder, written by infra/cluster.py.\n")
 
     def _pid_file_pids(self) -> list[int]:
         pids = []
@@ -525,21 +515,24 @@ class StandaloneCluster:
         (self._home() / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
     def _wait_ready(self, deadline: float) -> None:
-        while True:
+        def failed(reason: str) -> ClusterError:
+            return ClusterError(f"Flink cluster at {self.rest_url}: {reason}; logs in {self.log_dir}:\n"
+                                f"{self.log_tail()}")
+
+        def ready() -> bool:
             try:
                 overview = self.overview()
                 if (overview.get("taskmanagers", 0) >= self.taskmanagers
                         and overview.get("slots-total", 0) >= self.slots * self.taskmanagers):
-                    return
+                    return True
             except (urllib.error.URLError, OSError, ValueError):
                 pass
-            pids = self._pid_file_pids()
-            dead = [pid for pid in pids if not alive(pid)]
-            if dead or time.monotonic() > deadline:
-                reason = f"daemon(s) {dead} exited" if dead else "not ready in time"
-                raise ClusterError(f"Flink cluster at {self.rest_url}: {reason}; logs in {self.log_dir}:\n"
-                                   f"{self.log_tail()}")
-            time.sleep(0.5)
+            dead = [pid for pid in self._pid_file_pids() if not alive(pid)]
+            if dead:
+                raise failed(f"daemon(s) {dead} exited")
+            return False
+
+        wait_until(ready, max(deadline - time.monotonic(), 0.0), 0.5, timeout_error=lambda: failed("not ready in time"))
 
 
 def _last(text: str, lines: int) -> str:
@@ -558,7 +551,7 @@ def _print_env(cluster: StandaloneCluster) -> None:
     print(f"export PATH={cluster.flink_bin}:$PATH")
 
 
-def build_parser(prog: str = "python -m job.cluster") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m infra.cluster") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -592,7 +585,7 @@ def build_parser(prog: str = "python -m job.cluster") -> argparse.ArgumentParser
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m job.cluster") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m infra.cluster") -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
     try:

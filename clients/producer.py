@@ -23,15 +23,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import confluent_kafka
 import fastavro
 import orjson
 
-from job.event_files import files_of, is_avro_container
-from job.generate import GeneratorConfig, generate
-from job.topics import DEFAULT_TOPICS, TopicNames
+from clients.event_files import files_of, is_avro_container
+from clients.topics import DEFAULT_TOPICS, TopicNames
 from udfs.records import fast_validator, validate_record
 from udfs.wire import encode
 
@@ -340,9 +339,17 @@ def replay_files(
     return counts
 
 
-def stream_generated(
+class EventStream(Protocol):
+    """Records of a world to stream (e.g. tools.generate.generate's): catalog, impressions, clicks."""
+
+    items: list[dict[str, Any]]
+    impressions: list[dict[str, Any]]
+    clicks: list[dict[str, Any]]
+
+
+def stream_live(
     bootstrap: str,
-    config: GeneratorConfig,
+    stream: EventStream,
     speedup: float = 1.0,
     topics: TopicNames = DEFAULT_TOPICS,
     progress: bool = True,
@@ -351,16 +358,15 @@ def stream_generated(
     flush_timeout_s: float = 60.0,
     **conf: Any,
 ) -> dict[str, int]:
-    """Stream a generated world live: the catalog at once, then each event when its time comes.
+    """Stream a world of records live: the catalog at once, then each event when its time comes.
 
     Event times are shifted so the first impression or click happens now; an event `t` ms after the
     first is sent `t / speedup` ms after the start, so with `speedup > 1` event times run ahead of the
-    wall clock (by up to the stream's span; topics from `job.topics.create_all` accept 7 days of that).
+    wall clock (by up to the stream's span; topics from `clients.topics.create_all` accept 7 days of that).
     Setting `stop` (from another thread) ends the stream early. Returns counts like `replay_files`.
     """
     if speedup <= 0:
         raise ValueError(f"speedup must be positive, got {speedup}")
-    stream = generate(config)
     counts: dict[str, int] = {}
     with Producer(bootstrap, topics, **conf) as producer:
         item_messages = _prepare_all(producer, "items", stream.items, counts)
@@ -383,7 +389,7 @@ def stream_generated(
                     message = producer.prepare(source, {**record, "event_time": record["event_time"] + offset_ms})
                 except ValueError as error:
                     counts[f"invalid_{source}"] += 1
-                    log.warning("skipped invalid generated %s record: %s", source, error)
+                    log.warning("skipped invalid %s record: %s", source, error)
                     continue
                 yield start + (record["event_time"] - first_ms) / 1000.0 / speedup, message
 

@@ -43,12 +43,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from clients.kafka_properties import client_config, librdkafka_properties, write_properties_file
+from clients.topics import TopicNames, create_all
+from infra.ports import free_port
+from infra.waiting import wait_until
 from job.config import JobConfig
-from job.generate import GeneratorConfig, generate, write_stream
-from job.kafka_properties import client_config, librdkafka_properties, write_properties_file
-from job.plain_program import run_plain_program
-from job.ports import free_port
-from job.topics import TopicNames, create_all
+from tools.generate import GeneratorConfig, generate, write_stream
+from tools.plain_program import run_plain_program
 
 # --- reading topics ------------------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ def _utc(ms: int) -> str:
 
 def _caught_up_consumer(bootstrap: str, topics: TopicNames, timeout_s: float,
                         kafka_properties: Mapping[str, str] | None = None):
-    from job.snapshot_consumer import SnapshotConsumer
+    from clients.snapshot_consumer import SnapshotConsumer
 
     consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0),
                                 **librdkafka_properties(kafka_properties))
@@ -266,7 +267,7 @@ class LocalJob:
         env = {**os.environ, "FLINK_LOG_DIR": str(self.flink_log_dir.resolve())}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "job.cli", *self.args, "--rest-port", str(port)], stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "tools.cli", *self.args, "--rest-port", str(port)], stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT, cwd=self.cwd, env=env, start_new_session=True,
             )
@@ -320,21 +321,20 @@ class LocalJob:
 
     def wait_running(self, timeout_s: float = 180.0) -> float:
         """Wait until every task of the job runs; returns seconds since `start()`. Raises if it fails."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def running() -> bool:
             self._check_alive()
             job = self._find()
-            if job is not None:
-                self.job_id = job["jid"]
-                if job["state"] in _FAILED_STATES:
-                    raise RuntimeError(f"job {self.job_name} is {job['state']} while starting: {self._failure(job)}")
-                tasks = job.get("tasks", {})
-                if job["state"] == "RUNNING" and tasks.get("running") == tasks.get("total"):
-                    return time.monotonic() - self.started
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_name} not running after {timeout_s}s; "
-                                   f"logs in {self.log_path.parent}")
-            time.sleep(0.5)
+            if job is None:
+                return False
+            self.job_id = job["jid"]
+            if job["state"] in _FAILED_STATES:
+                raise RuntimeError(f"job {self.job_name} is {job['state']} while starting: {self._failure(job)}")
+            tasks = job.get("tasks", {})
+            return job["state"] == "RUNNING" and tasks.get("running") == tasks.get("total")
+
+        wait_until(running, timeout_s, 0.5, timeout_error=lambda: TimeoutError(
+            f"job {self.job_name} not running after {timeout_s}s; logs in {self.log_path.parent}"))
+        return time.monotonic() - self.started
 
     def wait(self, timeout_s: float) -> int:
         assert self.process is not None
@@ -354,18 +354,20 @@ class LocalJob:
         private_dir(savepoint_dir)  # the savepoint holds the whole model: owner-only, like checkpoints
         trigger = _rest(self.address, f"/jobs/{self.job_id}/stop",
                         {"drain": True, "targetDirectory": savepoint_dir.resolve().as_uri()}, timeout_s=30)
-        deadline = time.monotonic() + timeout_s
-        while self.exited() is None:
+        def stopped() -> bool:
+            if self.exited() is not None:
+                return True
             try:
                 status = _rest(self.address, f"/jobs/{self.job_id}/savepoints/{trigger['request-id']}")
-                cause = (status.get("operation") or {}).get("failure-cause")
-                if cause:
-                    raise RuntimeError(f"stop-with-savepoint failed: {str(cause.get('stack-trace', cause))[:2000]}")
             except (OSError, ValueError):  # the MiniCluster shuts down once the job has finished
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_name} did not stop within {timeout_s}s; log:\n{self.log_tail()}")
-            time.sleep(0.5)
+                return False
+            cause = (status.get("operation") or {}).get("failure-cause")
+            if cause:
+                raise RuntimeError(f"stop-with-savepoint failed: {str(cause.get('stack-trace', cause))[:2000]}")
+            return False
+
+        wait_until(stopped, timeout_s, 0.5, timeout_error=lambda: TimeoutError(
+            f"job {self.job_name} did not stop within {timeout_s}s; log:\n{self.log_tail()}"))
         return self.wait(5)
 
     def kill(self, timeout_s: float = 15.0) -> None:
@@ -470,10 +472,10 @@ def run_live(
     """Start the job on the topics with `topic_suffix`, stream `gen` live for about `duration_s` while measuring
     snapshot freshness, then drain the job and read the examples back.
 
-    `kafka_properties` reach every client (job.kafka_properties); `checkpoint_dir` defaults to
+    `kafka_properties` reach every client (clients.kafka_properties); `checkpoint_dir` defaults to
     `work_dir/checkpoints` (the job runs with `work_dir` as its working directory)."""
-    from job.producer import stream_generated
-    from job.snapshot_consumer import SnapshotConsumer
+    from clients.producer import stream_live
+    from clients.snapshot_consumer import SnapshotConsumer
 
     topics = TopicNames().suffixed(topic_suffix)
     create_all(bootstrap, topics, partitions=2, kafka_properties=kafka_properties)
@@ -534,8 +536,8 @@ def run_live(
 
             def produce() -> None:
                 try:
-                    outcome["counts"] = stream_generated(
-                        bootstrap, gen, speedup, topics, progress=progress, stop=stop,
+                    outcome["counts"] = stream_live(
+                        bootstrap, stream, speedup, topics, progress=progress, stop=stop,
                         on_delivery=on_delivery,
                         **{**librdkafka_properties(kafka_properties), "delivery.report.only.error": False})
                 except BaseException as error:  # re-raised in the main thread
@@ -632,7 +634,7 @@ class _Broker:
     def __enter__(self) -> str:
         if self.bootstrap:
             return self.bootstrap
-        from job.kafka_broker import KafkaBroker
+        from infra.kafka_broker import KafkaBroker
 
         started = time.monotonic()
         self.say(f"starting a Kafka broker (KRaft, data in {self.data_dir}) ...")
@@ -664,9 +666,9 @@ def run_kafka_demo(
     """The live demo: broker, topics, job, live stream, freshness, drain, summary; returns the summary.
 
     The output topics are exported to `out/run/<output>/` as JSON Lines (the embedded demo's layout),
-    so the summary and the learning curve are the embedded demo's own (`job.report`).
+    so the summary and the learning curve are the embedded demo's own (`tools.report`).
     """
-    from job.report import describe_plot, format_summary, plot_learning_curve, run_summary
+    from tools.report import describe_plot, format_summary, plot_learning_curve, run_summary
 
     wall_started = time.monotonic()
     if gen.n_impressions / duration_s > MAX_DEMO_RATE:
@@ -740,7 +742,7 @@ def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path,
 def produce_in_order(bootstrap: str, topics: TopicNames, stream,
                      kafka_properties: Mapping[str, str] | None = None) -> dict[str, int]:
     """Produce a stream's catalog, then its impressions and clicks in event-time order, as fast as possible."""
-    from job.producer import Producer
+    from clients.producer import Producer
 
     with Producer(bootstrap, topics, **librdkafka_properties(kafka_properties)) as producer:
         for item in stream.items:
@@ -769,7 +771,7 @@ def _bounded_locally(args: list[str], name: str, work_dir: Path) -> tuple[float,
 
 def _bounded_on_cluster(args: list[str], parallelism: int, taskmanagers: int, home: Path) -> tuple[float, float]:
     """The same job submitted (`flink run`) to a fresh standalone cluster: (wall seconds, start-up seconds)."""
-    from job.cluster import StandaloneCluster
+    from infra.cluster import StandaloneCluster
 
     slots = -(-parallelism // taskmanagers)
     with StandaloneCluster(home, slots=slots, taskmanagers=taskmanagers) as cluster:
