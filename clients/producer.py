@@ -26,10 +26,8 @@ from types import SimpleNamespace, TracebackType
 from typing import Any, NamedTuple, Protocol
 
 import confluent_kafka
-import fastavro
-import orjson
 
-from clients.event_files import files_of, is_avro_container
+from clients.event_files import numbered_records
 from clients.topics import DEFAULT_TOPICS, TopicNames
 from udfs.records import fast_validator, validate_record
 from udfs.wire import encode
@@ -213,20 +211,12 @@ class Producer:
 # --- files and generated streams ---------------------------------------------------------------
 
 
-def _file_records(path: str | Path) -> Iterator[Any]:
-    """Records of the event files under `path`; a JSON line that does not parse yields its exception."""
-    for file in files_of(Path(path)):
-        if is_avro_container(file):
-            with open(file, "rb") as handle:
-                yield from fastavro.reader(handle)
-            continue
-        with open(file, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield orjson.loads(line)
-                    except orjson.JSONDecodeError as error:
-                        yield ValueError(f"{file}:{number}: not valid JSON: {error}")
+def _file_records(path: str | Path) -> list[Any]:
+    """Records of the event files under `path` (clients.event_files); a line that is no record is in the
+    list as its MalformedRecord, so it is counted and skipped with the invalid ones."""
+    malformed: list[Any] = []
+    records: list[Any] = [record for _, record in numbered_records(Path(path), on_malformed=malformed.append)]
+    return records + malformed
 
 
 def _prepare_all(producer: Producer, source: str, records: Iterable[Any], counts: dict[str, int]) -> list[Message]:

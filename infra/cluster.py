@@ -59,8 +59,9 @@ from typing import Any
 
 import yaml
 
+from infra.flink_rest import flink_rest
 from infra.ports import free_port, port_is_free
-from infra.processes import alive, command_line, send_signal
+from infra.processes import alive, command_line, java_bin, last_lines, log_tail, send_signal
 from infra.waiting import wait_until
 from job.paths import IMPORT_ROOT, cache_dir, flink_conf_dir, main_py
 
@@ -83,23 +84,6 @@ def pyflink_home() -> Path:
     import pyflink
 
     return Path(pyflink.__file__).resolve().parent
-
-
-def _java_bin() -> Path:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return Path(java_home) / "bin"
-    java = shutil.which("java")
-    if java is None:
-        raise ClusterError("`java` not found on PATH or in JAVA_HOME (Flink 2.2 needs Java 11, 17 or 21)")
-    return Path(java).resolve().parent
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(unreadable)"
 
 
 def _cmdline(pid: int) -> str:
@@ -196,7 +180,7 @@ class StandaloneCluster:
             # The interpreter's folder first: thread mode's embedded CPython finds its standard library
             # from `python3` on PATH; a system python3 first (e.g. /usr/bin, next to java) gives it a
             # foreign stdlib ("No module named '_struct'"). Java from its real folder, not /usr/bin.
-            PATH=os.pathsep.join([str(Path(self.python).parent), str(_java_bin()), env.get("PATH", "")]),
+            PATH=os.pathsep.join([str(Path(self.python).parent), str(java_bin()), env.get("PATH", "")]),
             FLINK_IDENT_STRING=env.get("FLINK_IDENT_STRING") or env.get("USER") or "freshrank",
         )
         env.pop("FLINK_HOME", None)  # the scripts derive it from their own location (pyflink/)
@@ -316,11 +300,7 @@ class StandaloneCluster:
 
     def rest(self, path: str, method: str = "GET", body: dict | None = None, timeout_s: float = 10.0) -> Any:
         """JSON from the REST API (`path` like "/overview")."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.rest_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read() or b"null")
+        return flink_rest(self.rest_url, path, method, body, timeout_s)
 
     def overview(self) -> dict[str, Any]:
         return self.rest("/overview")
@@ -392,7 +372,7 @@ class StandaloneCluster:
         found = _JOB_ID.search(result.stdout)
         if result.returncode != 0 or found is None:
             raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
-                               f"{_last(result.stdout + result.stderr, 30)}\n{self.log_tail(40, client=True)}")
+                               f"{last_lines(result.stdout + result.stderr, 30)}\n{self.log_tail(40, client=True)}")
         job_id = found.group(1)
         try:
             self.job_status(job_id)
@@ -414,7 +394,7 @@ class StandaloneCluster:
         found = _SAVEPOINT_PATH.search(result.stdout)
         if result.returncode != 0 or found is None:
             raise ClusterError(f"flink {' '.join(command)} failed (exit {result.returncode}):\n"
-                               f"{_last(result.stdout + result.stderr, 60)}\n{self.failure(job_id)}")
+                               f"{last_lines(result.stdout + result.stderr, 60)}\n{self.failure(job_id)}")
         return found.group(1)
 
     def cancel(self, job_id: str, timeout_s: float = 60.0) -> None:
@@ -433,7 +413,7 @@ class StandaloneCluster:
         parts = []
         for path in sorted(self.log_dir.glob("flink-*")):
             if path.suffix in (".log", ".out") and ("client" in path.name) == client and path.stat().st_size:
-                parts.append(f"--- {path} ---\n{_tail(path, lines)}")
+                parts.append(f"--- {path} ---\n{log_tail(path, lines)}")
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
 
     # --- internals ------------------------------------------------------------------------------
@@ -533,10 +513,6 @@ class StandaloneCluster:
             return False
 
         wait_until(ready, max(deadline - time.monotonic(), 0.0), 0.5, timeout_error=lambda: failed("not ready in time"))
-
-
-def _last(text: str, lines: int) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # --- command line ---------------------------------------------------------------------------------

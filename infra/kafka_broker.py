@@ -33,7 +33,7 @@ from types import TracebackType
 
 from clients.admin import BrokerUnreachable, admin_client, require_broker
 from infra.ports import free_port, port_accepts, port_is_free
-from infra.processes import command_line, send_signal
+from infra.processes import command_line, java_bin, log_tail, send_signal
 from infra.waiting import wait_until
 from job import jars
 from job.paths import cache_dir
@@ -72,16 +72,6 @@ def random_cluster_id() -> str:
             return text
 
 
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerError("`java` not found on PATH (Kafka 4.x needs Java 17+)")
-    return java
-
-
 try:  # loaded here, not in the forked child, where taking the loader's lock could deadlock
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
@@ -92,13 +82,6 @@ def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the parent dies, so a crashed test run leaves no broker."""
     if _PRCTL is not None:
         _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class KafkaBroker:
@@ -267,7 +250,7 @@ class KafkaBroker:
     def _jvm(self, classpath: str) -> list[str]:
         assert self.data_dir is not None
         return [
-            _java(),
+            str(java_bin() / "java"),
             f"-Xmx{self.heap}",
             "-Xms128m",
             "-XX:+UseG1GC",
@@ -317,12 +300,12 @@ class KafkaBroker:
         def ready() -> bool:
             if process.poll() is not None:
                 raise BrokerError(f"broker exited with code {process.returncode} while starting; "
-                                  f"log {self.log_path}:\n{_log_tail(self.log_path)}")
+                                  f"log {self.log_path}:\n{log_tail(self.log_path)}")
             # Wait for the port first: librdkafka would log every refused connection to stderr.
             return port_accepts(self.port) and _metadata_ok(self.bootstrap_servers, 2.0)
 
         wait_until(ready, max(deadline - time.monotonic(), 0.0), timeout_error=lambda: BrokerError(
-            f"broker not ready in time; log {self.log_path}:\n{_log_tail(self.log_path)}"))
+            f"broker not ready in time; log {self.log_path}:\n{log_tail(self.log_path)}"))
 
     def _load_coordinators(self, deadline: float) -> None:
         """Create and load __consumer_offsets and __transaction_state now rather than on first use."""

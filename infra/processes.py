@@ -1,6 +1,10 @@
-"""Process checks for the daemons we start (broker, cluster): alive, command line, signals (psutil)."""
+"""The daemons we start (broker, cluster): process checks and signals (psutil), their logs, their Java."""
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import psutil
 
@@ -29,3 +33,27 @@ def send_signal(pid: int, sig: int) -> None:
         psutil.Process(pid).send_signal(sig)
     except psutil.NoSuchProcess:
         pass
+
+
+def last_lines(text: str, lines: int) -> str:
+    """The last `lines` lines of a command's output, for error messages."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a daemon's log file, for error messages ("(no log)" if unreadable)."""
+    try:
+        return last_lines(path.read_text(errors="replace"), lines)
+    except OSError:
+        return "(no log)"
+
+
+def java_bin() -> Path:
+    """The folder of the `java` the daemons run on: JAVA_HOME's, else the one on PATH (resolved)."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return Path(java_home) / "bin"
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("`java` not found on PATH or in JAVA_HOME (Kafka 4 and Flink 2.2 need Java 17)")
+    return Path(java).resolve().parent

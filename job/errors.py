@@ -12,6 +12,10 @@ _PLAIN = (ValueError, FileExistsError, NotADirectoryError, PermissionError, Conn
           RuntimeError)
 
 
+class UsageError(ValueError):
+    """The command was asked for something it cannot do as given (a clash of options, a used folder)."""
+
+
 def run_reporting_errors(command: Callable[[], int], debug: bool, prog: str = "freshrank") -> int:
     """Run a command; a failure becomes one `PROG: error: ...` line and exit code 1 (the traceback
     itself with `debug`), an interrupt exit code 130."""

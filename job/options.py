@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from job.config import JobConfig
+from job.errors import UsageError
 from udfs.learner_math import LearnerConfig
 
 
@@ -79,8 +80,9 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
     group.add_argument("--dim", type=int, default=default("dim", learner.dim),
                        help="model dimension (default %(default)s)")
     group.add_argument("--learning-rate", type=float, default=default("learning_rate", learner.learning_rate),
-                       help="AdaGrad step size")
-    group.add_argument("--l2", type=float, default=default("l2", learner.l2), help="L2 penalty on vectors")
+                       help="AdaGrad step size (default %(default)s)")
+    group.add_argument("--l2", type=float, default=default("l2", learner.l2),
+                       help="L2 penalty on vectors (default %(default)s)")
     group.add_argument("--checkpoint-dir", default=default("checkpoint_dir", None),
                        help="checkpoints (and savepoints without a target, in its savepoints/); a path (created "
                             "owner-only, 0700) or a file system URI (default: flink-conf/config.yaml's, "
@@ -103,6 +105,22 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
     )
+
+
+def job_option_args(config: JobConfig) -> list[str]:
+    """The job options that give `config` (the inverse of `job_config`): how a tool hands its whole
+    configuration to a child `freshrank run`."""
+    learner = config.learner
+    values = {
+        "--window": config.window_s, "--max-disorder": config.max_disorder_s, "--retention": config.retention_s,
+        "--snapshot-interval": config.snapshot_interval_s, "--metrics-interval": config.metrics_interval_s,
+        "--batch": config.batch_s, "--parallelism": config.parallelism,
+        "--click-stall-limit": config.click_stall_limit_s, "--click-stall-report": config.click_stall_report_s,
+        "--state-ttl": config.state_ttl_s, "--max-event-ahead": config.max_event_ahead_s,
+        "--dead-letter-max-bytes": config.dead_letter_max_bytes,
+        "--dim": learner.dim, "--learning-rate": learner.learning_rate, "--l2": learner.l2,
+    }
+    return [item for option, value in values.items() for item in (option, repr(value))]
 
 
 def apply_mode_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
@@ -149,26 +167,28 @@ def kafka_properties_of(args: argparse.Namespace) -> dict[str, str]:
     try:
         return merge_kafka_properties(files, getattr(args, "kafka_property", None) or [])
     except KafkaPropertiesError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise UsageError(str(error)) from None
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options of `freshrank run` and of `flink run -py job/main.py`."""
     add_kafka_options(parser)
-    parser.add_argument("--group-id", default="freshrank", help="consumer group and transactional-id prefix")
+    parser.add_argument("--group-id", default="freshrank",
+                        help="consumer group and transactional-id prefix (default %(default)s)")
     parser.add_argument("--bounded", action="store_true", help="stop at the topics' current end (tests, backfills)")
     parser.add_argument("--checkpoint-interval", type=float, default=10.0,
                         help="seconds between checkpoints = exactly-once commit latency (default %(default)s)")
     parser.add_argument("--idleness", type=float, default=5.0,
-                        help="seconds after which an idle partition stops holding back the watermark")
+                        help="seconds after which an idle partition stops holding back the watermark "
+                             "(default %(default)s)")
     parser.add_argument("--create-topics", action="store_true", help="create missing topics first")
-    parser.add_argument("--partitions", type=int, default=2, help="partitions of created topics")
+    parser.add_argument("--partitions", type=int, default=2, help="partitions of created topics (default %(default)s)")
     parser.add_argument("--items", help="optional item catalog file (embeddings seed item vectors)")
     parser.add_argument("--from-snapshot", help="hot start from the newest snapshot in this folder")
     parser.add_argument("--from-snapshot-topic", action="store_true",
                         help="hot start a new job (no savepoint) from the newest record of every entity on the "
                              "compacted model-snapshots topic")
-    parser.add_argument("--job-name", default="freshrank", help="Flink job name")
+    parser.add_argument("--job-name", default="freshrank", help="Flink job name (default %(default)s)")
     add_local_cluster_options(parser)
     add_job_options(parser)
 

@@ -12,6 +12,7 @@ import random
 
 import numpy as np
 import pytest
+from dict_state import new_state
 from reference_joiner import reference_join
 
 from tools.generate import GeneratorConfig, generate
@@ -25,45 +26,6 @@ GEN = GeneratorConfig(n_impressions=3000, n_users=120, n_items=100, seed=5, wind
                       click_delay_median_s=8.0, requests_per_s=2.0)
 WINDOW_MS, RETENTION_MS, DISORDER_MS = 60_000, 600_000, 3_000
 CONFIG = LearnerConfig(dim=8)
-
-
-class DictMapState:
-    """MapState semantics over a dict; values are stored as Flink would: copies, not references."""
-
-    def __init__(self) -> None:
-        self.data: dict = {}
-
-    def get(self, key):
-        value = self.data.get(key)
-        return None if value is None else pickle.loads(pickle.dumps(value))
-
-    def put_all(self, entries: dict) -> None:
-        self.data.update(pickle.loads(pickle.dumps(entries)))
-
-    def remove(self, key) -> None:
-        self.data.pop(key, None)
-
-    def items(self):
-        return list(pickle.loads(pickle.dumps(self.data)).items())
-
-    def clear(self) -> None:
-        self.data.clear()
-
-
-class DictValueState:
-    def __init__(self) -> None:
-        self.data = None
-
-    def value(self):
-        return None if self.data is None else pickle.loads(self.data)
-
-    def update(self, value) -> None:
-        self.data = pickle.dumps(value)
-
-
-def new_state() -> LearnerState:
-    return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
-                        DictMapState(), DictValueState(), DictValueState())
 
 
 @pytest.fixture(scope="module")

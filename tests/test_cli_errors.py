@@ -118,3 +118,18 @@ def test_demo_modes_fill_only_what_was_not_given(monkeypatch) -> None:
     from_env = build_parser().parse_args(["demo", "--kafka"])
     resolve_demo_mode(from_env)
     assert from_env.window == 60.0
+
+
+def test_a_configuration_survives_the_trip_through_options() -> None:
+    """Tools hand a whole JobConfig to a child `freshrank run` as options (job_option_args)."""
+    from job.config import JobConfig
+    from job.options import job_config, job_option_args
+    from tools.cli import build_parser
+    from udfs.learner_math import LearnerConfig
+
+    config = JobConfig(window_s=61.5, max_disorder_s=3.0, retention_s=99.0, snapshot_interval_s=2.0,
+                       metrics_interval_s=7.0, batch_s=0.25, parallelism=2, click_stall_limit_s=11.0,
+                       click_stall_report_s=5.0, state_ttl_s=0.0, max_event_ahead_s=60.0,
+                       dead_letter_max_bytes=123, learner=LearnerConfig(dim=8, learning_rate=0.07, l2=3e-5))
+    args = build_parser().parse_args(["run", *job_option_args(config)])
+    assert job_config(args) == config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from dict_state import new_state
 from reference_joiner import reference_join
-from test_batch_learner import new_state
 
 from tools.generate import GeneratorConfig, generate
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner

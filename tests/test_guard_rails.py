@@ -17,8 +17,8 @@ import fastavro
 import numpy as np
 import orjson
 import pytest
+from dict_state import new_state
 from samples import SAMPLES
-from test_batch_learner import new_state
 
 from clients.event_files import MalformedRecord, read_records
 from job.catalog import catalog_embeddings, catalog_from_file

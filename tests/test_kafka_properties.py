@@ -23,6 +23,7 @@ from clients.kafka_properties import (
 )
 from clients.topics import DEFAULT_TOPICS, topic_configs
 from job import flink_env
+from job.errors import UsageError
 from job.options import kafka_properties_of
 from job.sql import sql_identifier, sql_string, sql_with_options
 from tools.cli import build_parser
@@ -171,7 +172,7 @@ def test_cli_merges_files_env_and_items(tmp_path: Path, monkeypatch: pytest.Monk
         args = parser.parse_args([*command, "--kafka-property", "a.b=c"])
         assert kafka_properties_of(args) == {"security.protocol": "SSL", "client.id": "from-env", "a.b": "c"}
     args = parser.parse_args(["produce", "--kafka-property", "bootstrap.servers=x"])
-    with pytest.raises(SystemExit, match="use --bootstrap"):
+    with pytest.raises(UsageError, match="use --bootstrap"):
         kafka_properties_of(args)
 
 

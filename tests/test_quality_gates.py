@@ -13,47 +13,17 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from dict_state import new_state
 
 from job.config import JobConfig
 from tools.evaluate import summarize
 from tools.generate import GeneratorConfig, generate
-from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
+from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner
 from udfs.join_logic import ImpressionClickJoin
 from udfs.records import click_event, impression_event
 
 SEEDS = (3, 5, 8, 13)
 BATCH = 500
-
-
-class DictMapState:
-    def __init__(self) -> None:
-        self.data: dict = {}
-
-    def get(self, key):
-        return self.data.get(key)
-
-    def put_all(self, entries: dict) -> None:
-        self.data.update(entries)
-
-    def remove(self, key) -> None:
-        self.data.pop(key, None)
-
-    def items(self):
-        return list(self.data.items())
-
-    def clear(self) -> None:
-        self.data.clear()
-
-
-class DictValueState:
-    def __init__(self) -> None:
-        self.data = None
-
-    def value(self):
-        return self.data
-
-    def update(self, value) -> None:
-        self.data = value
 
 
 def learned_examples(seed: int, config: JobConfig) -> tuple[list[dict], dict[str, float]]:
@@ -64,7 +34,7 @@ def learned_examples(seed: int, config: JobConfig) -> tuple[list[dict], dict[str
     for event in events:  # the bounded-out-of-orderness watermark from before each event, as the job's
         rows.append([newest - config.max_disorder_ms - 1 if newest is not None else -(2**63) + 1, event])
         newest = event[-1] if newest is None else max(newest, event[-1])
-    state = LearnerState(*(DictMapState() for _ in range(6)), DictValueState(), DictValueState())
+    state = new_state()
     learner = BatchJoinLearner(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                                config.metrics_interval_ms, 0, state)
     examples = []

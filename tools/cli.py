@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from job.config import JobConfig
-from job.errors import run_reporting_errors
+from job.errors import UsageError, run_reporting_errors
 from job.options import (
     add_job_options,
     add_kafka_options,
@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"out/demo/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty; pass a new --out folder")
+        raise UsageError(f"{out} is not empty; pass a new --out folder")
     print(f"generating {args.n_impressions:,} impressions (hidden user preferences, position bias, "
           "duplicates, disorder, late and orphan clicks) ...")
     stream = generate(_generator_config(args))
@@ -130,7 +130,7 @@ def cmd_demo_kafka(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"out/demo-kafka/{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty; pass a new --out folder")
+        raise UsageError(f"{out} is not empty; pass a new --out folder")
     config = job_config(args)
     gen = demo_generator_config(args.n_impressions, args.n_users, args.n_items, args.seed, config)
     run_kafka_demo(out, gen, config, bootstrap=args.bootstrap, topic_suffix=args.topic_suffix,
@@ -193,14 +193,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
         from tools.generate import GeneratorConfig, generate
 
         if args.impressions or args.clicks or args.items:
-            raise SystemExit("error: --generate streams a generated world; it takes no event files")
+            raise UsageError("--generate streams a generated world; it takes no event files")
         gen = GeneratorConfig(n_impressions=args.generate, n_users=args.generate_users,
                               n_items=args.generate_items, seed=args.seed)
         counts = stream_live(args.bootstrap, generate(gen), args.speedup, topics, progress=not args.quiet,
                              **librdkafka_properties(properties))
     else:
         if not args.impressions or not args.clicks:
-            raise SystemExit("error: pass --impressions FILE and --clicks FILE (or --generate N)")
+            raise UsageError("pass --impressions FILE and --clicks FILE (or --generate N)")
         counts = replay_files(args.bootstrap, args.impressions, args.clicks, args.items, rate=args.rate,
                               topics=topics, progress=not args.quiet, **librdkafka_properties(properties))
     print(f"produced in {time.monotonic() - started:.1f} s to {args.bootstrap}: "
@@ -214,7 +214,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if not candidates:
-        raise SystemExit("--candidates: give item ids separated by commas")
+        raise UsageError("--candidates: give item ids separated by commas")
     properties = kafka_properties_of(args)
     require_broker(args.bootstrap, properties)
     print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout,

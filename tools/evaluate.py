@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-# Probabilities are clipped to [EPS, 1 - EPS] before taking logs, so one confident mistake costs a
-# large but finite loss.
-EPS = 1e-7
+# Probabilities are clipped to [EPS, 1 - EPS] before taking logs (as the job's streaming metrics do), so
+# one confident mistake costs a large but finite loss.
+from udfs.metrics_math import EPS, normalized_entropy_of
 
 Values = Sequence[float] | np.ndarray
 Example = Mapping[str, Any]
@@ -69,11 +69,7 @@ def normalized_entropy(labels: Values, scores: Values) -> float:
     y, _ = _arrays(labels, scores)
     if y.size == 0:
         return math.nan
-    rate = float(y.mean())
-    if rate <= 0.0 or rate >= 1.0:
-        return math.nan
-    base = -(rate * math.log(rate) + (1.0 - rate) * math.log(1.0 - rate))
-    return logloss(y, scores) / base
+    return normalized_entropy_of(logloss(y, scores), float(y.mean()))
 
 
 def calibration(labels: Values, scores: Values) -> float:

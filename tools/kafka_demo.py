@@ -24,7 +24,6 @@ whose free port the MiniCluster's log names, and recognised there by its unique 
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import signal
@@ -32,8 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -45,11 +42,15 @@ import orjson
 
 from clients.kafka_properties import client_config, librdkafka_properties, write_properties_file
 from clients.topics import TopicNames, create_all
+from infra.flink_rest import flink_rest
 from infra.ports import free_port
+from infra.processes import log_tail
 from infra.waiting import wait_until
 from job.config import JobConfig
+from job.options import job_option_args
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
+from udfs.encoding import json_default
 
 # --- reading topics ------------------------------------------------------------------------------------
 
@@ -188,15 +189,8 @@ def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5,
 
 
 def _rest(address: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 2.0) -> Any:
-    """GET (or POST `body` to) Flink's REST API at `host:port`; the decoded JSON answer."""
-    request = urllib.request.Request(
-        f"http://{address}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.loads(response.read() or b"null")
+    """GET (or POST `body` to) the child job's REST API at `host:port`."""
+    return flink_rest(f"http://{address}", path, "GET" if body is None else "POST", body, timeout_s)
 
 
 _FAILED_STATES = frozenset({"FAILING", "FAILED", "RESTARTING", "CANCELLING", "CANCELED", "SUSPENDED"})
@@ -222,11 +216,7 @@ def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id:
     args = [
         "run", "--bootstrap", bootstrap, f"--topic-suffix={topics_suffix}", "--group-id", group_id,
         "--job-name", job_name, "--checkpoint-interval", str(checkpoint_interval_s), "--idleness", str(idleness_s),
-        "--window", str(config.window_s), "--max-disorder", str(config.max_disorder_s),
-        "--retention", str(config.retention_s), "--snapshot-interval", str(config.snapshot_interval_s),
-        "--metrics-interval", str(config.metrics_interval_s), "--parallelism", str(config.parallelism),
-        "--dim", str(config.learner.dim), "--learning-rate", str(config.learner.learning_rate),
-        "--l2", str(config.learner.l2),
+        *job_option_args(config),
     ]
     if items is not None:
         args += ["--items", str(items)]
@@ -278,10 +268,7 @@ class LocalJob:
         return None if self.process is None else self.process.poll()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def _check_alive(self) -> None:
         code = self.exited()
@@ -718,12 +705,6 @@ OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
 }
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):  # DeadLetter payloads, as the file sinks write them
-        return value.decode("utf-8", errors="backslashreplace")
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
 def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path,
                    kafka_properties: Mapping[str, str] | None = None) -> dict[str, int]:
     """Every committed record of the output topics as JSON Lines under `out_dir/<output>/`; returns counts."""
@@ -734,7 +715,7 @@ def export_outputs(bootstrap: str, topics: TopicNames, out_dir: Path,
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "part-0.jsonl", "wb") as handle:
             for record in records:
-                handle.write(orjson.dumps(record, default=_json_default) + b"\n")
+                handle.write(orjson.dumps(record, default=json_default) + b"\n")
         counts[name] = len(records)
     return counts
 

@@ -22,7 +22,8 @@ class RecordEncoder(Protocol):
         ...
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """orjson's fallback for our records: bytes (DeadLetter payloads) as text, as the file sinks write them."""
     if isinstance(value, bytes | bytearray):
         return value.decode("utf-8", errors="backslashreplace")
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
@@ -32,7 +33,7 @@ class JsonLinesEncoder:
     """One JSON object per record; NaN becomes null (JSON has no NaN)."""
 
     def encode(self, schema_name: str, record: dict[str, Any]) -> str:
-        return orjson.dumps(record, default=_json_default).decode()
+        return orjson.dumps(record, default=json_default).decode()
 
     def flink_type(self, schema_name: str) -> TypeInformation:
         return Types.STRING()
@@ -41,7 +42,7 @@ class JsonLinesEncoder:
         """One string of many lines (the sink ends it with the last newline)."""
         if not records:
             return []
-        return ["\n".join(orjson.dumps(record, default=_json_default).decode() for record in records)]
+        return ["\n".join(orjson.dumps(record, default=json_default).decode() for record in records)]
 
 
 class AvroWireEncoder:

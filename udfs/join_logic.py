@@ -12,8 +12,9 @@ How it works (all times are event times in ms, W = attribution window):
 - After a decision the impression id is remembered for `retention_ms` more, to drop duplicates
   and classify late clicks; after that the id is forgotten.
 
-The logic is plain Python over plain state so it can be tested without Flink; `udfs.join` is the
-Flink shell that stores `JoinState` in keyed state and turns `Effects` into outputs and timers.
+The logic is plain Python over plain state so it can be tested without Flink; `udfs.batch_learner`
+runs it for a batch of events (state written back to Flink state, timers from a heap) and
+`udfs.join_learn` is the Flink shell around that.
 """
 
 from __future__ import annotations

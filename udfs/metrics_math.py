@@ -14,6 +14,14 @@ import numpy as np
 EPS = 1e-7
 
 
+def normalized_entropy_of(logloss: float, rate: float) -> float:
+    """`logloss` over the entropy of the click rate `rate` (the loss of always predicting it); NaN
+    when the rate is undefined, 0 or 1. The one definition of NE, streaming and offline."""
+    if not 0.0 < rate < 1.0:  # also False for NaN
+        return math.nan
+    return logloss / -(rate * math.log(rate) + (1.0 - rate) * math.log(1.0 - rate))
+
+
 class BinnedAUC:
     """AUC over score histograms; exact up to ties within a bin (logit width `2*limit/bins`).
 
@@ -99,11 +107,7 @@ class ExampleStats:
 
     def normalized_entropy(self) -> float:
         """Logloss relative to always predicting the observed CTR (< 1 means better than that)."""
-        rate = self.ctr()
-        if not self.examples or rate <= 0 or rate >= 1:
-            return math.nan
-        base = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-        return self.logloss() / base
+        return normalized_entropy_of(self.logloss(), self.ctr())
 
     def calibration(self) -> float:
         """Mean predicted over observed click rate (1 is perfectly calibrated on average)."""

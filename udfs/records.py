@@ -62,7 +62,7 @@ def _check_semantics(schema_name: str, record: dict[str, Any]) -> None:
         raise InvalidRecord(f"{schema_name}.event_time is negative: {record['event_time']}")
     if schema_name == "Impression" and record["position"] < 1:
         raise InvalidRecord(f"Impression.position must be >= 1, got {record['position']}")
-    for key in ("impression_id", "user_id", "item_id"):
+    for key in ("impression_id", "request_id", "user_id", "item_id"):
         if key in record and not record[key]:
             raise InvalidRecord(f"{schema_name}.{key} is empty")
     _check_id_text(schema_name, record)
