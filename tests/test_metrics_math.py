@@ -247,3 +247,17 @@ def test_totals_add_up_over_intervals_and_learners() -> None:
     assert starts == sorted(set(starts))
     running = np.cumsum([intervals[s]["examples"] for s in starts])
     assert [intervals[s]["examples_total"] for s in starts] == running.tolist()
+
+
+def test_binned_auc_add_all_counts_as_add_one_by_one() -> None:
+    """The learner adds a call's examples at once (numpy); the histogram must be the one-by-one one,
+    extremes, the clipping limits and a NaN included."""
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.uniform(0, 1, 5000), 1 / (1 + np.exp(-rng.normal(0, 8, 5000))),
+                             [0.0, 1.0, 1e-12, 1 - 1e-12, 0.5, float("nan")]])
+    labels = (rng.uniform(0, 1, scores.size) < 0.3).astype(np.int64)
+    one_by_one, at_once = BinnedAUC(), BinnedAUC()
+    for score, label in zip(scores.tolist(), labels.tolist(), strict=True):
+        one_by_one.add(score, label)
+    at_once.add_all(scores, labels)
+    assert at_once.positives == one_by_one.positives and at_once.negatives == one_by_one.negatives

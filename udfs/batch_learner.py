@@ -539,6 +539,7 @@ class _BatchRun:
         buckets = learner.buckets
         window_ms = learner.join.window_ms
         version = meta["version"]
+        by_interval: dict[int, tuple[IntervalStats, list[float], list[int]]] = {}
         for op, entry, impression, label, click_time in self.examples:
             score = entry[1] if entry[1] is not None else float(scores[op])
             impression_time = impression[IMP_TIME]
@@ -557,8 +558,14 @@ class _BatchRun:
             })
             decided_at = decision_time(label, impression_time, click_time, window_ms)
             stats, _ = buckets.bucket(decided_at)
-            stats.add_example(score, label)
+            pending = by_interval.get(id(stats))
+            if pending is None:
+                pending = by_interval[id(stats)] = (stats, [], [])
+            pending[1].append(score)
+            pending[2].append(label)
             meta["max_event_time"] = max(meta["max_event_time"], decided_at if label else impression_time)
+        for stats, scores, labels in by_interval.values():
+            stats.add_examples(scores, labels)
         if self.loop_staleness:
             stats, _ = buckets.bucket(max(meta["watermark"], 0))
             for staleness in self.loop_staleness:

@@ -19,8 +19,6 @@ runs it for a batch of events (state written back to Flink state, timers from a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 # Tuple layouts (schema field order, see udfs.records).
 IMP_ID, IMP_REQUEST, IMP_USER, IMP_ITEM, IMP_QUERY, IMP_POSITION, IMP_TIME = range(7)
 CLK_ID, CLK_USER, CLK_ITEM, CLK_TIME = range(4)
@@ -36,24 +34,39 @@ ORPHAN_CLICK = "orphan_click"
 JOIN_EVENT_KINDS = (DUPLICATE_IMPRESSION, DUPLICATE_CLICK, EARLY_CLICK, LATE_CLICK, ORPHAN_CLICK)
 
 
-@dataclass
+# Plain classes with __slots__, not dataclasses: the learner makes one of each per event, and a
+# dataclass's default factories made that a visible share of its time.
 class JoinState:
     """What the join remembers about one impression id."""
 
-    impression: tuple | None = None
-    status: int = PENDING
-    label: int = 0
-    held_clicks: list[tuple] = field(default_factory=list)
+    __slots__ = ("impression", "status", "label", "held_clicks")
+
+    def __init__(self, impression: tuple | None = None, status: int = PENDING, label: int = 0,
+                 held_clicks: list[tuple] | None = None) -> None:
+        self.impression = impression
+        self.status = status
+        self.label = label
+        self.held_clicks = [] if held_clicks is None else held_clicks
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JoinState) and (self.impression, self.status, self.label, self.held_clicks) == (
+            other.impression, other.status, other.label, other.held_clicks)
+
+    def __repr__(self) -> str:
+        return (f"JoinState(impression={self.impression!r}, status={self.status!r}, label={self.label!r}, "
+                f"held_clicks={self.held_clicks!r})")
 
 
-@dataclass
 class Effects:
     """What one step of the join asks its host to do."""
 
-    examples: list[tuple] = field(default_factory=list)  # (impression tuple, label, click_time or None)
-    events: list[tuple[str, tuple]] = field(default_factory=list)  # (kind, record)
-    timers: list[int] = field(default_factory=list)
-    clear: bool = False
+    __slots__ = ("examples", "events", "timers", "clear")
+
+    def __init__(self) -> None:
+        self.examples: list[tuple] = []  # (impression tuple, label, click_time or None)
+        self.events: list[tuple[str, tuple]] = []  # (kind, record)
+        self.timers: list[int] = []
+        self.clear = False
 
 
 class ImpressionClickJoin:

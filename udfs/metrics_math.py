@@ -50,6 +50,15 @@ class BinnedAUC:
         index = self.bin_of(score)
         counts[index] = counts.get(index, 0) + 1
 
+    def add_all(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """`add` for many examples at once (the learner's examples of one call), in numpy."""
+        p = np.clip(np.nan_to_num(scores, nan=0.5), EPS, 1 - EPS)
+        index = np.clip(np.trunc((np.log(p / (1 - p)) + self.logit_limit) * self._scale), 0, self.bins - 1)
+        for counts, chosen in ((self.positives, labels != 0), (self.negatives, labels == 0)):
+            bins, numbers = np.unique(index[chosen].astype(np.int64), return_counts=True)
+            for bin_index, number in zip(bins.tolist(), numbers.tolist(), strict=True):
+                counts[bin_index] = counts.get(bin_index, 0) + number
+
     def merge(self, other: BinnedAUC) -> None:
         for mine, theirs in ((self.positives, other.positives), (self.negatives, other.negatives)):
             for index, count in theirs.items():
