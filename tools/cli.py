@@ -43,13 +43,21 @@ def _generator_options(parser: argparse.ArgumentParser, defaults: dict[str, int]
     group.add_argument("--seed", type=int, default=7, help="random seed")
     group.add_argument("--heavy-users", type=int, default=0,
                        help="users (bots, power users) that each make 10%% of all requests (default %(default)s)")
+    group.add_argument("--chinese-share", type=float, default=0.0,
+                       help="share of titles and queries written in Chinese (default %(default)s)")
+    group.add_argument("--synonym-share", type=float, default=0.0,
+                       help="share of titles and queries naming their category by a synonym (default %(default)s)")
+    group.add_argument("--query-relevance", type=float, default=0.0,
+                       help="hidden logit added when a search shows an item of the query's category "
+                            "(default %(default)s)")
 
 
 def _generator_config(args: argparse.Namespace):
     from tools.generate import GeneratorConfig
 
     return GeneratorConfig(n_impressions=args.n_impressions, n_users=args.n_users, n_items=args.n_items,
-                           seed=args.seed, heavy_users=args.heavy_users)
+                           seed=args.seed, heavy_users=args.heavy_users, chinese_share=args.chinese_share,
+                           synonym_share=args.synonym_share, query_relevance=args.query_relevance)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tools.text_vocabulary import CATEGORY_TEXT, QUERY_MODIFIERS_ZH, TITLE_ADJECTIVES_ZH
 from udfs.schemas import field_names
 
 # Category words (and a few modifiers) for titles and search queries; more categories than words get
@@ -100,6 +101,13 @@ class GeneratorConfig:
     heavy_users: int = 0
     heavy_user_share: float = 0.1
     position_decay: float = 0.7  # position_bias(pos) = -position_decay * ln(pos)
+    # Text (tools.text_vocabulary): the share of titles and of queries written in Chinese, the share
+    # naming their category by a synonym instead of the catalog's word, and a hidden relevance effect:
+    # logit added when a search shows an item of the query's category. At 0 (the defaults) the stream
+    # is the English-only one of earlier versions, draw for draw.
+    chinese_share: float = 0.0
+    synonym_share: float = 0.0
+    query_relevance: float = 0.0
     embedding_noise: float = 0.3  # std of noise added to the catalog embedding (signal std ~1)
     # Time.
     window_s: float = 1800.0  # attribution window of the downstream join
@@ -212,6 +220,41 @@ def _category_names(n: int) -> list[str]:
     return [words[c % len(words)] + ("" if c < len(words) else f"-{c // len(words)}") for c in range(n)]
 
 
+class _TextWriter:
+    """Titles and queries in English or Chinese, naming a category by its word or a synonym."""
+
+    def __init__(self, cfg: GeneratorConfig, rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.rng = rng
+        self.names = _category_names(cfg.n_categories)
+
+    def _word(self, category: int) -> tuple[str, bool]:
+        """(the category's word in a language, whether it is Chinese)."""
+        cfg = self.cfg
+        word = CATEGORY_WORDS[category % len(CATEGORY_WORDS)]
+        suffix = "" if category < len(CATEGORY_WORDS) else f"-{category // len(CATEGORY_WORDS)}"
+        if cfg.chinese_share <= 0 and cfg.synonym_share <= 0:
+            return self.names[category], False
+        english, chinese = CATEGORY_TEXT[word]
+        in_chinese = self.rng.random() < cfg.chinese_share
+        synonym = self.rng.random() < cfg.synonym_share
+        if in_chinese:
+            return (chinese[1] if synonym else chinese[0]) + suffix, True
+        return (str(self.rng.choice(english)) if synonym else word) + suffix, False
+
+    def query(self, category: int, modifier: int) -> str:
+        word, in_chinese = self._word(category)
+        if in_chinese:
+            return f"{QUERY_MODIFIERS_ZH[modifier]}{word}"
+        return f"{QUERY_MODIFIERS[modifier]} {word}".strip()
+
+    def title(self, category: int, adjective: int, number: int) -> str:
+        word, in_chinese = self._word(category)
+        if in_chinese:
+            return f"{TITLE_ADJECTIVES_ZH[adjective]}{word} {number}"
+        return f"{TITLE_ADJECTIVES[adjective]} {word} {number}"
+
+
 def generate(config: GeneratorConfig | None = None) -> Stream:
     """Draw a hidden world and one stream of impressions, clicks and catalog items from it."""
     cfg = config if config is not None else GeneratorConfig()
@@ -299,6 +342,8 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     imp_ms = req_ms[imp_req]
     pref = np.einsum("ij,ij->i", users[imp_user], item_vecs[imp_item])
     logits = cfg.preference_scale * pref + item_bias[imp_item] - cfg.position_decay * np.log(imp_pos)
+    relevant = is_search[imp_req] & (item_cat[imp_item] == query_cat[imp_req])
+    logits = logits + cfg.query_relevance * relevant
     global_bias = _solve_global_bias(logits, cfg.target_ctr)
     p_click = 1.0 / (1.0 + np.exp(-(logits + global_bias)))
 
@@ -357,10 +402,13 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     user_ids = [f"u{i:06d}" for i in range(cfg.n_users)]
     item_ids = [f"sku{i:06d}" for i in range(cfg.n_items)]
     cat_names = _category_names(cfg.n_categories)
+    # Text draws come from a generator of their own, so the rest of the stream is the same whatever
+    # the text settings.
+    text = _TextWriter(cfg, np.random.default_rng([cfg.seed, 1]))
     queries: list[str | None] = [None] * n_req
     qc, qm = query_cat.tolist(), query_mod.tolist()
     for i in search_idx.tolist():
-        queries[i] = f"{QUERY_MODIFIERS[qm[i]]} {cat_names[qc[i]]}".strip()
+        queries[i] = text.query(qc[i], qm[i])
 
     imp_keys = field_names("Impression")
     req_l, user_l, item_l, pos_l, ms_l = (imp_req.tolist(), imp_user.tolist(), imp_item.tolist(),
@@ -382,8 +430,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     adjectives = rng.integers(0, len(TITLE_ADJECTIVES), cfg.n_items).tolist()
     emb = np.round(embeddings, 5).tolist()
     items = [
-        dict(zip(item_keys, (item_ids[j], f"{TITLE_ADJECTIVES[adjectives[j]]} {cat_names[c]} {j}",
-                             cat_names[c], emb[j]), strict=True))
+        dict(zip(item_keys, (item_ids[j], text.title(c, adjectives[j], j), cat_names[c], emb[j]), strict=True))
         for j, c in enumerate(item_cat.tolist())
     ]
     oracle = dict(zip(imp_ids, p_click.tolist(), strict=True))
@@ -399,6 +446,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
         "true_ctr": float(p_click.mean()),
         "span_ms": int(imp_ms[-1] - imp_ms[0]),
         "heavy_user_ids": user_ids[: cfg.heavy_users],
+        "relevant_search_impressions": int(relevant.sum()),
     }
     return Stream(impressions=impressions, clicks=clicks, items=items, oracle=oracle, stats=stats)
 
