@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from udfs.learner_math import LearnerConfig
+from udfs.model_guard import GuardConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class JobConfig:
     max_event_ahead_s: float = 86400.0
     dead_letter_max_bytes: int = 64 * 1024
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    # The stability guard on published snapshot versions (udfs.model_guard).
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     @property
     def window_ms(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from job.config import JobConfig
 from job.errors import UsageError
 from udfs.learner_math import LearnerConfig
+from udfs.model_guard import GuardConfig
 
 
 def env_default(name: str, default: Any) -> Any:
@@ -83,6 +84,21 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                        help="AdaGrad step size (default %(default)s)")
     group.add_argument("--l2", type=float, default=default("l2", learner.l2),
                        help="L2 penalty on vectors (default %(default)s)")
+    guard = GuardConfig()
+    group.add_argument("--guard-logloss-margin", type=float,
+                       default=default("guard_logloss_margin", guard.logloss_margin),
+                       help="stability guard: hold a snapshot version back while the progressive logloss since the "
+                            "last judged period exceeds its baseline by more than this share; 0 turns the guard "
+                            "off (default %(default)s)")
+    group.add_argument("--guard-auc-margin", type=float, default=default("guard_auc_margin", guard.auc_margin),
+                       help="stability guard: ... or its AUC is below the baseline's by more than this "
+                            "(default %(default)s)")
+    group.add_argument("--guard-ctr-factor", type=float, default=default("guard_ctr_factor", guard.ctr_factor),
+                       help="stability guard: ... or its click rate is this many times above or below the "
+                            "baseline's (default %(default)s)")
+    group.add_argument("--guard-min-examples", type=int,
+                       default=default("guard_min_examples", guard.min_examples),
+                       help="stability guard: examples a period needs before it is judged (default %(default)s)")
     group.add_argument("--checkpoint-dir", default=default("checkpoint_dir", None),
                        help="checkpoints (and savepoints without a target, in its savepoints/); a path (created "
                             "owner-only, 0700) or a file system URI (default: flink-conf/config.yaml's, "
@@ -104,6 +120,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         max_event_ahead_s=args.max_event_ahead,
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
+        guard=GuardConfig(logloss_margin=args.guard_logloss_margin, auc_margin=args.guard_auc_margin,
+                          ctr_factor=args.guard_ctr_factor, min_examples=args.guard_min_examples),
     )
 
 
@@ -119,6 +137,8 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--state-ttl": config.state_ttl_s, "--max-event-ahead": config.max_event_ahead_s,
         "--dead-letter-max-bytes": config.dead_letter_max_bytes,
         "--dim": learner.dim, "--learning-rate": learner.learning_rate, "--l2": learner.l2,
+        "--guard-logloss-margin": config.guard.logloss_margin, "--guard-auc-margin": config.guard.auc_margin,
+        "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
     }
     return [item for option, value in values.items() for item in (option, repr(value))]
 

@@ -110,7 +110,7 @@ def build_pipeline(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
                          initial_model, config.click_stall_limit_ms, config.click_stall_report_ms,
-                         config.state_ttl_ms),
+                         config.state_ttl_ms, config.guard),
             output_type=encoder.flink_type("LabeledExample"),
         )
         .name("join-and-learn")

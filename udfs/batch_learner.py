@@ -71,6 +71,7 @@ from udfs.learner_kernel import (
 )
 from udfs.learner_math import LearnerConfig, UserCodec
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
+from udfs.model_guard import GuardConfig, ModelGuard
 from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, snapshot_problem
 from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version
@@ -136,7 +137,8 @@ class BatchJoinLearner:
     def __init__(self, join: ImpressionClickJoin, config: LearnerConfig, metrics_interval_ms: int, replica: int,
                  state: LearnerState, embeddings: dict[str, list[float]] | None = None,
                  initial_model: ModelStore | None = None, click_stall_limit_ms: int = 0,
-                 click_stall_report_ms: int = 30_000, state_ttl_ms: int = 0) -> None:
+                 click_stall_report_ms: int = 30_000, state_ttl_ms: int = 0,
+                 guard: GuardConfig | None = None) -> None:
         self.join = join
         self.config = config
         self.replica = replica
@@ -161,6 +163,7 @@ class BatchJoinLearner:
             "warm_up_until": NO_WATERMARK if initial_model else None,
         }
         self.click_stall = ClickStallGuard(click_stall_limit_ms, click_stall_report_ms, self.meta)
+        self.guard = ModelGuard(guard or GuardConfig(), self.meta.setdefault("guard", {}))
         stored = state.buckets.value()
         self.buckets: IntervalBuckets = pickle.loads(stored) if stored is not None else IntervalBuckets(
             metrics_interval_ms)
@@ -313,14 +316,16 @@ class BatchJoinLearner:
 
     # Snapshots ----------------------------------------------------------------------------------
     def snapshot(self, now_ms: int) -> list[dict[str, Any]]:
-        """Every entity changed since the last snapshot, under one new version (ModelSnapshot records)."""
+        """Every entity changed since the last published snapshot, under one new version (ModelSnapshot
+        records); none if nothing changed or the stability guard holds the version back (udfs.model_guard:
+        its entities stay changed, so a later version publishes them)."""
         keys = [key for key, _ in self.state.dirty.items()]
         if not keys:
             return []
         self._load_global()
         meta = self.meta
-        meta["version"] = next_version(meta["version"], now_ms)
-        common = {"version": meta["version"], "watermark": int(meta["watermark"]), "created_at": now_ms,
+        version = next_version(meta["version"], now_ms)
+        common = {"version": version, "watermark": int(meta["watermark"]), "created_at": now_ms,
                   "replica": self.replica}
         dim = self.config.dim
         records = []
@@ -341,6 +346,14 @@ class BatchJoinLearner:
                 row = self.model.global_bias
                 records.append(_record(common, GLOBAL, "global", None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
                                        row[BIAS_UPDATES]))
+        problem = self.guard.problem(records)
+        if problem is not None:
+            held = self.guard.held
+            if str(held).rstrip("0") == "1":  # 1, 10, 100, ...: a long hold cannot flood the log
+                log.warning("model guard: version %d held back (%s); %d held so far", version, problem, held)
+            self.state.meta.update(pickle.dumps(meta))
+            return []
+        meta["version"] = version
         self.state.dirty.clear()
         self.state.meta.update(pickle.dumps(meta))
         return records
@@ -564,8 +577,12 @@ class _BatchRun:
             pending[1].append(score)
             pending[2].append(label)
             meta["max_event_time"] = max(meta["max_event_time"], decided_at if label else impression_time)
+        until = meta["warm_up_until"]
+        steady = until is not None and meta["watermark"] >= until + window_ms  # see udfs.model_guard
         for stats, scores, labels in by_interval.values():
             stats.add_examples(scores, labels)
+            if steady:
+                learner.guard.observe(scores, labels)
         if self.loop_staleness:
             stats, _ = buckets.bucket(max(meta["watermark"], 0))
             for staleness in self.loop_staleness:

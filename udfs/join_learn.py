@@ -27,6 +27,7 @@ from udfs.interpreter import tune_garbage_collector
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
 from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
+from udfs.model_guard import GuardConfig
 from udfs.model_store import ModelStore
 from udfs.snapshots import subtask_index
 
@@ -49,6 +50,7 @@ class JoinAndLearn(KeyedProcessFunction):
         click_stall_limit_ms: int = 0,
         click_stall_report_ms: int = 30_000,
         state_ttl_ms: int = 0,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.join = join
         self.config = config
@@ -60,6 +62,7 @@ class JoinAndLearn(KeyedProcessFunction):
         self.initial_model = initial_model
         self.click_stall = (click_stall_limit_ms, click_stall_report_ms)
         self.state_ttl_ms = state_ttl_ms
+        self.guard = guard
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
@@ -92,6 +95,8 @@ class JoinAndLearn(KeyedProcessFunction):
         # How far the clicks' watermark trails the impressions' (event-time ms) and whether that is a stall.
         group.gauge("click_lag_ms", lambda: self.learner.click_stall.lag_ms if self.learner else 0)
         group.gauge("click_stalled", lambda: int(self.learner.click_stall.stalled) if self.learner else 0)
+        # Snapshot versions the stability guard held back since the job started (udfs.model_guard).
+        group.gauge("model_guard_held", lambda: self.learner.guard.held if self.learner else 0)
 
     def _expiring(self, descriptor: MapStateDescriptor) -> MapStateDescriptor:
         """Entities not written (learned or merged) for the state TTL leave state: users who stopped
@@ -117,7 +122,7 @@ class JoinAndLearn(KeyedProcessFunction):
         if self.learner is None:
             self.learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica,
                                             self.state, self.embeddings, self.initial_model, *self.click_stall,
-                                            self.state_ttl_ms)
+                                            self.state_ttl_ms, self.guard)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return self.learner
 
