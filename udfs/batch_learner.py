@@ -286,6 +286,7 @@ class BatchJoinLearner:
                 run.on_impression(impression_of(event))
             elif kind == CLICK:
                 run.events += 1
+                run.clicks += 1
                 run.on_click(click_of(event))
             elif kind == ITEM_PARAMS:
                 run.merge_item_params(event[1], now_ms)
@@ -379,6 +380,7 @@ class _BatchRun:
     def __init__(self, learner: BatchJoinLearner) -> None:
         self.learner = learner
         self.ops: list[tuple[int, int, int, int, int]] = []
+        self.clicks = 0  # of which clicks (the guard compares arriving clicks per impression)
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
         self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
         self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
@@ -577,12 +579,13 @@ class _BatchRun:
             pending[1].append(score)
             pending[2].append(label)
             meta["max_event_time"] = max(meta["max_event_time"], decided_at if label else impression_time)
-        until = meta["warm_up_until"]
-        steady = until is not None and meta["watermark"] >= until + window_ms  # see udfs.model_guard
         for stats, scores, labels in by_interval.values():
             stats.add_examples(scores, labels)
-            if steady:
-                learner.guard.observe(scores, labels)
+        until = meta["warm_up_until"]
+        if until is not None and meta["watermark"] >= until + window_ms:  # past a cold start's warm-up
+            learner.guard.observe([score for _, scores, _ in by_interval.values() for score in scores],
+                                  [label for _, _, labels in by_interval.values() for label in labels],
+                                  self.events - self.clicks, self.clicks)
         if self.loop_staleness:
             stats, _ = buckets.bucket(max(meta["watermark"], 0))
             for staleness in self.loop_staleness:

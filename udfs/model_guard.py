@@ -5,26 +5,29 @@ feedback (a bot clicking everything, a tracking bug), or a numeric blow-up. Befo
 publishes a snapshot version it asks the guard, which checks
 
 - the parameters about to be published: every value finite, every vector's norm at most `max_norm`;
-- the model's progressive quality since the last judged period (each example scored before it was
-  learned, as the metrics do): its logloss must not exceed the baseline by more than
-  `logloss_margin` (relative), nor its AUC fall below the baseline's by more than `auc_margin`. The
-  baseline follows the periods that passed (an exponential average, weight `smoothing`), so it
-  tracks a model that improves, and moves slowly (weight `drift`) towards periods that failed, so a
-  lasting change of the traffic itself is accepted after some periods instead of holding the model
-  for ever (a logloss 3x the baseline is held for about 35 judged periods, a click rate 4x the
-  baseline's about 50). A period is judged once it holds `min_examples` examples; until then the
-  last verdict stands;
-- the feedback itself: the period's click rate within `ctr_factor` of the baseline's. A burst of
-  corrupted labels (a bot clicking everything) is held while it lasts, even once the model has
-  adapted to it and scores it well; after it, the model's own logloss holds it until it recovers.
+- the model's progressive quality (each example scored before it was learned, as the metrics do)
+  over the examples decided since the last judged period, per class: the mean logloss of the
+  positives and that of the negatives must each stay within `logloss_margin` (relative) of their
+  baselines, and the AUC, when the period has `min_auc_examples` of each class, within `auc_margin`.
+  Per class, because which examples a period decides depends on the watermark (a positive is
+  decided at its click, a negative a window after its impression): a period of mostly negatives or
+  mostly positives says nothing bad about the model;
+- the feedback itself: clicks per impression arriving in the period within `ctr_factor` of the
+  baseline. A burst of corrupted labels is held while it lasts, even once the model has adapted to
+  it; after it, the negatives' logloss holds the model until it has recovered.
 
-The learner feeds the guard only examples decided after a cold start's warm-up (the first window
-learns positives alone, so its click rate and logloss say nothing about the model).
+A period is judged once it has `min_examples` examples, `min_class_examples` of each class among
+them; until then the last verdict stands. The baselines are exponential averages of the periods
+that passed (weight `smoothing`); they move slowly towards periods that failed (`drift`,
+`ctr_drift`), so a lasting change of the traffic is accepted after some periods instead of holding
+the model for ever (a logloss 3x the baseline after about 35 judged periods, a click rate 4x the
+baseline's after about 50).
 
 A held version is not published (its entities stay marked as changed, so the next published version
-carries them); examples and metrics flow as before; serving keeps the last good version. Publishing
-resumes once a period passes again. The guard's state is a small dict kept in the learner's `meta`
-(Flink state), so a restore keeps the baseline, the verdict and the count of held versions.
+carries them); examples and metrics flow as before; serving keeps the last good version. The
+learner feeds the guard only after a cold start's first window (which can decide positives alone).
+The guard's state is a small dict kept in the learner's `meta` (Flink state), so a restore keeps the
+baselines, the open period, the verdict and the count of held versions.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from udfs.metrics_math import BinnedAUC, ExampleStats
+from udfs.metrics_math import EPS, BinnedAUC
 
 # A coarse histogram: the period's AUC is a guard rail, not a report, and it is stored every call.
 _AUC_BINS = 240
@@ -43,13 +46,14 @@ _AUC_BINS = 240
 
 @dataclass(frozen=True)
 class GuardConfig:
-    logloss_margin: float = 0.5  # hold if the period's logloss > baseline * (1 + margin); 0: guard off
+    logloss_margin: float = 0.5  # hold if a class's logloss > its baseline * (1 + margin); 0: guard off
     auc_margin: float = 0.1  # hold if the period's AUC < baseline AUC - margin
-    min_examples: int = 2000  # examples a period needs before it is judged (about 100 clicks at 5%)
-    ctr_factor: float = 3.0  # hold if the period's click rate is this many times above or below the baseline's
+    ctr_factor: float = 2.0  # hold if arriving clicks per impression are this many times off the baseline
+    min_examples: int = 2000  # examples a period needs before it is judged
+    min_class_examples: int = 20  # ... of which at least this many positives and negatives
     min_auc_examples: int = 100  # positives and negatives each a period needs before its AUC is judged
     max_norm: float = 100.0  # hold if a published vector is longer than this
-    smoothing: float = 0.3  # weight of a passing period in the baseline
+    smoothing: float = 0.3  # weight of a passing period in the baselines
     drift: float = 0.02  # weight of a failing period in the logloss and AUC baselines
     ctr_drift: float = 0.005  # weight of a failing period in the click-rate baseline
 
@@ -58,16 +62,19 @@ class GuardConfig:
         return self.logloss_margin > 0
 
 
+def _new_period() -> dict[str, Any]:
+    return {"positives": 0, "positive_loss": 0.0, "negatives": 0, "negative_loss": 0.0,
+            "auc": BinnedAUC(bins=_AUC_BINS), "impressions": 0, "clicks": 0}
+
+
 class ModelGuard:
     """Decides whether a snapshot may be published; `state` is a dict the caller persists."""
 
     def __init__(self, config: GuardConfig, state: dict[str, Any]) -> None:
         self.config = config
         self.state = state
-        state.setdefault("examples", ExampleStats())
-        state.setdefault("auc", BinnedAUC(bins=_AUC_BINS))
-        state.setdefault("baseline_logloss", None)
-        state.setdefault("baseline_auc", None)
+        state.setdefault("period", _new_period())
+        state.setdefault("baseline", {})  # name -> value: positive_loss, negative_loss, auc, ctr
         state.setdefault("problem", None)  # why the last judged period failed (None: it passed)
         state.setdefault("held", 0)  # versions held back since the job started
 
@@ -75,14 +82,24 @@ class ModelGuard:
     def held(self) -> int:
         return self.state["held"]
 
-    def observe(self, scores: list[float], labels: list[int]) -> None:
-        """Examples decided in one learner call, with the scores they had before learning."""
-        if not self.config.enabled or not scores:
+    def observe(self, scores: list[float], labels: list[int], impressions: int, clicks: int) -> None:
+        """One learner call: the examples it decided (with the scores they had before learning), and the
+        impressions and clicks that arrived in it."""
+        if not self.config.enabled:
             return
-        add = self.state["examples"].add
-        for score, label in zip(scores, labels, strict=True):
-            add(score, label)
-        self.state["auc"].add_all(np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+        period = self.state["period"]
+        period["impressions"] += impressions
+        period["clicks"] += clicks
+        if not scores:
+            return
+        p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
+        y = np.asarray(labels, dtype=np.int64)
+        positive = y != 0
+        period["positives"] += int(positive.sum())
+        period["negatives"] += int((~positive).sum())
+        period["positive_loss"] += float(-np.log(p[positive]).sum())
+        period["negative_loss"] += float(-np.log1p(-p[~positive]).sum())
+        period["auc"].add_all(p, y)
 
     def problem(self, records: list[dict[str, Any]]) -> str | None:
         """Why the version of `records` must be held back, or None to publish it. Counts a hold."""
@@ -95,32 +112,36 @@ class ModelGuard:
 
     def _judge_period(self) -> str | None:
         state, config = self.state, self.config
-        examples: ExampleStats = state["examples"]
-        if examples.examples < config.min_examples:
+        period = state["period"]
+        n_pos, n_neg = period["positives"], period["negatives"]
+        if n_pos + n_neg < config.min_examples or min(n_pos, n_neg) < config.min_class_examples:
             return state["problem"]  # too few examples to judge: the last verdict stands
-        logloss, ctr = examples.logloss(), examples.ctr()
-        negatives = examples.examples - examples.positives
-        auc = state["auc"].value() if min(examples.positives, negatives) >= config.min_auc_examples else math.nan
-        state["examples"], state["auc"] = ExampleStats(), BinnedAUC(bins=_AUC_BINS)
-        base_logloss, base_auc, base_ctr = state["baseline_logloss"], state["baseline_auc"], state.get("baseline_ctr")
+        state["period"] = _new_period()
+        figures = {"positive_loss": period["positive_loss"] / n_pos, "negative_loss": period["negative_loss"] / n_neg}
+        if min(n_pos, n_neg) >= config.min_auc_examples:
+            figures["auc"] = period["auc"].value()
+        if period["impressions"]:
+            figures["ctr"] = period["clicks"] / period["impressions"]
+        baseline = state["baseline"]
         problem = None
-        if base_ctr and not base_ctr / config.ctr_factor <= ctr <= base_ctr * config.ctr_factor:
-            # The feedback itself changed abruptly (a bot clicking everything, a tracking outage):
-            # whatever the model learns from it is not published until the click rate is back.
-            problem = (f"click rate {ctr:.4f} over {examples.examples} examples is more than {config.ctr_factor:g}x "
-                       f"away from the baseline {base_ctr:.4f}")
-        elif base_logloss is not None and logloss > base_logloss * (1 + config.logloss_margin):
-            problem = (f"progressive logloss {logloss:.4f} over {examples.examples} examples is above the "
-                       f"baseline {base_logloss:.4f} by more than {config.logloss_margin:.0%}")
-        elif base_auc is not None and not math.isnan(auc) and auc < base_auc - config.auc_margin:
-            problem = (f"progressive AUC {auc:.4f} over {examples.examples} examples is below the baseline "
-                       f"{base_auc:.4f} by more than {config.auc_margin}")
-        weight = config.smoothing if problem is None else config.drift
-        state["baseline_logloss"] = logloss if base_logloss is None else (1 - weight) * base_logloss + weight * logloss
-        weight = config.smoothing if problem is None else config.ctr_drift
-        state["baseline_ctr"] = ctr if not base_ctr else (1 - weight) * base_ctr + weight * ctr
-        if not math.isnan(auc):
-            state["baseline_auc"] = auc if base_auc is None else (1 - weight) * base_auc + weight * auc
+        ctr, base_ctr = figures.get("ctr"), baseline.get("ctr")
+        if ctr is not None and base_ctr and not base_ctr / config.ctr_factor <= ctr <= base_ctr * config.ctr_factor:
+            problem = (f"clicks per impression {ctr:.4f} are more than {config.ctr_factor:g}x away from the "
+                       f"baseline {base_ctr:.4f} (the feedback changed abruptly)")
+        for name, label in (("positive_loss", "clicked"), ("negative_loss", "not clicked")):
+            base = baseline.get(name)
+            if problem is None and base is not None and figures[name] > base * (1 + config.logloss_margin):
+                problem = (f"progressive logloss of {label} examples {figures[name]:.4f} is above the baseline "
+                           f"{base:.4f} by more than {config.logloss_margin:.0%}")
+        auc, base_auc = figures.get("auc", math.nan), baseline.get("auc")
+        if problem is None and base_auc is not None and not math.isnan(auc) and auc < base_auc - config.auc_margin:
+            problem = f"progressive AUC {auc:.4f} is below the baseline {base_auc:.4f} by more than {config.auc_margin}"
+        for name, value in figures.items():
+            if math.isnan(value):
+                continue
+            weight = config.smoothing if problem is None else (config.ctr_drift if name == "ctr" else config.drift)
+            base = baseline.get(name)
+            baseline[name] = value if base is None else (1 - weight) * base + weight * value
         state["problem"] = problem
         return problem
 
