@@ -13,8 +13,9 @@ publishes a snapshot version it asks the guard, which checks
   decided at its click, a negative a window after its impression): a period of mostly negatives or
   mostly positives says nothing bad about the model;
 - the feedback itself: clicks per impression arriving in the period within `ctr_factor` of the
-  baseline. A burst of corrupted labels is held while it lasts, even once the model has adapted to
-  it; after it, the negatives' logloss holds the model until it has recovered.
+  baseline, judged while impressions arrive (at least a quarter as many as the period decided). A burst
+  of corrupted labels is held while it lasts, even once the model has adapted to it; after it, the
+  negatives' logloss holds the model until it has recovered.
 
 A period is judged once it has `min_examples` examples, `min_class_examples` of each class among
 them; until then the last verdict stands. The baselines are exponential averages of the periods
@@ -120,7 +121,9 @@ class ModelGuard:
         figures = {"positive_loss": period["positive_loss"] / n_pos, "negative_loss": period["negative_loss"] / n_neg}
         if min(n_pos, n_neg) >= config.min_auc_examples:
             figures["auc"] = period["auc"].value()
-        if period["impressions"]:
+        # Only with traffic: when impressions pause (a quiet night, the end of a stream) the clicks of
+        # earlier ones still arrive, and their ratio says nothing about the feedback.
+        if period["impressions"] >= (n_pos + n_neg) / 4:
             figures["ctr"] = period["clicks"] / period["impressions"]
         baseline = state["baseline"]
         problem = None
