@@ -86,3 +86,11 @@ def test_non_finite_or_huge_parameters_are_held() -> None:
     assert "norm" in guard.problem([{**record, "vector": [30.0, 0.0]}])
     assert guard.held == 2
     assert ModelGuard(GuardConfig(logloss_margin=0.0), {}).problem([{**record, "bias": math.inf}]) is None  # off
+
+
+def test_a_nan_score_does_not_poison_the_baselines() -> None:
+    guard = ModelGuard(GuardConfig(min_examples=40, min_class_examples=10), {})
+    guard.observe([0.1] * 20 + [math.nan] + [0.05] * 19, [1] * 10 + [0] * 30, impressions=40, clicks=10)
+    assert guard.problem([]) is None
+    baseline = guard.state["baseline"]
+    assert {"positive_loss", "negative_loss", "ctr"} <= set(baseline) and all(map(math.isfinite, baseline.values()))

@@ -93,7 +93,8 @@ class ModelGuard:
         period["clicks"] += clicks
         if not scores:
             return
-        p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
+        # A NaN score (inputs are guarded so none should arise) counts as 0.5, as in the metrics' AUC.
+        p = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.5), EPS, 1 - EPS)
         y = np.asarray(labels, dtype=np.int64)
         positive = y != 0
         period["positives"] += int(positive.sum())
