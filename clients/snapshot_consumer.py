@@ -27,6 +27,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from udfs.model_store import USER, ModelStore
+from udfs.text_features import TextFeatures
 from udfs.wire import WireDecoder, WireError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ _FATAL_CODES = frozenset(
 class SnapshotConsumer:
     """A `ModelStore` kept up to date from the compacted model-snapshot topic.
 
+    `text`: the catalog's titles and the text encoder the job uses (udfs.text_features), so searches
+    are ranked with their query and items the model never learned from their titles.
     `group_id` only names the client (nothing is committed); `conf` is passed to confluent_kafka.Consumer
     over this class's settings, as `**{"fetch.max.bytes": ...}`.
     """
@@ -57,10 +60,11 @@ class SnapshotConsumer:
         group_id: str | None = None,
         *,
         metadata_timeout_s: float = 30.0,
+        text: TextFeatures | None = None,
         **conf: Any,
     ) -> None:
         self.topic = topic
-        self.store = ModelStore()
+        self.store = ModelStore(text)
         self.decoder = WireDecoder("ModelSnapshot")
         self.records_read = 0  # decoded snapshot records, including stale ones
         self.stale = 0  # decoded records older than (or as old as) what the store held
@@ -194,14 +198,16 @@ class SnapshotConsumer:
         """Newest model version seen (0 before any record)."""
         return self.store.version
 
-    def rank(self, user_id: str, candidates: Iterable[str], k: int = 10) -> list[tuple[str, float]]:
-        """Top-k candidate item ids with predicted click probabilities (unknown items last, NaN)."""
+    def rank(self, user_id: str, candidates: Iterable[str], k: int = 10,
+             query: str | None = None) -> list[tuple[str, float]]:
+        """Top-k candidate item ids with predicted click probabilities (unknown items last, NaN); for a
+        search request pass its `query` (used when the consumer was given `text`)."""
         with self._lock:
-            return self.store.rank(user_id, list(candidates), k)
+            return self.store.rank(user_id, list(candidates), k, query)
 
-    def score(self, user_id: str, item_id: str) -> float | None:
+    def score(self, user_id: str, item_id: str, query: str | None = None) -> float | None:
         with self._lock:
-            return self.store.score(user_id, item_id)
+            return self.store.score(user_id, item_id, query)
 
     def user_record(self, user_id: str) -> dict[str, Any] | None:
         """The newest snapshot record of a user, or None."""

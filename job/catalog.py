@@ -1,13 +1,15 @@
-"""The item catalog: embeddings that seed item vectors, from a file or from the `items` topic.
+"""The item catalog: titles (the model reads them) and embeddings (they seed item vectors), from a file
+or from the `items` topic.
 
-The catalog is read once when the job starts (items published later are used from the next start);
-entries that fail to decode or validate are returned as DeadLetter records with their reason.
+The catalog is read when the job starts; entries that fail to decode or validate are returned as
+DeadLetter records with their reason.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,32 @@ from udfs.records import InvalidRecord, parse_wire, validate_record
 Embeddings = dict[str, list[float]]
 
 
-def catalog_embeddings(raw_records: Iterable[Any], decode: Callable[[Any], dict[str, Any]],
-                       payload: Callable[[Any], bytes], max_payload_bytes: int = DEAD_LETTER_MAX_BYTES,
-                       where: Callable[[Any], str] | None = None) -> tuple[Embeddings, list[dict[str, Any]]]:
-    """Embeddings by item id (the last entry of an item wins) and DeadLetter records of the rejects
-    (their reason prefixed with `where(raw)`, e.g. file and line, when given)."""
-    embeddings: Embeddings = {}
+@dataclass
+class Catalog:
+    """Titles and embeddings by item id (an item's last entry wins)."""
+
+    embeddings: Embeddings = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    def add(self, item: Mapping[str, Any]) -> None:
+        item_id = item["item_id"]
+        if item.get("title"):
+            self.titles[item_id] = item["title"]
+        if item.get("embedding"):
+            self.embeddings[item_id] = [float(x) for x in item["embedding"]]
+
+    def update(self, other: Catalog) -> None:
+        """`other`'s entries over these."""
+        self.embeddings.update(other.embeddings)
+        self.titles.update(other.titles)
+
+
+def read_catalog(raw_records: Iterable[Any], decode: Callable[[Any], dict[str, Any]],
+                 payload: Callable[[Any], bytes], max_payload_bytes: int = DEAD_LETTER_MAX_BYTES,
+                 where: Callable[[Any], str] | None = None) -> tuple[Catalog, list[dict[str, Any]]]:
+    """The catalog of these records and DeadLetter records of the rejects (their reason prefixed with
+    `where(raw)`, e.g. file and line, when given)."""
+    catalog = Catalog()
     rejects = []
     for raw in raw_records:
         try:
@@ -34,13 +56,12 @@ def catalog_embeddings(raw_records: Iterable[Any], decode: Callable[[Any], dict[
             reason = f"{where(raw)}: {error}" if where else str(error)
             rejects.append(dead_letter("items", reason, payload(raw), max_payload_bytes))
             continue
-        if item.get("embedding"):
-            embeddings[item["item_id"]] = [float(x) for x in item["embedding"]]
-    return embeddings, rejects
+        catalog.add(item)
+    return catalog, rejects
 
 
 def catalog_from_file(path: Path, max_payload_bytes: int = DEAD_LETTER_MAX_BYTES,
-                      ) -> tuple[Embeddings, list[dict[str, Any]]]:
+                      ) -> tuple[Catalog, list[dict[str, Any]]]:
     """A catalog file or folder (JSON Lines or Avro containers); a malformed line is a reject too
     (its reason names file and line), and the lines after it are still read."""
     malformed: list[dict[str, Any]] = []
@@ -48,15 +69,15 @@ def catalog_from_file(path: Path, max_payload_bytes: int = DEAD_LETTER_MAX_BYTES
     def reject_malformed(bad: MalformedRecord) -> None:
         malformed.append(dead_letter("items", str(bad), bad.payload, max_payload_bytes))
 
-    embeddings, rejects = catalog_embeddings(
+    catalog, rejects = read_catalog(
         numbered_records(path, reject_malformed), lambda entry: validate_record("Item", entry[1]),
         lambda entry: orjson.dumps(entry[1], default=str), max_payload_bytes, where=lambda entry: entry[0])
-    return embeddings, malformed + rejects
+    return catalog, malformed + rejects
 
 
 def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, *,
                        kafka_properties: Mapping[str, str] | None = None,
-                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> tuple[Embeddings, list[dict[str, Any]]]:
+                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> tuple[Catalog, list[dict[str, Any]]]:
     """Every committed message of the items topic, from the beginning to its current end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -86,5 +107,5 @@ def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, *,
                 remaining.discard(message.partition())
     finally:
         consumer.close()
-    return catalog_embeddings(messages, lambda m: parse_wire("Item", m), lambda m: b"" if m is None else bytes(m),
+    return read_catalog(messages, lambda m: parse_wire("Item", m), lambda m: b"" if m is None else bytes(m),
                               max_payload_bytes)

@@ -34,6 +34,9 @@ class JobConfig:
     max_event_ahead_s: float = 86400.0
     dead_letter_max_bytes: int = 64 * 1024
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    # What reads queries and titles (udfs.text_encoder.make_encoder): "use" (the pretrained multilingual
+    # model), "hashing" (shared words only, fast) or "none" (the model ignores text).
+    text_encoder: str = "use"
     # The stability guard on published snapshot versions (udfs.model_guard).
     guard: GuardConfig = field(default_factory=GuardConfig)
 

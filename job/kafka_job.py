@@ -20,7 +20,7 @@ from pyflink.table import StreamTableEnvironment
 from clients.kafka_properties import client_config, java_properties, librdkafka_properties
 from clients.topics import DEFAULT_TOPICS, TopicNames
 from job.batching import NO_WATERMARK, batch_row_type
-from job.catalog import catalog_from_file, catalog_from_topic
+from job.catalog import Catalog, catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import make_environment
 from job.jars import flink_kafka_connector_jar
@@ -162,24 +162,24 @@ def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str
 
 def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None,
                        kafka_properties: Mapping[str, str] | None = None,
-                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> dict[str, list[float]]:
-    """Embeddings from the items topic (and a catalog file, which wins); rejects go to dead-letter."""
+                       max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> Catalog:
+    """The catalog on the items topic (and in a catalog file, which wins); rejects go to dead-letter."""
     from confluent_kafka import Producer
 
     from udfs.wire import encode
 
-    embeddings, rejects = catalog_from_topic(bootstrap, topics.items, kafka_properties=kafka_properties,
-                                             max_payload_bytes=max_payload_bytes)
+    catalog, rejects = catalog_from_topic(bootstrap, topics.items, kafka_properties=kafka_properties,
+                                          max_payload_bytes=max_payload_bytes)
     if items is not None:
         from_file, file_rejects = catalog_from_file(items, max_payload_bytes)
-        embeddings.update(from_file)
+        catalog.update(from_file)
         rejects += file_rejects
     if rejects:
         producer = Producer(client_config(bootstrap, kafka_properties))
         for record in rejects:
             producer.produce(topics.dead_letter, encode("DeadLetter", record))
         producer.flush(30)
-    return embeddings
+    return catalog
 
 
 def load_snapshot_topic(bootstrap: str, topic: str, dim: int,
@@ -237,8 +237,8 @@ def build_kafka_job(
     initial_model = load_snapshots(from_snapshot, config.learner.dim) if from_snapshot else None
     if from_snapshot_topic:
         initial_model = load_snapshot_topic(bootstrap, topics.snapshots, config.learner.dim, kafka_properties)
-    embeddings = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
-    build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), embeddings, initial_model, t_env)
+    catalog = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
+    build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), catalog, initial_model, t_env)
 
 
 def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,

@@ -16,6 +16,7 @@ from job.config import JobConfig
 from job.errors import UsageError
 from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
+from udfs.text_encoder import ENCODERS
 
 
 def env_default(name: str, default: Any) -> Any:
@@ -84,6 +85,10 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                        help="AdaGrad step size (default %(default)s)")
     group.add_argument("--l2", type=float, default=default("l2", learner.l2),
                        help="L2 penalty on vectors (default %(default)s)")
+    group.add_argument("--text-encoder", choices=ENCODERS, default=default("text_encoder", defaults.text_encoder),
+                       help="what reads queries and item titles: use (pretrained multilingual Universal Sentence "
+                            "Encoder, English and Chinese), hashing (shared words only, fast) or none (the model "
+                            "ignores text) (default %(default)s)")
     guard = GuardConfig()
     group.add_argument("--guard-logloss-margin", type=float,
                        default=default("guard_logloss_margin", guard.logloss_margin),
@@ -120,6 +125,7 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         max_event_ahead_s=args.max_event_ahead,
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
+        text_encoder=args.text_encoder,
         guard=GuardConfig(logloss_margin=args.guard_logloss_margin, auc_margin=args.guard_auc_margin,
                           ctr_factor=args.guard_ctr_factor, min_examples=args.guard_min_examples),
     )
@@ -139,8 +145,10 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--dim": learner.dim, "--learning-rate": learner.learning_rate, "--l2": learner.l2,
         "--guard-logloss-margin": config.guard.logloss_margin, "--guard-auc-margin": config.guard.auc_margin,
         "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
+        "--text-encoder": config.text_encoder,
     }
-    return [item for option, value in values.items() for item in (option, repr(value))]
+    return [item for option, value in values.items()
+            for item in (option, value if isinstance(value, str) else repr(value))]
 
 
 def apply_mode_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from pyflink.datastream import DataStream, OutputTag
 from pyflink.table import StreamTableEnvironment
 
 from job.batching import batches, clicks_with_ticks, event_row_type, with_event_time
+from job.catalog import Catalog
 from job.config import JobConfig
 from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
@@ -61,7 +62,7 @@ def build_pipeline(
     sinks: dict[str, Sink],
     config: JobConfig,
     encoder: RecordEncoder,
-    embeddings: dict[str, list[float]] | None = None,
+    catalog: Catalog | None = None,
     initial_model: ModelStore | None = None,
     t_env: StreamTableEnvironment | None = None,
 ) -> None:
@@ -108,9 +109,11 @@ def build_pipeline(
         batched.key_by(lambda row: row[0], key_type=Types.STRING())
         .process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
-                         config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder, embeddings,
+                         config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder,
+                         catalog.embeddings if catalog else None,
                          initial_model, config.click_stall_limit_ms, config.click_stall_report_ms,
-                         config.state_ttl_ms, config.guard),
+                         config.state_ttl_ms, config.guard, config.text_encoder,
+                         catalog.titles if catalog else None),
             output_type=encoder.flink_type("LabeledExample"),
         )
         .name("join-and-learn")

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from clients.event_files import MalformedRecord, files_of, numbered_records, stage_as_json_lines
-from job.catalog import catalog_from_file
+from job.catalog import Catalog, catalog_from_file
 from job.config import JobConfig
 from job.files import json_lines_sink, text_lines
 from job.flink_env import make_environment
@@ -27,15 +27,15 @@ class ReplayResult:
 
 
 def load_catalog(items: Path, dead_letter_file: Path,
-                 max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> dict[str, list[float]]:
-    """Item embeddings from a catalog file; invalid entries and malformed lines are written to the
+                 max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> Catalog:
+    """The catalog in a file; invalid entries and malformed lines are written to the
     dead letter (read with the job's other dead-letter records: `read_output(out, "dead-letter")`)."""
-    embeddings, rejects = catalog_from_file(items, max_payload_bytes)
+    catalog, rejects = catalog_from_file(items, max_payload_bytes)
     if rejects:
         encoder = JsonLinesEncoder()
         dead_letter_file.parent.mkdir(parents=True, exist_ok=True)
         dead_letter_file.write_text("".join(encoder.encode("DeadLetter", r) + "\n" for r in rejects))
-    return embeddings
+    return catalog
 
 
 def read_output(out_dir: Path, name: str) -> list[dict[str, Any]]:
@@ -94,8 +94,8 @@ def run_replay(
             raise FileExistsError(f"{out_dir / name} is not empty; choose a new --out folder")
     initial_model = load_snapshots(from_snapshot, config.learner.dim) if from_snapshot else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    embeddings = load_catalog(items, out_dir / "dead-letter" / "catalog-rejects.jsonl",
-                              config.dead_letter_max_bytes) if items else None
+    catalog = load_catalog(items, out_dir / "dead-letter" / "catalog-rejects.jsonl",
+                           config.dead_letter_max_bytes) if items else None
     staging = out_dir / ".staging"
     impressions = stage_as_json_lines(impressions, staging / "impressions")
     clicks = stage_as_json_lines(clicks, staging / "clicks")
@@ -105,7 +105,7 @@ def run_replay(
                            checkpoint_dir, prometheus_ports, rest_port)
     inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"))
     sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
-    build_pipeline(inputs, sinks, config, JsonLinesEncoder(), embeddings, initial_model)
+    build_pipeline(inputs, sinks, config, JsonLinesEncoder(), catalog, initial_model)
     started = time.time()
     env.execute(f"freshrank-replay-{out_dir.name}")
     return ReplayResult(out_dir, time.time() - started)

@@ -21,7 +21,7 @@ from dict_state import new_state
 from samples import SAMPLES
 
 from clients.event_files import MalformedRecord, read_records
-from job.catalog import catalog_embeddings, catalog_from_file
+from job.catalog import catalog_from_file, read_catalog
 from udfs.batch_learner import NO_WATERMARK, BatchJoinLearner
 from udfs.encoding import JsonLinesEncoder
 from udfs.join_logic import ImpressionClickJoin
@@ -315,7 +315,8 @@ def test_malformed_catalog_lines_become_rejects_naming_file_and_line(tmp_path) -
     catalog = tmp_path / "items.jsonl"
     catalog.write_bytes(b"\n".join(lines) + b"\n")
 
-    embeddings, rejects = catalog_from_file(catalog)
+    catalog_read, rejects = catalog_from_file(catalog)
+    embeddings = catalog_read.embeddings
 
     assert embeddings == {item["item_id"]: item["embedding"] for item in good}
     reasons = {int(r["reason"].split(" line ")[1].split(":")[0]): r["reason"] for r in rejects}
@@ -341,7 +342,8 @@ def test_a_corrupt_avro_catalog_keeps_its_good_records_and_the_other_files(tmp_p
     (folder / "a.avro").write_bytes(data[: len(data) - 40])  # the last block is cut off
     (folder / "b.jsonl").write_bytes(orjson.dumps(dict(SAMPLES["Item"], item_id="it-b")) + b"\n")
 
-    embeddings, rejects = catalog_from_file(folder)
+    catalog_read, rejects = catalog_from_file(folder)
+    embeddings = catalog_read.embeddings
 
     reasons = [r["reason"] for r in rejects]
     assert any("a.avro record 4: Item.embedding[1] is inf" in r for r in reasons)
@@ -363,7 +365,7 @@ def test_read_records_names_file_and_line_of_a_malformed_line(tmp_path) -> None:
 def test_catalog_from_topic_messages_reject_tombstones() -> None:
     good = encode("Item", SAMPLES["Item"])
     bad = encode("Item", dict(SAMPLES["Item"], item_id="it-2", embedding=[math.nan]))
-    embeddings, rejects = catalog_embeddings([None, good, bad], lambda m: parse_wire("Item", m),
-                                             lambda m: b"" if m is None else bytes(m))
-    assert list(embeddings) == ["it-1"]
+    catalog, rejects = read_catalog([None, good, bad], lambda m: parse_wire("Item", m),
+                                    lambda m: b"" if m is None else bytes(m))
+    assert list(catalog.embeddings) == ["it-1"] and list(catalog.titles) == ["it-1"]
     assert "tombstone" in rejects[0]["reason"] and "finite" in rejects[1]["reason"]

@@ -15,6 +15,8 @@ from udfs.learner_kernel import (
     ITEM_UPDATES,
     OP_LEARN,
     OP_SCORE,
+    TEXT_SEARCH,
+    TEXT_WEIGHT,
     ModelArrays,
     compile_kernel,
     item_row_width,
@@ -31,7 +33,8 @@ def config(dim: int) -> LearnerConfig:
 
 
 def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
-    """(kind, user_id, item_id, position, label) tuples; a few users and items dominate, like real traffic."""
+    """(kind, user_id, item_id, position, label, similarity) tuples; a few users and items dominate, like
+    real traffic; 60% recommendation requests (similarity NaN), the rest searches (a few with no title: 0)."""
     user_weights = rng.zipf(1.5, n_users).astype(float)
     item_weights = rng.zipf(1.5, n_items).astype(float)
     users = rng.choice(n_users, n_ops, p=user_weights / user_weights.sum())
@@ -39,8 +42,10 @@ def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: i
     positions = rng.integers(0, n_positions, n_ops)
     kinds = np.where(rng.random(n_ops) < 0.7, OP_LEARN, OP_SCORE)
     labels = (rng.random(n_ops) < 0.3).astype(int)
-    return [(int(k), f"u{u}", f"i{i}", int(p), int(y))
-            for k, u, i, p, y in zip(kinds, users, items, positions, labels, strict=True)]
+    similarity = np.where(rng.random(n_ops) < 0.6, np.nan, rng.uniform(-0.2, 1.0, n_ops))
+    similarity[rng.random(n_ops) < 0.05] = 0.0
+    return [(int(k), f"u{u}", f"i{i}", int(p), int(y), float(s))
+            for k, u, i, p, y, s in zip(kinds, users, items, positions, labels, similarity, strict=True)]
 
 
 def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -70,13 +75,13 @@ def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPat
     are a few ulps that grow with the magnitude of accumulators, ~2e-13 on this stream.)
     """
 
-    def sequential_predict(user_vector: np.ndarray, item, position, global_bias) -> float:
+    def sequential_logit(user_vector: np.ndarray, item, position, global_bias) -> float:
         dot = 0.0
         for u, v in zip(user_vector.tolist(), item.vector.tolist(), strict=True):
             dot += u * v
-        return learner_math.sigmoid(dot + item.bias.value + position.value + global_bias.value)
+        return dot + item.bias.value + position.value + global_bias.value
 
-    monkeypatch.setattr(learner_math, "predict", sequential_predict)
+    monkeypatch.setattr(learner_math, "logit", sequential_logit)
     compare_with_ranker(8, 0.0)
 
 
@@ -92,14 +97,14 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
     initial_users = initial_user_states(UserCodec(cfg), 50, rng)
     user_states: dict[str, np.ndarray] = {}
     expected_scores = []
-    for kind, user_id, item_id, position, label in stream:
+    for kind, user_id, item_id, position, label, similarity in stream:
         if user_id not in user_states:
             user_states[user_id] = initial_users[user_id].copy()
         state = user_states[user_id]
         if kind == OP_LEARN:
-            expected_scores.append(ranker.score_then_learn(state, item_id, position, label))
+            expected_scores.append(ranker.score_then_learn(state, item_id, position, label, similarity))
         else:
-            expected_scores.append(ranker.score(state, item_id, position))
+            expected_scores.append(ranker.score(state, item_id, position, similarity))
 
     # Kernel: the same stream in batches of varying size; entities are added as they first appear,
     # between batches, from the same initial states (users) and initial vectors (items).
@@ -111,7 +116,7 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
     while start < len(stream):
         batch = stream[start : start + int(next(batch_sizes))]
         ops = np.zeros((len(batch), 5), dtype=np.int64)
-        for n, (kind, user_id, item_id, position, label) in enumerate(batch):
+        for n, (kind, user_id, item_id, position, label, _) in enumerate(batch):
             if user_id not in model.user_rows:
                 model.add_user(user_id, initial_users[user_id])
             if item_id not in model.item_rows:
@@ -119,7 +124,7 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
             if position not in model.position_rows:
                 model.add_position(position, model.new_bias_row())
             ops[n] = (kind, model.user_rows[user_id], model.item_rows[item_id], model.position_rows[position], label)
-        scores.extend(model.run(ops))
+        scores.extend(model.run(ops, np.array([op[5] for op in batch])))
         start += len(batch)
 
     assert model.n_users == len(user_states) and model.n_items == len(side.items)
@@ -143,6 +148,12 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
     assert model.global_bias[BIAS_VALUE] == pytest.approx(glob.value, rel=0, abs=tolerance)
     assert model.global_bias[BIAS_ACCUM] == pytest.approx(glob.accum, rel=0, abs=tolerance)
     assert model.global_bias[BIAS_UPDATES] == glob.updates == sum(op[0] == OP_LEARN for op in stream)
+    searches_learned = sum(op[0] == OP_LEARN and op[5] == op[5] for op in stream)
+    for row, term in ((TEXT_WEIGHT, side.text_weight), (TEXT_SEARCH, side.search_bias)):
+        assert model.text[row, BIAS_VALUE] == pytest.approx(term.value, rel=0, abs=tolerance)
+        assert model.text[row, BIAS_ACCUM] == pytest.approx(term.accum, rel=0, abs=tolerance)
+        assert model.text[row, BIAS_UPDATES] == term.updates == searches_learned
+    assert side.text_weight.value != 0.0 and side.search_bias.value != 0.0  # the stream moved them
 
 
 def test_new_rows_match_python_priors() -> None:

@@ -50,6 +50,9 @@ def _generator_options(parser: argparse.ArgumentParser, defaults: dict[str, int]
     group.add_argument("--query-relevance", type=float, default=0.0,
                        help="hidden logit added when a search shows an item of the query's category "
                             "(default %(default)s)")
+    group.add_argument("--new-item-share", type=float, default=0.0,
+                       help="share of the catalog launched mid-stream, each shown only from its launch "
+                            "(default %(default)s)")
 
 
 def _generator_config(args: argparse.Namespace):
@@ -57,7 +60,8 @@ def _generator_config(args: argparse.Namespace):
 
     return GeneratorConfig(n_impressions=args.n_impressions, n_users=args.n_users, n_items=args.n_items,
                            seed=args.seed, heavy_users=args.heavy_users, chinese_share=args.chinese_share,
-                           synonym_share=args.synonym_share, query_relevance=args.query_relevance)
+                           synonym_share=args.synonym_share, query_relevance=args.query_relevance,
+                           new_item_share=args.new_item_share)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -125,11 +129,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.kafka:
         return cmd_bench_kafka(args)
+    if args.text:
+        return cmd_bench_text(args)
     apply_mode_defaults(args, {"n_impressions": 1_000_000})
     from tools.bench import run_bench
 
     run_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed, heavy_users=args.heavy_users,
               checkpoint_dir=args.checkpoint_dir)
+    return 0
+
+
+def cmd_bench_text(args: argparse.Namespace) -> int:
+    from tools.text_bench import run_text_bench
+
+    apply_mode_defaults(args, {"n_impressions": 400_000})
+    run_text_bench(Path(args.out), args.n_impressions, job_config(args), seed=args.seed)
     return 0
 
 
@@ -362,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on Kafka: impressions/s of a bounded run over produced topics (default 100000 "
                             "impressions) and the snapshot freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
+    bench.add_argument("--text", action="store_true",
+                       help="what reading text buys and costs: AUC with and without the query-title term and the "
+                            "title map (search requests, items launched mid-stream) on a stream with English and "
+                            "Chinese text, and replay impressions/s with the text encoder off and on "
+                            "(default size 400,000)")
     add_kafka_property_options(bench)
     bench.add_argument("--taskmanagers", type=int, default=0,
                        help="with --kafka: run the bounded job on a standalone cluster of this many TaskManager "

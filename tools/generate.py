@@ -109,6 +109,10 @@ class GeneratorConfig:
     synonym_share: float = 0.0
     query_relevance: float = 0.0
     embedding_noise: float = 0.3  # std of noise added to the catalog embedding (signal std ~1)
+    # Items launched mid-stream: this share of the catalog (drawn at random) is shown only from a launch
+    # time of its own, uniform over the middle 80% of the stream. At 0 (the default) every item is
+    # available from the start, draw for draw as in earlier versions.
+    new_item_share: float = 0.0
     # Time.
     window_s: float = 1800.0  # attribution window of the downstream join
     max_disorder_s: float = 5.0  # arrival jitter bound (strictly below)
@@ -324,11 +328,27 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     lo[in_cat] = cat_lo[query_cat[rows]]
     hi[in_cat] = cat_hi[query_cat[rows]]
     draws = _sample_cumulative(pop_cum, lo, hi, rng)
+    # Launches have a generator of their own, so the rest of the stream is the same without them.
+    launch_rng = np.random.default_rng([cfg.seed, 2])
+    launch_ms = np.zeros(cfg.n_items, dtype=np.int64)
+    n_new = round(cfg.new_item_share * cfg.n_items)
+    new_items = np.sort(launch_rng.choice(cfg.n_items, size=n_new, replace=False)) if n_new else np.zeros(0, int)
+    span = float(req_ms[-1] - req_ms[0])
+    launch_ms[new_items] = req_ms[0] + np.round(launch_rng.uniform(0.1, 0.9, n_new) * span).astype(np.int64)
+    available = np.setdiff1d(np.arange(cfg.n_items), new_items)  # from the start
+    if n_new:
+        for _ in range(20):  # draw again (same category range) where an item was not launched yet
+            early = launch_ms[draws] > req_ms[:, None]
+            if not early.any():
+                break
+            draws[early] = _sample_cumulative(pop_cum, lo[early], hi[early], launch_rng)
+        early = launch_ms[draws] > req_ms[:, None]
+        draws[early] = available[launch_rng.integers(0, available.size, int(early.sum()))]
     shown, complete = _first_k_distinct(draws, k)
     bad = np.nonzero(~complete)[0]
     pool = draws[bad]
-    while bad.size:  # rows with too few distinct draws (tiny categories): add uniform catalog draws
-        pool = np.concatenate([pool, rng.integers(0, cfg.n_items, (bad.size, n_draw))], axis=1)
+    while bad.size:  # rows with too few distinct draws (tiny categories): uniform draws of items there all along
+        pool = np.concatenate([pool, available[rng.integers(0, available.size, (bad.size, n_draw))]], axis=1)
         fixed, ok = _first_k_distinct(pool, k)
         shown[bad[ok]] = fixed[ok]
         bad, pool = bad[~ok], pool[~ok]
@@ -447,6 +467,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
         "span_ms": int(imp_ms[-1] - imp_ms[0]),
         "heavy_user_ids": user_ids[: cfg.heavy_users],
         "relevant_search_impressions": int(relevant.sum()),
+        "launches": {item_ids[j]: int(launch_ms[j]) for j in new_items.tolist()},  # item id -> launch time
     }
     return Stream(impressions=impressions, clicks=clicks, items=items, oracle=oracle, stats=stats)
 

@@ -20,7 +20,8 @@ State. Everything lives in Flink state, under the subtask's one shard key (job.r
   `meta` tells both apart (a PENDING entry whose deadline is at or before it was emitted as a
   negative; one whose retention ended by then was forgotten);
 - `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
-- `biases`: position -> bias row bytes, and GLOBAL_KEY for the global bias;
+- `biases`: position -> bias row bytes, GLOBAL_KEY for the global bias, TEXT_KEY for the two text
+  terms (query-title weight, search bias) and TITLE_MAP_KEY for the learned title map;
 - `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
   `buckets`: the open metric intervals.
 Python dicts and arrays are only a cache of that state: every change of a batch is written back
@@ -67,14 +68,28 @@ from udfs.learner_kernel import (
     OP_LEARN,
     OP_SCORE,
     OP_WIDTH,
+    TEXT_SEARCH,
+    TEXT_WEIGHT,
     ModelArrays,
 )
 from udfs.learner_math import LearnerConfig, UserCodec
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
 from udfs.model_guard import GuardConfig, ModelGuard
-from udfs.model_store import GLOBAL, ITEM, POSITION, USER, ModelStore, snapshot_problem
+from udfs.model_store import (
+    GLOBAL,
+    ITEM,
+    POSITION,
+    SEARCH_BIAS,
+    TEXT,
+    TEXT_WEIGHT_ID,
+    TITLE_MAP,
+    USER,
+    ModelStore,
+    snapshot_problem,
+)
 from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version
+from udfs.text_features import TextFeatures, TitleMap
 
 log = logging.getLogger("freshrank.batch_learner")
 
@@ -82,7 +97,14 @@ log = logging.getLogger("freshrank.batch_learner")
 # weeks keeps a steady footprint (~0.5 kB a row at dim 32): past this many, the cache starts over
 # between two calls (everything is in state by then) and refills from state as entities come back.
 MAX_CACHED_ROWS = 200_000
-GLOBAL_KEY = 0  # positions are >= 1, so key 0 of `biases` is free for the global bias
+GLOBAL_KEY = 0  # positions are >= 1, so keys below 1 of `biases` are free for the shared parameters
+TEXT_KEY = -1
+TITLE_MAP_KEY = -2
+# The title map is refitted after this many learned examples, from the items learned since the last
+# fit that have learned from at least FIT_MIN_UPDATES examples (fresher vectors are mostly their start).
+FIT_EVERY = 2000
+FIT_MIN_UPDATES = 10
+FIT_MAX_ITEMS = 10_000
 NO_WATERMARK = -(2**63)
 END_OF_INPUT = 2**63 - 1
 
@@ -138,8 +160,15 @@ class BatchJoinLearner:
                  state: LearnerState, embeddings: dict[str, list[float]] | None = None,
                  initial_model: ModelStore | None = None, click_stall_limit_ms: int = 0,
                  click_stall_report_ms: int = 30_000, state_ttl_ms: int = 0,
-                 guard: GuardConfig | None = None) -> None:
+                 guard: GuardConfig | None = None, text: TextFeatures | None = None,
+                 use_title_map: bool = True) -> None:
         self.join = join
+        self.text = text
+        self.use_title_map = use_title_map  # off: the text terms only (for comparisons)
+        self.title_map = TitleMap(config.dim)
+        # Items started in this call: written to state even if not learned yet, because a start from the
+        # title map depends on when it happened (the map keeps learning), so it cannot be redone later.
+        self.started_items: set[str] = set()
         self.config = config
         self.replica = replica
         self.state = state
@@ -232,11 +261,23 @@ class BatchJoinLearner:
         else:
             params = self.init_side.items.get(item_id)
             if params is None:
-                values = self.model.new_item_row(self.init_side.initial_vector(item_id))
+                values = self._new_item(item_id)
+                self.started_items.add(item_id)
             else:
                 values = np.concatenate([params.vector, params.accum,
                                          [params.bias.value, params.bias.accum, float(params.updates)]])
         return self.model.add_item(item_id, values)
+
+    def _new_item(self, item_id: str) -> np.ndarray:
+        """A first-seen item: from its title through the learned title map once that has learned from
+        enough items, else from its catalog embedding or its id (udfs.learner_math.ItemSide)."""
+        text = self.text
+        if text is not None and self.use_title_map and self.title_map.ready and text.has_title(item_id):
+            vector, bias = self.title_map.predict(text.title_code(item_id))
+            row = self.model.new_item_row(vector)
+            row[ITEM_BIAS] = bias
+            return row
+        return self.model.new_item_row(self.init_side.initial_vector(item_id))
 
     def _position_row(self, position: int) -> int:
         row = self.model.position_rows.get(position)
@@ -260,6 +301,18 @@ class BatchJoinLearner:
         elif self.initial_model is not None:
             glob = self.init_side.global_bias
             self.model.global_bias[:] = [glob.value, glob.accum, float(glob.updates)]
+        stored = self.state.biases.get(TEXT_KEY)
+        if stored is not None:
+            self.model.text[:] = np.frombuffer(stored, dtype=np.float64).reshape(self.model.text.shape)
+        elif self.initial_model is not None:
+            side = self.init_side
+            for row, term in ((TEXT_WEIGHT, side.text_weight), (TEXT_SEARCH, side.search_bias)):
+                self.model.text[row] = [term.value, term.accum, float(term.updates)]
+        stored = self.state.biases.get(TITLE_MAP_KEY)
+        if stored is not None:
+            self.title_map.load_array(np.frombuffer(stored, dtype=np.float64))
+        elif self.initial_model is not None and self.initial_model.title_map_array() is not None:
+            self.title_map.load_array(self.initial_model.title_map_array())
         self._global_loaded = True
 
     # One batch ----------------------------------------------------------------------------------
@@ -343,6 +396,16 @@ class BatchJoinLearner:
                 row = self.model.positions[self._position_row(int(entity_id))]
                 records.append(_record(common, POSITION, entity_id, None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
                                        row[BIAS_UPDATES]))
+            elif kind == "T":
+                for entity_id, row in ((TEXT_WEIGHT_ID, self.model.text[TEXT_WEIGHT]),
+                                       (SEARCH_BIAS, self.model.text[TEXT_SEARCH])):
+                    records.append(_record(common, TEXT, entity_id, None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
+                                           row[BIAS_UPDATES]))
+            elif kind == "M":
+                title_map = self.title_map
+                statistics = np.concatenate([title_map.gram.ravel(), title_map.cross.ravel()])
+                records.append(_record(common, TEXT, TITLE_MAP, title_map.weights.ravel(), statistics, 0.0, 0.0,
+                                       title_map.items_fitted))
             else:
                 row = self.model.global_bias
                 records.append(_record(common, GLOBAL, "global", None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
@@ -380,6 +443,8 @@ class _BatchRun:
     def __init__(self, learner: BatchJoinLearner) -> None:
         self.learner = learner
         self.ops: list[tuple[int, int, int, int, int]] = []
+        self.op_texts: list[tuple[str | None, str]] = []  # (query, item id) of each op, for the text terms
+        self.searches_learned = False
         self.clicks = 0  # of which clicks (the guard compares arriving clicks per impression)
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
         self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
@@ -396,6 +461,9 @@ class _BatchRun:
         self.merged_items: set[str] = set()
         self.merged_positions: set[int] = set()
         self.merged_global = False
+        self.merged_text = False
+        self.merged_title_map = False
+        self.title_map_fitted = False
         self.out = BatchOutput()
         self.loop_staleness: list[int] = []
 
@@ -488,8 +556,10 @@ class _BatchRun:
         user_id, item_id, position = impression[IMP_USER], impression[IMP_ITEM], impression[IMP_POSITION]
         self.ops.append((kind, learner._user_row(user_id), learner._item_row(item_id),
                          learner._position_row(position), label))
+        self.op_texts.append((impression[IMP_QUERY], item_id))
         if kind == OP_LEARN:
             self.global_changed = True
+            self.searches_learned = self.searches_learned or bool(impression[IMP_QUERY])
             self.touched_users.add(user_id)
             self.touched_items.add(item_id)
             self.touched_positions.add(position)
@@ -526,11 +596,34 @@ class _BatchRun:
             row = learner.model.global_bias
             self.merged_global = True
             bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+        elif kind == TEXT and record["entity_id"] == TITLE_MAP:
+            self._merge_title_map(record)
+            self.loop_staleness.append(now_ms - record["created_at"])
+            return
+        elif kind == TEXT and record["entity_id"] in (TEXT_WEIGHT_ID, SEARCH_BIAS):
+            row = learner.model.text[TEXT_WEIGHT if record["entity_id"] == TEXT_WEIGHT_ID else TEXT_SEARCH]
+            self.merged_text = True
+            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
         else:
             return
         row[bias_at] = (row[bias_at] + record["bias"]) / 2
         row[accum_at] = max(row[accum_at], record["bias_accum"])
         self.loop_staleness.append(now_ms - record["created_at"])
+
+    def _merge_title_map(self, record: dict[str, Any]) -> None:
+        """Another replica's title map: weights and statistics averaged into this replica's."""
+        title_map = self.learner.title_map
+        weights = np.asarray(record["vector"], dtype=np.float64)
+        statistics = np.asarray(record["vector_accum"], dtype=np.float64)
+        gram_size = title_map.gram.size
+        if weights.size != title_map.weights.size or statistics.size != gram_size + title_map.cross.size:
+            self._skip_loop_record(record, "title map of another dimension")
+            return
+        title_map.weights = (title_map.weights + weights.reshape(title_map.weights.shape)) / 2
+        title_map.gram = (title_map.gram + statistics[:gram_size].reshape(title_map.gram.shape)) / 2
+        title_map.cross = (title_map.cross + statistics[gram_size:].reshape(title_map.cross.shape)) / 2
+        title_map.items_fitted = max(title_map.items_fitted, int(record["updates"]))
+        self.merged_title_map = True
 
     def _skip_loop_record(self, record: Any, problem: str) -> None:
         """Count a loop record that cannot be merged (in `meta`, so in Flink state) and log it; the log
@@ -545,7 +638,14 @@ class _BatchRun:
     def finish(self, started: float, joined: float) -> BatchOutput:
         learner = self.learner
         meta = learner.meta
-        scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH)) if self.ops else None
+        scores = None
+        if self.ops:
+            similarity = None
+            if learner.text is not None:
+                queries, items = zip(*self.op_texts, strict=True)
+                similarity = learner.text.similarities(queries, items)
+            scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH), similarity)
+        self._fit_title_map()
         learned = time.perf_counter()
 
         for op, entry in self.scored:
@@ -597,6 +697,10 @@ class _BatchRun:
         new_dirty.update(f"P:{p}" for p in self.touched_positions)
         if self.global_changed:
             new_dirty.add("G")
+        if self.searches_learned:
+            new_dirty.add("T")
+        if self.title_map_fitted:
+            new_dirty.add("M")
         self._write_back(new_dirty)
         written = time.perf_counter()
 
@@ -611,6 +715,33 @@ class _BatchRun:
         out.partials = buckets.pop_until(meta["watermark"])
         learner.state.buckets.update(pickle.dumps(buckets))
         return out
+
+    def _fit_title_map(self) -> None:
+        """Refit the title map every FIT_EVERY learned examples, on the items learned since the last fit."""
+        learner = self.learner
+        if learner.text is None or not learner.use_title_map:
+            return
+        # What the next fit uses is kept in `meta` (Flink state), so a restored learner fits the same.
+        pending = learner.meta.setdefault("fit", {"learned": 0, "items": set()})
+        if len(pending["items"]) < FIT_MAX_ITEMS:
+            pending["items"].update(self.touched_items)
+        pending["learned"] += sum(1 for op in self.ops if op[0] == OP_LEARN)
+        if pending["learned"] < FIT_EVERY:
+            return
+        model, text, dim = learner.model, learner.text, learner.config.dim
+        fitted = []
+        for item_id in sorted(pending["items"]):
+            if text.has_title(item_id):
+                row = learner._item_row(item_id)  # learned, so in the cache or in state
+                if model.items[row, ITEM_UPDATES] >= FIT_MIN_UPDATES:
+                    fitted.append((item_id, row))
+        if fitted:
+            rows = model.items[[row for _, row in fitted]]
+            targets = np.concatenate([rows[:, :dim], rows[:, ITEM_BIAS : ITEM_BIAS + 1]], axis=1)
+            learner.title_map.fit(text.title_codes([item_id for item_id, _ in fitted]), targets)
+            self.title_map_fitted = True
+        pending["items"] = set()
+        pending["learned"] = 0
 
     def _write_back(self, new_dirty: set[str]) -> None:
         learner = self.learner
@@ -627,13 +758,18 @@ class _BatchRun:
             state.entry_blocks.remove(heapq.heappop(blocks)[1])
         if self.touched_users:
             state.users.put_all({u: model.users[model.user_rows[u]].tobytes() for u in self.touched_users})
-        items = self.touched_items | self.merged_items
+        items = self.touched_items | self.merged_items | learner.started_items
+        learner.started_items = set()
         if items:
             state.items.put_all({i: model.items[model.item_rows[i]].tobytes() for i in items})
         biases = {p: model.positions[model.position_rows[p]].tobytes()
                   for p in self.touched_positions | self.merged_positions}
         if self.global_changed or self.merged_global:
             biases[GLOBAL_KEY] = model.global_bias.tobytes()
+        if self.searches_learned or self.merged_text:
+            biases[TEXT_KEY] = model.text.tobytes()
+        if self.title_map_fitted or self.merged_title_map:
+            biases[TITLE_MAP_KEY] = learner.title_map.to_array().tobytes()
         if biases:
             state.biases.put_all(biases)
         if new_dirty:

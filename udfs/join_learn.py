@@ -30,6 +30,8 @@ from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.model_store import ModelStore
 from udfs.snapshots import subtask_index
+from udfs.text_encoder import make_encoder
+from udfs.text_features import TextFeatures
 
 _NOT_USED = Duration(None)  # see JoinAndLearn._expiring
 
@@ -51,6 +53,8 @@ class JoinAndLearn(KeyedProcessFunction):
         click_stall_report_ms: int = 30_000,
         state_ttl_ms: int = 0,
         guard: GuardConfig | None = None,
+        text_encoder: str = "none",
+        titles: dict[str, str] | None = None,
     ) -> None:
         self.join = join
         self.config = config
@@ -63,9 +67,14 @@ class JoinAndLearn(KeyedProcessFunction):
         self.click_stall = (click_stall_limit_ms, click_stall_report_ms)
         self.state_ttl_ms = state_ttl_ms
         self.guard = guard
+        self.text_encoder = text_encoder
+        self.titles = titles
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
+        # The encoder's model loads on first use, once per process (udfs.text_encoder.shared_model).
+        encoder = make_encoder(self.text_encoder)
+        self.text = TextFeatures(encoder, self.titles) if encoder is not None else None
         tune_garbage_collector()
         # Values are bytes the learner encodes itself; PICKLED_BYTE_ARRAY because PyFlink 2.2's embedded
         # converter fails on a missing value of a PRIMITIVE_ARRAY state.
@@ -122,7 +131,7 @@ class JoinAndLearn(KeyedProcessFunction):
         if self.learner is None:
             self.learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica,
                                             self.state, self.embeddings, self.initial_model, *self.click_stall,
-                                            self.state_ttl_ms, self.guard)
+                                            self.state_ttl_ms, self.guard, self.text)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return self.learner
 

@@ -2,10 +2,12 @@
 
 Same model, same update order, same results (within float summation order in the dot product):
 
-    p(click) = sigmoid(user · item + item_bias + position_term + global_bias)
+    p(click) = sigmoid(user · item + item_bias + position_term + global_bias
+                       + [search request] (query_title_weight * similarity + search_bias))
 
 then one AdaGrad step on the user vector, the item vector (both with L2), the item bias, the position
-term and the global bias, in that order. `OnlineRanker` pays Python and numpy call overhead several
+term, the global bias and, for a search request, the query-title weight and the search bias, in that
+order. `OnlineRanker` pays Python and numpy call overhead several
 times per example; here a whole batch of operations runs in one compiled call.
 
 Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to entities by row index
@@ -19,6 +21,11 @@ Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to en
                   for position terms (one row each) and the global bias (a single row of its own).
     op row        int64, length 5  [OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL]
                   OP_SCORE scores only; OP_LEARN scores, then learns from LABEL (0 or 1).
+    similarity    float64, one per op: the cosine of the query's and the item title's text
+                  embeddings (udfs.text_features) for a search request, NaN for a recommendation
+                  request (no query: neither text term applies).
+    text rows     (2, 3) bias rows: TEXT_WEIGHT (the query-title weight) and TEXT_SEARCH (the
+                  search bias).
 
 Update counts are stored as float64 (exact up to 2**53), as `UserCodec` already does for users.
 
@@ -52,6 +59,11 @@ BIAS_VALUE = 0
 BIAS_ACCUM = 1
 BIAS_UPDATES = 2
 BIAS_WIDTH = 3
+
+# Rows of the text parameters (bias rows).
+TEXT_WEIGHT = 0
+TEXT_SEARCH = 1
+TEXT_ROWS = 2
 
 # Item row columns after the vector and its accumulator (counted from the end of the row, so they
 # do not depend on dim): row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES].
@@ -121,7 +133,8 @@ def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_wi
 
 
 @_njit
-def _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores):
+def _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
+               scores):
     # The update itself, without checks (callers check the batch first).
     dim = (users.shape[1] - 1) // 2
     item_bias = 2 * dim
@@ -135,7 +148,12 @@ def _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_le
         dot = 0.0
         for k in range(dim):
             dot += user[k] * item[k]
-        score = _sigmoid(dot + item[item_bias] + term[BIAS_VALUE] + global_bias[BIAS_VALUE])
+        z = dot + item[item_bias] + term[BIAS_VALUE] + global_bias[BIAS_VALUE]
+        sim = similarity[i]
+        search = sim == sim  # NaN: not a search request
+        if search:
+            z += text[TEXT_WEIGHT, BIAS_VALUE] * sim + text[TEXT_SEARCH, BIAS_VALUE]
+        score = _sigmoid(z)
         scores[i] = score
         if ops[i, OP_KIND] != OP_LEARN:
             continue
@@ -165,10 +183,22 @@ def _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_le
         global_bias[BIAS_ACCUM] += grad_sq
         global_bias[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(global_bias[BIAS_ACCUM])
         global_bias[BIAS_UPDATES] += 1.0
+        if search:
+            weight = text[TEXT_WEIGHT]
+            grad = error * sim
+            if grad != 0.0:  # a zero gradient would leave AdaGrad's value as it is anyway
+                weight[BIAS_ACCUM] += grad * grad
+                weight[BIAS_VALUE] -= bias_learning_rate * grad / math.sqrt(weight[BIAS_ACCUM])
+            weight[BIAS_UPDATES] += 1.0
+            bias = text[TEXT_SEARCH]
+            bias[BIAS_ACCUM] += grad_sq
+            bias[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(bias[BIAS_ACCUM])
+            bias[BIAS_UPDATES] += 1.0
 
 
 @_njit
-def run_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores):
+def run_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
+            scores):
     """Run `ops` in order; scores[i] = op i's click probability before its update. Mutates the arrays.
 
     Arithmetic is written in the same order as `OnlineRanker.score_then_learn` (both gradients from
@@ -181,14 +211,19 @@ def run_ops(ops, users, items, positions, global_bias, learning_rate, bias_learn
                users.shape[1], items.shape[1], dim)
     if global_bias.shape[0] != BIAS_WIDTH or positions.shape[1] != BIAS_WIDTH:
         raise ValueError("bias rows must have 3 columns: value, accum, updates")
-    _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores)
+    if text.shape[0] != TEXT_ROWS or text.shape[1] != BIAS_WIDTH:
+        raise ValueError("text must be 2 bias rows: query-title weight, search bias")
+    if similarity.shape[0] < ops.shape[0]:
+        raise ValueError("similarity is shorter than ops")
+    _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
+               scores)
 
 
 _F64P = numba.types.CPointer(numba.types.float64)
 _I64P = numba.types.CPointer(numba.types.int64)
 _NATIVE_SIGNATURE = numba.types.void(
     _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
-    numba.types.int64, _F64P, numba.types.int64, _F64P, numba.types.float64, numba.types.float64,
+    numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, numba.types.float64, numba.types.float64,
     numba.types.float64, _F64P,
 )
 
@@ -202,7 +237,7 @@ def _cfunc(function):
 
 @_cfunc
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
-                    n_positions, global_p, learning_rate, bias_learning_rate, l2, scores_p):
+                    n_positions, global_p, text_p, similarity_p, learning_rate, bias_learning_rate, l2, scores_p):
     # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
     # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
     # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
@@ -213,8 +248,11 @@ def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items
     items = numba.carray(items_p, (n_items, item_width))
     positions = numba.carray(positions_p, (n_positions, BIAS_WIDTH))
     global_bias = numba.carray(global_p, (BIAS_WIDTH,))
+    text = numba.carray(text_p, (TEXT_ROWS, BIAS_WIDTH))
+    similarity = numba.carray(similarity_p, (n_ops,))
     scores = numba.carray(scores_p, (n_ops,))
-    _apply_ops(ops, users, items, positions, global_bias, learning_rate, bias_learning_rate, l2, scores)
+    _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
+               scores)
 
 
 
@@ -264,6 +302,7 @@ class ModelArrays:
         self.n_items = 0
         self.n_positions = 0
         self.global_bias = self.initial_global_bias()
+        self.text = np.array([self.new_bias_row(), self.new_bias_row()])
         self.user_rows: dict[str, int] = {}
         self.item_rows: dict[str, int] = {}
         self.position_rows: dict[int, int] = {}
@@ -353,15 +392,21 @@ class ModelArrays:
         self.n_items = 0
         self.item_rows = {}
 
-    def run(self, ops: np.ndarray) -> np.ndarray:
+    def run(self, ops: np.ndarray, similarity: np.ndarray | None = None) -> np.ndarray:
         """Run a batch of op rows (shape (n, 5)) in one compiled call; returns the n pre-update scores.
 
-        Only rows in use are visible to the kernel, so an op naming a row not yet added raises
-        ValueError (and the batch changes nothing).
+        `similarity[i]` is op i's query-title similarity, NaN for a recommendation request (the
+        default: every op). Only rows in use are visible to the kernel, so an op naming a row not yet
+        added raises ValueError (and the batch changes nothing).
         """
         ops = np.ascontiguousarray(ops, dtype=np.int64)
         if ops.ndim != 2 or ops.shape[1] != OP_WIDTH:
             raise ValueError(f"ops must have shape (n, {OP_WIDTH}), got {ops.shape}")
+        if similarity is None:
+            similarity = np.full(ops.shape[0], np.nan)
+        similarity = np.ascontiguousarray(similarity, dtype=np.float64)
+        if similarity.shape != (ops.shape[0],):
+            raise ValueError(f"similarity must have shape ({ops.shape[0]},), got {similarity.shape}")
         _check_rows(ops, self.n_users, self.n_items, self.n_positions)
         scores = np.empty(ops.shape[0])
         cfg = self.config
@@ -369,7 +414,8 @@ class ModelArrays:
         _NATIVE_CALL(
             ops.ctypes.data, ops.shape[0], users.ctypes.data, self.n_users, users.shape[1], items.ctypes.data,
             self.n_items, items.shape[1], positions.ctypes.data, self.n_positions, self.global_bias.ctypes.data,
-            float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2), scores.ctypes.data,
+            self.text.ctypes.data, similarity.ctypes.data, float(cfg.learning_rate), float(cfg.bias_learning_rate),
+            float(cfg.l2), scores.ctypes.data,
         )
         return scores
 
@@ -377,7 +423,7 @@ class ModelArrays:
 # The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
 # during the call, like any Python call (see _run_ops_native for why the lock matters here).
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _F, _F, _F, _P)(
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _F, _F, _F, _P)(
     _run_ops_native.address)
 
 

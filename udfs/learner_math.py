@@ -1,7 +1,10 @@
 """The online ranking model: logistic loss on a dot product, AdaGrad per coordinate, L2 on vectors.
 
-    p(click) = sigmoid(user · item + item_bias + position_term + global_bias)
+    p(click) = sigmoid(user · item + item_bias + position_term + global_bias
+                       + [search request] (query_title_weight * similarity(query, title) + search_bias))
 
+`similarity` is the cosine of the query's and the item title's embeddings by a pretrained text
+encoder (udfs.text_features); a recommendation request has no query and neither text term.
 Users live in Flink keyed state as one float64 array `[vector | accum | updates]` (see
 `UserCodec`); item-side parameters (item vectors and biases, position terms, global bias) live in
 an `ItemSide` object owned by each learner subtask. Every step scores first, then learns
@@ -89,6 +92,8 @@ class ItemSide:
         self.items: dict[str, ItemParams] = {}
         self.positions: dict[int, Bias] = {}
         self.global_bias = Bias(math.log(config.prior_ctr / (1 - config.prior_ctr)), config.init_accumulator)
+        self.text_weight = Bias(accum=config.init_accumulator)  # of the query-title similarity
+        self.search_bias = Bias(accum=config.init_accumulator)
         self._projections: dict[int, np.ndarray] = {}
 
     def _projection(self, width: int) -> np.ndarray:
@@ -184,10 +189,22 @@ class UserCodec:
         return int(state[2 * self.dim])
 
 
+def logit(user_vector: np.ndarray, item: ItemParams, position: Bias, global_bias: Bias) -> float:
+    """The logit of a recommendation request: every term but the text terms."""
+    return float(user_vector @ item.vector) + item.bias.value + position.value + global_bias.value
+
+
 def predict(user_vector: np.ndarray, item: ItemParams, position: Bias, global_bias: Bias) -> float:
-    """Click probability (serving drops the position term; see `udfs.model_store`)."""
-    z = float(user_vector @ item.vector) + item.bias.value + position.value + global_bias.value
-    return sigmoid(z)
+    """Click probability of a recommendation request (serving drops the position term; see
+    `udfs.model_store`)."""
+    return sigmoid(logit(user_vector, item, position, global_bias))
+
+
+def text_logit(similarity: float | None, text_weight: Bias, search_bias: Bias) -> float:
+    """The text terms of the logit: none without a query (`similarity` None or NaN)."""
+    if similarity is None or similarity != similarity:
+        return 0.0
+    return text_weight.value * similarity + search_bias.value
 
 
 class OnlineRanker:
@@ -198,13 +215,23 @@ class OnlineRanker:
         self.item_side = item_side
         self.codec = UserCodec(config)
 
-    def score(self, user_state: np.ndarray, item_id: str, position: int) -> float:
-        """The model's click probability for showing `item_id` at `position`, without learning."""
+    def _predict(self, user: np.ndarray, item: ItemParams, term: Bias, similarity: float | None) -> float:
         side = self.item_side
-        return predict(user_state[: self.config.dim], side.item(item_id), side.position(position), side.global_bias)
+        z = logit(user, item, term, side.global_bias)
+        if similarity is not None and similarity == similarity:
+            z += text_logit(similarity, side.text_weight, side.search_bias)
+        return sigmoid(z)
 
-    def score_then_learn(self, user_state: np.ndarray, item_id: str, position: int, label: int) -> float:
-        """Score one example, then take one AdaGrad step on user and item side; mutates `user_state`."""
+    def score(self, user_state: np.ndarray, item_id: str, position: int, similarity: float | None = None) -> float:
+        """The model's click probability for showing `item_id` at `position`, without learning;
+        `similarity`: the query-title similarity of a search request (None: a recommendation)."""
+        side = self.item_side
+        return self._predict(user_state[: self.config.dim], side.item(item_id), side.position(position), similarity)
+
+    def score_then_learn(self, user_state: np.ndarray, item_id: str, position: int, label: int,
+                         similarity: float | None = None) -> float:
+        """Score one example, then take one AdaGrad step on user and item side (and on the text terms
+        of a search request); mutates `user_state`."""
         cfg = self.config
         dim = cfg.dim
         item = self.item_side.item(item_id)
@@ -212,7 +239,7 @@ class OnlineRanker:
         glob = self.item_side.global_bias
         user = user_state[:dim]
         user_accum = user_state[dim : 2 * dim]
-        score = predict(user, item, term, glob)
+        score = self._predict(user, item, term, similarity)
         error = score - label
 
         user_grad = error * item.vector + cfg.l2 * user
@@ -227,4 +254,11 @@ class OnlineRanker:
         item.bias.step(error, cfg.bias_learning_rate)
         term.step(error, cfg.bias_learning_rate)
         glob.step(error, cfg.bias_learning_rate)
+        if similarity is not None and similarity == similarity:
+            weight = self.item_side.text_weight
+            if error * similarity != 0.0:
+                weight.step(error * similarity, cfg.bias_learning_rate)
+            else:
+                weight.updates += 1
+            self.item_side.search_bias.step(error, cfg.bias_learning_rate)
         return score

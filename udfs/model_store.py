@@ -15,9 +15,15 @@ from typing import Any
 import numpy as np
 
 from udfs.learner_math import Bias, ItemParams, ItemSide, LearnerConfig, UserCodec, sigmoid
+from udfs.text_features import CODE_DIM, TextFeatures, TitleMap
 
-USER, ITEM, POSITION, GLOBAL = "USER", "ITEM", "POSITION", "GLOBAL"
-ENTITY_TYPES = (USER, ITEM, POSITION, GLOBAL)
+USER, ITEM, POSITION, GLOBAL, TEXT = "USER", "ITEM", "POSITION", "GLOBAL", "TEXT"
+ENTITY_TYPES = (USER, ITEM, POSITION, GLOBAL, TEXT)
+# TEXT records: the query-title weight and the search bias (in `bias`, like GLOBAL), and the title map
+# (`vector`: its weights, (dim+1) x CODE_DIM row-major; `vector_accum`: its statistics, gram then cross;
+# `updates`: items fitted; see udfs.text_features.TitleMap).
+TEXT_WEIGHT_ID, SEARCH_BIAS, TITLE_MAP = "query_title_weight", "search_bias", "title_map"
+TEXT_IDS = (TEXT_WEIGHT_ID, SEARCH_BIAS, TITLE_MAP)
 _INT_FIELDS = ("version", "updates", "watermark", "created_at", "replica")
 _SNAPSHOT_FIELDS = ("version", "entity_type", "entity_id", "vector", "bias", "vector_accum", "bias_accum",
                     "updates", "watermark", "created_at", "replica")
@@ -76,6 +82,8 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
     for name in _INT_FIELDS:
         if type(record[name]) is not int:
             return f"{name} is {type(record[name]).__name__}, not an integer"
+    if kind == TEXT:
+        return _text_problem(record, dim)
     vector = record["vector"]
     if kind in (USER, ITEM) and dim is not None and type(vector) is list and len(vector) != dim:
         return f"{kind} vector has {len(vector)} values, but the job's --dim is {dim}"
@@ -87,11 +95,34 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
             or _number_problem("bias_accum", record["bias_accum"], positive=kind != USER))
 
 
+def _text_problem(record: dict[str, Any], dim: int | None) -> str | None:
+    entity_id = record["entity_id"]
+    if entity_id not in TEXT_IDS:
+        return f"TEXT entity_id is {entity_id!r}, not one of {', '.join(TEXT_IDS)}"
+    if entity_id != TITLE_MAP:
+        return (_vector_problem("vector", record["vector"], 0, positive=False)
+                or _number_problem("bias", record["bias"], positive=False)
+                or _number_problem("bias_accum", record["bias_accum"], positive=True))
+    vector = record["vector"]
+    if type(vector) is list and len(vector) % CODE_DIM:
+        return f"title map has {len(vector)} weights, not a multiple of {CODE_DIM}"
+    width = len(vector) // CODE_DIM if type(vector) is list else None
+    if dim is not None and width is not None and width != dim + 1:
+        return f"title map is for dimension {width - 1}, but the job's --dim is {dim}"
+    accum_length = None if width is None else CODE_DIM * CODE_DIM + width * CODE_DIM
+    return (_vector_problem("vector", vector, None, positive=False)
+            or _vector_problem("vector_accum", record["vector_accum"], accum_length, positive=False))
+
+
 class ModelStore:
     """Newest version of every user, item, position and global parameter seen so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: TextFeatures | None = None) -> None:
+        """`text`: query and title embeddings for the text terms and for items never learned (their
+        vectors come from their titles through the learned title map); without it, text is ignored."""
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.text = text
+        self._title_map: tuple[int, TitleMap] | None = None  # (version of its record, the map)
         self.version = 0
         self.watermark = -(2**63)
         self.created_at = 0
@@ -157,26 +188,83 @@ class ModelStore:
                 side.positions[int(entity_id)] = Bias(record["bias"], record["bias_accum"], record["updates"])
             elif entity_type == GLOBAL:
                 side.global_bias = Bias(record["bias"], record["bias_accum"], record["updates"])
+            elif entity_type == TEXT and entity_id == TEXT_WEIGHT_ID:
+                side.text_weight = Bias(record["bias"], record["bias_accum"], record["updates"])
+            elif entity_type == TEXT and entity_id == SEARCH_BIAS:
+                side.search_bias = Bias(record["bias"], record["bias_accum"], record["updates"])
         return side
 
-    # Serving -------------------------------------------------------------------------------
-    def score(self, user_id: str, item_id: str) -> float | None:
-        """Click probability without the position term (ranking decides the position)."""
-        item = self._get(ITEM, item_id)
-        if item is None:
+    def title_map_array(self) -> np.ndarray | None:
+        """The title map's state as `TitleMap.to_array` lays it out, or None without one."""
+        record = self._get(TEXT, TITLE_MAP)
+        if record is None:
             return None
-        glob = self._get(GLOBAL, "global")
-        z = item["bias"] + (glob["bias"] if glob else 0.0)
-        user = self._get(USER, user_id)
-        if user is not None:
-            z += float(np.dot(user["vector"], item["vector"]))
-        return sigmoid(z)
+        return np.concatenate([np.asarray(record["vector_accum"], dtype=np.float64),
+                               np.asarray(record["vector"], dtype=np.float64), [float(record["updates"])]])
 
-    def rank(self, user_id: str, candidates: Iterable[str], k: int = 10) -> list[tuple[str, float]]:
-        """Top-k candidates by predicted click probability; unknown items rank last with NaN."""
+    def title_map(self) -> TitleMap | None:
+        """The newest title map (rebuilt only when a newer record arrived)."""
+        record = self._get(TEXT, TITLE_MAP)
+        if record is None:
+            return None
+        if self._title_map is None or self._title_map[0] != record["version"]:
+            title_map = TitleMap(len(record["vector"]) // CODE_DIM - 1)
+            title_map.load_array(self.title_map_array())
+            self._title_map = (record["version"], title_map)
+        return self._title_map[1]
+
+    # Serving -------------------------------------------------------------------------------
+    def _item_params(self, item_id: str) -> tuple[Any, float] | None:
+        """(vector, bias) of a learned item, else from its title through the title map, else None."""
+        item = self._get(ITEM, item_id)
+        if item is not None:
+            return item["vector"], item["bias"]
+        text = self.text
+        if text is None or not text.has_title(item_id):
+            return None
+        title_map = self.title_map()
+        if title_map is None or not title_map.ready:
+            return None
+        return title_map.predict(text.title_code(item_id))
+
+    def _text_logit(self, similarity: float) -> float:
+        if similarity != similarity:  # NaN: no query
+            return 0.0
+        weight, bias = self._get(TEXT, TEXT_WEIGHT_ID), self._get(TEXT, SEARCH_BIAS)
+        return (weight["bias"] * similarity if weight else 0.0) + (bias["bias"] if bias else 0.0)
+
+    def score(self, user_id: str, item_id: str, query: str | None = None) -> float | None:
+        """Click probability without the position term (ranking decides the position); with `query`,
+        a search request's. None for an item the model knows nothing of (no record, no usable title)."""
+        return self.scores(user_id, [item_id], query)[0]
+
+    def scores(self, user_id: str, item_ids: list[str], query: str | None = None) -> list[float | None]:
+        """`score` of several items for one request, their text in one encoder call."""
+        glob = self._get(GLOBAL, "global")
+        user = self._get(USER, user_id)
+        similarity = [math.nan] * len(item_ids)
+        if query and self.text is not None:
+            similarity = self.text.similarities([query] * len(item_ids), item_ids).tolist()
+        out: list[float | None] = []
+        for item_id, sim in zip(item_ids, similarity, strict=True):
+            params = self._item_params(item_id)
+            if params is None:
+                out.append(None)
+                continue
+            vector, bias = params
+            z = bias + (glob["bias"] if glob else 0.0) + self._text_logit(sim)
+            if user is not None:
+                z += float(np.dot(user["vector"], vector))
+            out.append(sigmoid(z))
+        return out
+
+    def rank(self, user_id: str, candidates: Iterable[str], k: int = 10,
+             query: str | None = None) -> list[tuple[str, float]]:
+        """Top-k candidates by predicted click probability (for a search, pass its `query`); items the
+        model knows nothing of rank last with NaN."""
+        candidates = list(candidates)
         scored = []
-        for item_id in candidates:
-            score = self.score(user_id, item_id)
+        for item_id, score in zip(candidates, self.scores(user_id, candidates, query), strict=True):
             scored.append((item_id, -math.inf if score is None else score))
         best = heapq.nlargest(k, scored, key=lambda pair: pair[1])
         return [(item_id, math.nan if s == -math.inf else s) for item_id, s in best]

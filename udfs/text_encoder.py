@@ -14,6 +14,8 @@ several times cheaper per text than single calls).
 from __future__ import annotations
 
 import functools
+import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
@@ -58,6 +60,54 @@ class UniversalSentenceEncoder:
             vectors = shared_model(self.threads).encode([texts[i] for i in present])
             out[present] = _unit_rows(np.asarray(vectors, dtype=np.float32).reshape(len(present), self.dim))
         return out
+
+
+_TOKENS = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+class HashingTextEncoder:
+    """A tiny deterministic encoder: hashed words (and the characters and character pairs of Chinese
+    runs, which have no spaces) into `dim` buckets with random signs. No model, no cross-lingual
+    meaning: texts are similar when they share tokens. For tests, and a fast option where titles and
+    queries share a vocabulary."""
+
+    def __init__(self, dim: int = 1024) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be at least 1, got {dim}")
+        self.dim = dim
+
+    def _tokens(self, text: str) -> list[str]:
+        tokens = []
+        for token in _TOKENS.findall(text.lower()):
+            if _CJK.search(token):
+                tokens.extend(token)
+                tokens.extend(token[i : i + 2] for i in range(len(token) - 1))
+            else:
+                tokens.append(token)
+        return tokens
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in self._tokens(text or ""):
+                code = zlib.crc32(token.encode())
+                out[row, code % self.dim] += 1.0 if code & 0x80000000 else -1.0
+        return _unit_rows(out)
+
+
+ENCODERS = ("use", "hashing", "none")
+
+
+def make_encoder(name: str) -> TextEncoder | None:
+    """The encoder a job option names: `use` (the default), `hashing`, or `none` (no text terms)."""
+    if name == "use":
+        return UniversalSentenceEncoder()
+    if name == "hashing":
+        return HashingTextEncoder()
+    if name == "none":
+        return None
+    raise ValueError(f"unknown text encoder {name!r}: choose one of {', '.join(ENCODERS)}")
 
 
 class CachedTextEncoder:
