@@ -346,9 +346,13 @@ def stream_live(
     *,
     stop: threading.Event | None = None,
     flush_timeout_s: float = 60.0,
+    launches: Mapping[str, int] | None = None,
     **conf: Any,
 ) -> dict[str, int]:
     """Stream a world of records live: the catalog at once, then each event when its time comes.
+
+    `launches` (item id -> event time): catalog items published when their time comes instead of at
+    once, as a shop adds products while the job runs.
 
     Event times are shifted so the first impression or click happens now; an event `t` ms after the
     first is sent `t / speedup` ms after the start, so with `speedup > 1` event times run ahead of the
@@ -359,29 +363,36 @@ def stream_live(
         raise ValueError(f"speedup must be positive, got {speedup}")
     counts: dict[str, int] = {}
     with Producer(bootstrap, topics, **conf) as producer:
-        item_messages = _prepare_all(producer, "items", stream.items, counts)
+        launches = launches or {}
+        item_messages = _prepare_all(producer, "items", [i for i in stream.items if i["item_id"] not in launches],
+                                     counts)
         _emit(producer, ((None, m) for m in item_messages), len(item_messages), counts,
               progress=progress, desc="items")
         producer.flush(flush_timeout_s)
 
-        tagged = [("impressions", r) for r in stream.impressions] + [("clicks", r) for r in stream.clicks]
-        tagged.sort(key=lambda pair: pair[1]["event_time"])  # stable: impressions first on ties
+        tagged = ([(r["event_time"], "impressions", r) for r in stream.impressions]
+                  + [(r["event_time"], "clicks", r) for r in stream.clicks])
+        # A launched item is published just before the first event of its time: stable sort, listed first.
+        tagged = [(launches[i["item_id"]], "items", i) for i in stream.items if i["item_id"] in launches] + tagged
+        tagged.sort(key=lambda entry: entry[0])  # stable: items, then impressions first on ties
         counts.update({"impressions": 0, "clicks": 0, "invalid_impressions": 0, "invalid_clicks": 0})
+        counts.setdefault("invalid_items", 0)
         if not tagged:
             return counts
-        first_ms = tagged[0][1]["event_time"]
+        first_ms = tagged[0][0]
         offset_ms = int(time.time() * 1000) - first_ms
         start = time.monotonic()
 
         def timed() -> Iterator[tuple[float | None, Message]]:
-            for source, record in tagged:
+            for event_ms, source, record in tagged:
                 try:
-                    message = producer.prepare(source, {**record, "event_time": record["event_time"] + offset_ms})
+                    shifted = record if source == "items" else {**record, "event_time": event_ms + offset_ms}
+                    message = producer.prepare(source, shifted)
                 except ValueError as error:
                     counts[f"invalid_{source}"] += 1
                     log.warning("skipped invalid %s record: %s", source, error)
                     continue
-                yield start + (record["event_time"] - first_ms) / 1000.0 / speedup, message
+                yield start + (event_ms - first_ms) / 1000.0 / speedup, message
 
         _emit(producer, timed(), len(tagged), counts, progress=progress, desc="events", stop=stop)
         producer.flush(flush_timeout_s)

@@ -35,13 +35,12 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
-from udfs.records import TICK
+from udfs.records import NO_WATERMARK, TICK
 
 # A SQL expression's TIMESTAMP_LTZ(3) as epoch milliseconds (a plain CAST only gives seconds;
 # TIMESTAMPDIFF returns INT, so whole minutes, which last until the year 6053, not seconds).
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
-NO_WATERMARK = -(2**63) + 1  # before the first watermark (Flink's initial watermark, plus one)
 LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
 EVENT_COLUMNS = ("shard", "event_time", "event")
 

@@ -1,8 +1,9 @@
 """The item catalog: titles (the model reads them) and embeddings (they seed item vectors), from a file
 or from the `items` topic.
 
-The catalog is read when the job starts; entries that fail to decode or validate are returned as
-DeadLetter records with their reason.
+The catalog is read when the job starts (on Kafka the job then follows the items topic from where
+this read ended: job.kafka_job); entries that fail to decode or validate are returned as DeadLetter
+records with their reason.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Catalog:
 
     embeddings: Embeddings = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
+    # Read from a topic: partition -> the offset the read ended at (where following it goes on).
+    topic_ends: dict[int, int] = field(default_factory=dict)
 
     def add(self, item: Mapping[str, Any]) -> None:
         item_id = item["item_id"]
@@ -107,5 +110,7 @@ def catalog_from_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, *,
                 remaining.discard(message.partition())
     finally:
         consumer.close()
-    return read_catalog(messages, lambda m: parse_wire("Item", m), lambda m: b"" if m is None else bytes(m),
-                              max_payload_bytes)
+    catalog, rejects = read_catalog(messages, lambda m: parse_wire("Item", m),
+                                    lambda m: b"" if m is None else bytes(m), max_payload_bytes)
+    catalog.topic_ends = ends
+    return catalog, rejects

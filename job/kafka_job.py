@@ -13,6 +13,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
     KafkaSource,
+    KafkaTopicPartition,
 )
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
@@ -129,6 +130,29 @@ def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group
     return rows
 
 
+def catalog_updates(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
+                    starting_offsets: Mapping[int, int], bounded: bool,
+                    kafka_properties: Mapping[str, str] | None = None) -> DataStream:
+    """Raw messages of the items topic from where the start-up read of the catalog ended (so no item
+    published in between is missed; after a restore, from the checkpointed offsets). Like the item
+    loop, its watermark never holds the learner back (idle while nothing is published)."""
+    offsets = {KafkaTopicPartition(topic, partition): offset for partition, offset in starting_offsets.items()}
+    builder = _with_properties(
+        KafkaSource.builder()
+        .set_bootstrap_servers(bootstrap)
+        .set_topics(topic)
+        .set_group_id(f"{group_id}-catalog")
+        .set_starting_offsets(KafkaOffsetsInitializer.offsets(offsets, KafkaOffsetResetStrategy.EARLIEST))
+        .set_property("isolation.level", "read_committed"),
+        kafka_properties,
+    )
+    _keep_tombstones(builder)  # a tombstone on the items topic is a reject with its reason
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    watermarks = WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1))
+    return env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid(f"source-{topic}")
+
+
 def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str, topic: str, name: str,
                transactional_prefix: str, kafka_properties: Mapping[str, str] | None = None) -> None:
     """Exactly-once sink of encoded records; snapshots as Row(key, value), keyed by entity for the
@@ -217,14 +241,6 @@ def build_kafka_job(
     reach every source, sink and client of the job."""
     env.add_jars(flink_kafka_connector_jar().resolve().as_uri())
     t_env = StreamTableEnvironment.create(env)
-    inputs = PipelineInputs(
-        kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
-        kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
-        decode=parse_wire,
-        timestamps_assigned=True,
-        item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
-        unbounded=not bounded,
-    )
     prefix = f"{group_id}-{topics.examples}"
 
     def sink(stream: DataStream, name: str) -> None:
@@ -238,6 +254,16 @@ def build_kafka_job(
     if from_snapshot_topic:
         initial_model = load_snapshot_topic(bootstrap, topics.snapshots, config.learner.dim, kafka_properties)
     catalog = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
+    inputs = PipelineInputs(
+        kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
+        kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
+        decode=parse_wire,
+        timestamps_assigned=True,
+        item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
+        catalog_updates=catalog_updates(env, bootstrap, topics.items, group_id, catalog.topic_ends, bounded,
+                                        kafka_properties),
+        unbounded=not bounded,
+    )
     build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), catalog, initial_model, t_env)
 
 

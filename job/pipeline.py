@@ -23,7 +23,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, OutputTag
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batches, clicks_with_ticks, event_row_type, with_event_time
+from job.batching import batch_row_type, batches, clicks_with_ticks, event_row_type, with_event_time
 from job.catalog import Catalog
 from job.config import JobConfig
 from job.routing import routing_keys
@@ -32,7 +32,7 @@ from udfs.join_learn import JoinAndLearn
 from udfs.join_logic import ImpressionClickJoin
 from udfs.metrics import ComputeMetrics, partial_metrics_type
 from udfs.model_store import ModelStore
-from udfs.parse import ParseEvents
+from udfs.parse import FanOutCatalog, ParseEvents
 from udfs.records import parse_json
 
 # A sink takes an output stream and its name ("examples", "snapshots", ...).
@@ -53,6 +53,9 @@ class PipelineInputs:
     # Makes the Kafka loop's input: other replicas' item-side parameters as batch rows, given the
     # learner's routing keys (one per subtask).
     item_loop: Callable[[list[str]], DataStream] | None = None
+    # Items published while the job runs (raw messages of the items topic): titles and embeddings of
+    # new items reach every learner subtask.
+    catalog_updates: DataStream | None = None
     # Unbounded inputs get ticks (job.batching.ticks), so quiet shards move on, and processing-time batches.
     unbounded: bool = False
 
@@ -103,6 +106,16 @@ def build_pipeline(
     batched = batches(env, t_env, events, config.batch_ms, bounded=not inputs.unbounded)
     if inputs.item_loop is not None:
         batched = batched.union(inputs.item_loop(shards))
+    if inputs.catalog_updates is not None:
+        updates = (
+            inputs.catalog_updates
+            .process(FanOutCatalog(shards, dead_letter_tag, encoder, inputs.decode, config.dead_letter_max_bytes),
+                     output_type=batch_row_type())
+            .name("fan-out-catalog")
+            .uid("fan-out-catalog")
+        )
+        rejects.append(updates.get_side_output(dead_letter_tag))
+        batched = batched.union(updates)
 
     # join + learn, keyed by shard: encoded LabeledExample (scored on arrival), one per impression_id
     learned = (
@@ -135,7 +148,7 @@ def build_pipeline(
         "examples": learned,
         "snapshots": learned.get_side_output(tags["snapshots"]),
         "metrics": metrics,
-        "dead-letter": rejects[0].union(rejects[1]),
+        "dead-letter": rejects[0].union(*rejects[1:]),
         "late-clicks": learned.get_side_output(tags["late-clicks"]),
         "orphan-clicks": learned.get_side_output(tags["orphan-clicks"]),
     }

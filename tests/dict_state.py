@@ -46,4 +46,4 @@ class DictValueState:
 
 def new_state() -> LearnerState:
     return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
-                        DictMapState(), DictValueState(), DictValueState())
+                        DictMapState(), DictValueState(), DictValueState(), DictMapState())

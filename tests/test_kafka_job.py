@@ -82,6 +82,10 @@ def kafka_run(kafka_broker):
 
     env = kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True)
     build_kafka_job(env, kafka_broker, JOB, topics, group_id=f"job-{uuid.uuid4().hex[:6]}", bounded=True)
+    # Published after the job read the catalog: the job follows the items topic from there.
+    raw.produce(topics.items, encode("Item", {**stream.items[1], "item_id": "launched-later"}))
+    raw.produce(topics.items, b"late garbage")
+    raw.flush(10)
     env.execute("freshrank-kafka-test")
     return kafka_broker, topics, stream
 
@@ -98,9 +102,10 @@ def test_examples_on_kafka_match_the_reference(kafka_run):
 def test_undecodable_messages_reach_dead_letter_with_reasons(kafka_run):
     bootstrap, topics, _ = kafka_run
     dead = read_topic(bootstrap, topics.dead_letter, "DeadLetter")
-    assert len(dead) == 11
+    assert len(dead) == 12
     by_source = Counter(d["source"] for d in dead)
-    assert by_source == {"impressions": 6, "clicks": 3, "items": 2}
+    assert by_source == {"impressions": 6, "clicks": 3, "items": 3}
+    assert any(d["payload"] == b"late garbage" for d in dead)  # from the followed items topic
     assert sum("tombstone" in d["reason"] and d["payload"] == b"" for d in dead) == 2
     assert any("beyond the bound" in d["reason"] and b"poison-9999" in d["payload"] for d in dead)
     assert any("BOM" in d["reason"] or "U+FEFF" in d["reason"] for d in dead)

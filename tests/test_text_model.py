@@ -269,3 +269,20 @@ def test_the_generator_launches_items_mid_stream() -> None:
     start, end = stream.impressions[0]["event_time"], stream.impressions[-1]["event_time"]
     assert all(start < t < end for t in launches.values())
     assert generate(GeneratorConfig(n_impressions=2_000)).stats["launches"] == {}
+
+
+def test_items_published_while_running_reach_the_learner_and_its_state(stream, rows) -> None:
+    from udfs.records import CATALOG_ITEM, NO_WATERMARK
+
+    state = new_state()
+    make = lambda: BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state,  # noqa: E731
+                                    text=TextFeatures(HashingTextEncoder(), {}))
+    learner = make()
+    learner.process_batch(rows[:200], now_ms=0)
+    assert not learner.text.has_title("sku-launched")
+    learner.process_batch([[NO_WATERMARK, [CATALOG_ITEM, "sku-launched", "red running shoes", [1.0, 2.0]]]], 0)
+    assert learner.text.titles["sku-launched"] == "red running shoes"
+    assert learner.init_side.embeddings["sku-launched"] == [1.0, 2.0]
+    restored = make()  # after a failure: the title comes back from state, not from the job's start-up catalog
+    assert restored.text.titles["sku-launched"] == "red running shoes"
+    assert restored.init_side.embeddings["sku-launched"] == [1.0, 2.0]

@@ -217,9 +217,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
         if args.impressions or args.clicks or args.items:
             raise UsageError("--generate streams a generated world; it takes no event files")
         gen = GeneratorConfig(n_impressions=args.generate, n_users=args.generate_users,
-                              n_items=args.generate_items, seed=args.seed)
-        counts = stream_live(args.bootstrap, generate(gen), args.speedup, topics, progress=not args.quiet,
-                             **librdkafka_properties(properties))
+                              n_items=args.generate_items, seed=args.seed,
+                              new_item_share=args.generate_new_item_share)
+        world = generate(gen)
+        counts = stream_live(args.bootstrap, world, args.speedup, topics, progress=not args.quiet,
+                             launches=world.stats["launches"], **librdkafka_properties(properties))
     else:
         if not args.impressions or not args.clicks:
             raise UsageError("pass --impressions FILE and --clicks FILE (or --generate N)")
@@ -240,7 +242,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     properties = kafka_properties_of(args)
     require_broker(args.bootstrap, properties)
     print_ranking(args.bootstrap, _topic_names(args), args.user, candidates, args.k, timeout_s=args.timeout,
-                  kafka_properties=properties)
+                  kafka_properties=properties, query=args.query, text_encoder=args.text_encoder)
     return 0
 
 
@@ -295,6 +297,9 @@ def _add_kafka_commands(commands) -> None:
                       help="its number of users (default %(default)s)")
     live.add_argument("--generate-items", type=int, default=GENERATOR_DEFAULTS["n_items"],
                       help="its number of catalog items (default %(default)s)")
+    live.add_argument("--generate-new-item-share", type=float, default=0.0,
+                      help="share of its catalog launched mid-stream: published on the items topic at its launch "
+                           "time (default %(default)s)")
     live.add_argument("--seed", type=int, default=7, help="its random seed (default %(default)s)")
     live.add_argument("--speedup", type=float, default=1.0,
                       help="event time runs this much faster than the wall clock (default %(default)s)")
@@ -306,6 +311,10 @@ def _add_kafka_commands(commands) -> None:
     rank.add_argument("--user", required=True, help="user id")
     rank.add_argument("--candidates", required=True, help="item ids separated by commas")
     rank.add_argument("--k", type=int, default=10, help="how many to show (default %(default)s)")
+    rank.add_argument("--query", help="a search request's query: ranked with the query-title term (and "
+                                      "candidates never shown yet scored from their titles)")
+    rank.add_argument("--text-encoder", choices=("use", "hashing"), default="use",
+                      help="with --query: the encoder the job runs with (default %(default)s)")
     rank.add_argument("--timeout", type=float, default=60.0, help="seconds to catch up with the snapshot topic")
     rank.set_defaults(func=cmd_rank)
 

@@ -46,11 +46,14 @@ from infra.flink_rest import flink_rest
 from infra.ports import free_port
 from infra.processes import log_tail
 from infra.waiting import wait_until
+from job.catalog import catalog_from_topic
 from job.config import JobConfig
 from job.options import job_option_args
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
 from udfs.encoding import json_default
+from udfs.text_encoder import make_encoder
+from udfs.text_features import TextFeatures
 
 # --- reading topics ------------------------------------------------------------------------------------
 
@@ -120,10 +123,15 @@ def _utc(ms: int) -> str:
 
 
 def _caught_up_consumer(bootstrap: str, topics: TopicNames, timeout_s: float,
-                        kafka_properties: Mapping[str, str] | None = None):
+                        kafka_properties: Mapping[str, str] | None = None, text_encoder: str = "none"):
     from clients.snapshot_consumer import SnapshotConsumer
 
-    consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0),
+    text = None
+    encoder = make_encoder(text_encoder)
+    if encoder is not None:  # titles from the items topic, read the way the job reads them
+        catalog, _ = catalog_from_topic(bootstrap, topics.items, timeout_s, kafka_properties=kafka_properties)
+        text = TextFeatures(encoder, catalog.titles)
+    consumer = SnapshotConsumer(bootstrap, topics.snapshots, metadata_timeout_s=min(timeout_s, 30.0), text=text,
                                 **librdkafka_properties(kafka_properties))
     try:
         consumer.catch_up(timeout_s)
@@ -148,9 +156,12 @@ def _ranking_lines(ranked: list[tuple[str, float]]) -> list[str]:
 
 
 def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: list[str], k: int = 10,
-                  timeout_s: float = 60.0, kafka_properties: Mapping[str, str] | None = None) -> None:
-    """Catch up with the snapshot topic, then print the model version, the lag and the user's top-k."""
-    with _caught_up_consumer(bootstrap, topics, timeout_s, kafka_properties) as consumer:
+                  timeout_s: float = 60.0, kafka_properties: Mapping[str, str] | None = None,
+                  query: str | None = None, text_encoder: str = "use") -> None:
+    """Catch up with the snapshot topic, then print the model version, the lag and the user's top-k
+    (for a search, `query` ranks with the query-title term, read by the job's `text_encoder`)."""
+    with _caught_up_consumer(bootstrap, topics, timeout_s, kafka_properties,
+                             text_encoder if query else "none") as consumer:
         print(_model_line(consumer))
         record = consumer.user_record(user_id)
         if record is None:
@@ -160,7 +171,7 @@ def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: 
                   f"({consumer.freshness_ms(user_id) / 1000:.1f} s old)")
         print(f"top {min(k, len(candidates))} of {len(candidates)} candidates (predicted click probability, "
               "position term left out):")
-        print("\n".join(_ranking_lines(consumer.rank(user_id, candidates, k))))
+        print("\n".join(_ranking_lines(consumer.rank(user_id, candidates, k, query=query))))
 
 
 def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5, timeout_s: float = 60.0,

@@ -23,7 +23,9 @@ State. Everything lives in Flink state, under the subtask's one shard key (job.r
 - `biases`: position -> bias row bytes, GLOBAL_KEY for the global bias, TEXT_KEY for the two text
   terms (query-title weight, search bias) and TITLE_MAP_KEY for the learned title map;
 - `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
-  `buckets`: the open metric intervals.
+  `buckets`: the open metric intervals;
+- `catalog`: item id -> (title, embedding) of the items published while the job runs (the catalog
+  read at start travels with the job itself).
 Python dicts and arrays are only a cache of that state: every change of a batch is written back
 before the call returns, so a checkpoint (taken between calls) holds all of it. After a restore the
 caches start empty and fill from state.
@@ -87,7 +89,7 @@ from udfs.model_store import (
     ModelStore,
     snapshot_problem,
 )
-from udfs.records import CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
+from udfs.records import CATALOG_ITEM, CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
 from udfs.snapshots import next_version
 from udfs.text_features import TextFeatures, TitleMap
 
@@ -134,6 +136,7 @@ class LearnerState:
     dirty: MapStateLike
     meta: ValueStateLike
     buckets: ValueStateLike
+    catalog: MapStateLike
 
 
 @dataclass
@@ -197,6 +200,8 @@ class BatchJoinLearner:
         self.buckets: IntervalBuckets = pickle.loads(stored) if stored is not None else IntervalBuckets(
             metrics_interval_ms)
         self._restore_entries()
+        for item_id, data in state.catalog.items():
+            self._add_to_catalog(item_id, *pickle.loads(data))
         self._global_loaded = False
         self.costs = {"join": 0.0, "learn": 0.0, "state": 0.0}
 
@@ -224,6 +229,12 @@ class BatchJoinLearner:
         if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
             status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
         self.entries[impression_id] = [JoinState(impression, status, label, list(held)), score, deferred, keyed]
+
+    def _add_to_catalog(self, item_id: str, title: str, embedding: list[float] | None) -> None:
+        if title and self.text is not None:
+            self.text.add_titles({item_id: title})
+        if embedding:
+            self.init_side.embeddings[item_id] = [float(x) for x in embedding]
 
     def forget_time(self, impression: tuple) -> int:
         """The watermark at which the join forgets an impression (its retention timer)."""
@@ -343,6 +354,10 @@ class BatchJoinLearner:
                 run.on_click(click_of(event))
             elif kind == ITEM_PARAMS:
                 run.merge_item_params(event[1], now_ms)
+            elif kind == CATALOG_ITEM:
+                _, item_id, title, embedding = event
+                self._add_to_catalog(item_id, title, embedding)
+                run.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
             # TICK: its watermark was all it carried
         joined = time.perf_counter()
         out = run.finish(started, joined)
@@ -464,6 +479,7 @@ class _BatchRun:
         self.merged_text = False
         self.merged_title_map = False
         self.title_map_fitted = False
+        self.catalog: dict[str, bytes] = {}  # items published while the job runs, for state
         self.out = BatchOutput()
         self.loop_staleness: list[int] = []
 
@@ -774,6 +790,8 @@ class _BatchRun:
             state.biases.put_all(biases)
         if new_dirty:
             state.dirty.put_all(dict.fromkeys(new_dirty, b""))
+        if self.catalog:
+            state.catalog.put_all(self.catalog)
         state.meta.update(pickle.dumps(learner.meta))
 
 

@@ -88,6 +88,7 @@ class JoinAndLearn(KeyedProcessFunction):
             dirty=runtime_context.get_map_state(MapStateDescriptor("dirty", Types.STRING(), raw)),
             meta=runtime_context.get_state(ValueStateDescriptor("meta", raw)),
             buckets=runtime_context.get_state(ValueStateDescriptor("buckets", raw)),
+            catalog=runtime_context.get_map_state(MapStateDescriptor("catalog", Types.STRING(), raw)),
         )
         self.replica = subtask_index(runtime_context)
         self.learner: BatchJoinLearner | None = None  # made on the first call: state needs a current key

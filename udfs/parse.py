@@ -13,7 +13,14 @@ from pyflink.datastream import OutputTag, ProcessFunction
 
 from udfs.encoding import RecordEncoder
 from udfs.interpreter import tune_garbage_collector
-from udfs.records import InvalidRecord, click_event, impression_event, parse_json
+from udfs.records import (
+    NO_WATERMARK,
+    InvalidRecord,
+    catalog_item_event,
+    click_event,
+    impression_event,
+    parse_json,
+)
 
 DEAD_LETTER_MAX_BYTES = 64 * 1024  # --dead-letter-max-bytes
 # A reason quotes what it found (unknown field names, bad values): bounded too, or a hostile record
@@ -141,3 +148,37 @@ class ParseEvents(ProcessFunction):
             self.progress_ms, self.progress_wall_ms = event_time, now_ms
         self.accepted.inc()
         yield Row(shard, event_time, event)
+
+
+
+class FanOutCatalog(ProcessFunction):
+    """Items-topic message -> one batch row per learner subtask carrying the catalog event (titles and
+    embeddings of items published while the job runs); a bad record goes to `dead_letter_tag`."""
+
+    def __init__(self, shards: list[str], dead_letter_tag: OutputTag, encoder: RecordEncoder,
+                 decode: Callable[[str, Any], dict[str, Any]] = parse_json,
+                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+        self.shards = shards
+        self.dead_letter_tag = dead_letter_tag
+        self.encoder = encoder
+        self.decode = decode
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+
+    def open(self, runtime_context) -> None:
+        group = runtime_context.get_metrics_group().add_group("freshrank").add_group("items")
+        self.accepted = group.counter("accepted")
+        self.rejected = group.counter("dead_letter")
+
+    def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
+        try:
+            record = self.decode("Item", value)
+        except InvalidRecord as error:
+            self.rejected.inc()
+            yield self.dead_letter_tag, self.encoder.encode(
+                "DeadLetter", dead_letter("items", str(error), value, self.dead_letter_max_bytes))
+            return
+        self.accepted.inc()
+        # The learner's join watermark is in its other batches: this row carries none.
+        row = orjson.dumps([NO_WATERMARK, catalog_item_event(record)]).decode()
+        for shard in self.shards:
+            yield Row(shard, [row])

@@ -191,8 +191,11 @@ def parse_json(schema_name: str, line: str | bytes | None) -> dict[str, Any]:
 # clicks [CLICK, impression_id, user_id, item_id, event_time] (after the kind: the join's tuples, see
 # udfs.join_logic). JSON because the JVM batches them as strings (one Python call per batch, not per
 # event). In Kafka mode a third kind, [ITEM_PARAMS, record], carries another replica's item-side
-# snapshot record to a learner subtask, and [TICK] only carries the join watermark (job.batching.ticks).
-IMPRESSION, CLICK, ITEM_PARAMS, TICK = 0, 1, 2, 3
+# snapshot record to a learner subtask, [TICK] only carries the join watermark (job.batching.ticks),
+# and [CATALOG_ITEM, item_id, title, embedding or null] an item published on the items topic while
+# the job runs (to every learner subtask).
+IMPRESSION, CLICK, ITEM_PARAMS, TICK, CATALOG_ITEM = 0, 1, 2, 3, 4
+NO_WATERMARK = -(2**63) + 1  # a row's join watermark before the first one (Flink's initial watermark, plus one)
 
 
 def impression_event(record: dict[str, Any]) -> list:
@@ -204,6 +207,11 @@ def impression_event(record: dict[str, Any]) -> list:
 def click_event(record: dict[str, Any]) -> list:
     """A Click record as an event."""
     return [CLICK, record["impression_id"], record["user_id"], record["item_id"], record["event_time"]]
+
+
+def catalog_item_event(record: dict[str, Any]) -> list:
+    """An Item record as a catalog event."""
+    return [CATALOG_ITEM, record["item_id"], record.get("title") or "", record.get("embedding")]
 
 
 def impression_of(event: list) -> tuple:
