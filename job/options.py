@@ -14,7 +14,7 @@ from typing import Any
 
 from job.config import JobConfig
 from job.errors import UsageError
-from udfs.learner_math import LearnerConfig
+from udfs.learner_math import LEARNING_MODES, LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.text_encoder import ENCODERS
 
@@ -85,6 +85,11 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                        help="AdaGrad step size (default %(default)s)")
     group.add_argument("--l2", type=float, default=default("l2", learner.l2),
                        help="L2 penalty on vectors (default %(default)s)")
+    group.add_argument("--learning-mode", choices=LEARNING_MODES,
+                       default=default("learning_mode", learner.learning_mode),
+                       help="when an example is learned: decided (once its label is decided: a negative when its "
+                            "window closes) or impression (as a negative the moment it is shown, corrected when its "
+                            "click arrives: fake-negative weighting) (default %(default)s)")
     group.add_argument("--text-encoder", choices=ENCODERS, default=default("text_encoder", defaults.text_encoder),
                        help="what reads queries and item titles: use (pretrained multilingual Universal Sentence "
                             "Encoder, English and Chinese), hashing (shared words only, fast) or none (the model "
@@ -124,7 +129,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         state_ttl_s=args.state_ttl,
         max_event_ahead_s=args.max_event_ahead,
         dead_letter_max_bytes=args.dead_letter_max_bytes,
-        learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2),
+        learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2,
+                              learning_mode=args.learning_mode),
         text_encoder=args.text_encoder,
         guard=GuardConfig(logloss_margin=args.guard_logloss_margin, auc_margin=args.guard_auc_margin,
                           ctr_factor=args.guard_ctr_factor, min_examples=args.guard_min_examples),
@@ -145,7 +151,7 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--dim": learner.dim, "--learning-rate": learner.learning_rate, "--l2": learner.l2,
         "--guard-logloss-margin": config.guard.logloss_margin, "--guard-auc-margin": config.guard.auc_margin,
         "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
-        "--text-encoder": config.text_encoder,
+        "--text-encoder": config.text_encoder, "--learning-mode": learner.learning_mode,
     }
     return [item for option, value in values.items()
             for item in (option, value if isinstance(value, str) else repr(value))]

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,plots,progress]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,plots,progress,compare]'
 if [ "${FRESHRANK_SKIP_JARS:-0}" != "1" ]; then
   .venv/bin/python -m job.jars >/dev/null
 fi

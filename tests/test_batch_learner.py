@@ -47,12 +47,13 @@ def rows(stream) -> list:
     return out
 
 
-def run(rows: list, batch_sizes: list[int], restore_every: int | None = None) -> tuple[list, list, LearnerState]:
+def run(rows: list, batch_sizes: list[int], restore_every: int | None = None,
+        config: LearnerConfig = CONFIG) -> tuple[list, list, LearnerState]:
     """Feed `rows` in batches; with `restore_every`, a fresh learner over the same state every n batches."""
     state = new_state()
 
     def learner() -> BatchJoinLearner:
-        return BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+        return BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), config, 30_000, 0, state)
 
     current = learner()
     examples, late = [], []
@@ -85,6 +86,35 @@ def test_batch_boundaries_change_nothing(rows):
     batched, _, _ = run(rows, [500, 3, 90])
     assert [(e["impression_id"], e["label"]) for e in one_by_one] == [(e["impression_id"], e["label"]) for e in batched]
     assert [e["score"] for e in one_by_one] == pytest.approx([e["score"] for e in batched], abs=1e-12)
+
+
+def test_impression_mode_gives_the_same_labels_and_learns_negatives_when_shown(stream, rows):
+    """Learning at impression time changes what the learner sees and when, not the labels."""
+    at_impression = LearnerConfig(dim=8, learning_mode="impression")
+    decided, late, _ = run(rows, [1, 7, 250, 33])
+    shown, shown_late, state = run(rows, [1, 7, 250, 33], config=at_impression)
+    assert [(e["impression_id"], e["label"], e["click_time"]) for e in shown] == [
+        (e["impression_id"], e["label"], e["click_time"]) for e in decided]
+    assert shown_late == late
+    assert [e["score"] for e in shown] != pytest.approx([e["score"] for e in decided])
+    # Every kept impression is learned once as a negative, every positive once more.
+    positives = sum(e["label"] for e in shown)
+    global_updates = np.frombuffer(state.biases.data[batch_learner.GLOBAL_KEY])[2]
+    assert global_updates == len(shown) + positives
+    # A negative reaches the user's vector within the call that brings the impression.
+    user = rows[0][1][3]
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), at_impression, 30_000, 0, new_state())
+    learner.process_batch(rows[:1], now_ms=0)
+    assert learner.state.users.get(user) is not None
+
+
+def test_a_restored_impression_mode_learner_continues_exactly(rows):
+    at_impression = LearnerConfig(dim=8, learning_mode="impression")
+    straight, _, straight_state = run(rows, [40, 13, 101], config=at_impression)
+    restored, _, restored_state = run(rows, [40, 13, 101], restore_every=3, config=at_impression)
+    assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in restored], abs=1e-12)
+    for name in ("users", "items", "biases"):
+        assert getattr(straight_state, name).data == getattr(restored_state, name).data, name
 
 
 def test_a_restored_learner_continues_exactly_from_state(rows):

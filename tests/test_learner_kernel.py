@@ -14,6 +14,7 @@ from udfs.learner_kernel import (
     ITEM_BIAS_ACCUM,
     ITEM_UPDATES,
     OP_LEARN,
+    OP_LEARN_FN,
     OP_SCORE,
     TEXT_SEARCH,
     TEXT_WEIGHT,
@@ -40,7 +41,8 @@ def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: i
     users = rng.choice(n_users, n_ops, p=user_weights / user_weights.sum())
     items = rng.choice(n_items, n_ops, p=item_weights / item_weights.sum())
     positions = rng.integers(0, n_positions, n_ops)
-    kinds = np.where(rng.random(n_ops) < 0.7, OP_LEARN, OP_SCORE)
+    draw = rng.random(n_ops)
+    kinds = np.where(draw < 0.5, OP_LEARN, np.where(draw < 0.75, OP_LEARN_FN, OP_SCORE))
     labels = (rng.random(n_ops) < 0.3).astype(int)
     similarity = np.where(rng.random(n_ops) < 0.6, np.nan, rng.uniform(-0.2, 1.0, n_ops))
     similarity[rng.random(n_ops) < 0.05] = 0.0
@@ -101,8 +103,9 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
         if user_id not in user_states:
             user_states[user_id] = initial_users[user_id].copy()
         state = user_states[user_id]
-        if kind == OP_LEARN:
-            expected_scores.append(ranker.score_then_learn(state, item_id, position, label, similarity))
+        if kind != OP_SCORE:
+            expected_scores.append(ranker.score_then_learn(state, item_id, position, label, similarity,
+                                                           fake_negative=kind == OP_LEARN_FN))
         else:
             expected_scores.append(ranker.score(state, item_id, position, similarity))
 
@@ -147,8 +150,8 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
     glob = side.global_bias
     assert model.global_bias[BIAS_VALUE] == pytest.approx(glob.value, rel=0, abs=tolerance)
     assert model.global_bias[BIAS_ACCUM] == pytest.approx(glob.accum, rel=0, abs=tolerance)
-    assert model.global_bias[BIAS_UPDATES] == glob.updates == sum(op[0] == OP_LEARN for op in stream)
-    searches_learned = sum(op[0] == OP_LEARN and op[5] == op[5] for op in stream)
+    assert model.global_bias[BIAS_UPDATES] == glob.updates == sum(op[0] != OP_SCORE for op in stream)
+    searches_learned = sum(op[0] != OP_SCORE and op[5] == op[5] for op in stream)
     for row, term in ((TEXT_WEIGHT, side.text_weight), (TEXT_SEARCH, side.search_bias)):
         assert model.text[row, BIAS_VALUE] == pytest.approx(term.value, rel=0, abs=tolerance)
         assert model.text[row, BIAS_ACCUM] == pytest.approx(term.accum, rel=0, abs=tolerance)
@@ -248,6 +251,7 @@ def test_bad_batch_is_rejected_whole() -> None:
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, -1, 0, 1]],  # negative row
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, 0, 1, 0]],  # position row not added
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, 0, 0, 2]],  # label not 0/1
+        [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN_FN, 0, 0, 0, -1]],  # label not 0/1
         [[OP_LEARN, 0, 0, 0, 1], [7, 0, 0, 0, 0]],  # unknown op
     ]
     for batch in bad_batches:

@@ -64,6 +64,25 @@ def _generator_config(args: argparse.Namespace):
                            new_item_share=args.new_item_share)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tools.compare import run_evaluate
+
+    if args.n_impressions < 1000:
+        raise UsageError("--impressions: at least 1000, or the metrics say nothing")
+    run_evaluate(Path(args.out), args.seeds, args.n_impressions, job_config(args))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from tools.simulate import SimulationConfig, run_simulation
+
+    if args.requests < 100:
+        raise UsageError("--requests: at least 100")
+    run_simulation(Path(args.out), SimulationConfig(n_requests=args.requests, seed=args.seed,
+                                                    freeze_after_s=args.freeze_after), job_config(args))
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tools.generate import generate, write_stream
 
@@ -367,6 +386,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output folder")
     _generator_options(gen, GENERATOR_DEFAULTS)
     gen.set_defaults(func=cmd_generate)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="freshrank's learning modes beside River and Vowpal Wabbit on the same examples")
+    evaluate.add_argument("--out", default="out/evaluate",
+                          help="folder for the learning-curve PNG (default %(default)s)")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 13],
+                          help="one generated stream per seed (default %(default)s)")
+    evaluate.add_argument("--impressions", dest="n_impressions", type=int, default=200_000,
+                          help="impressions per stream (default %(default)s)")
+    add_job_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    simulate = commands.add_parser(
+        "simulate", help="closed loop: CTR of rankings by freshrank (online, frozen) vs popularity, random, oracle")
+    simulate.add_argument("--out", default="out/simulate", help="folder for the CTR PNG (default %(default)s)")
+    simulate.add_argument("--requests", type=int, default=20_000,
+                          help="requests (about one per second of event time; default %(default)s)")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--freeze-after", type=float, default=3600.0,
+                          help="event-time seconds after which the frozen policy's model stops (default %(default)s)")
+    add_job_options(simulate)
+    simulate.set_defaults(func=cmd_simulate)
 
     run_command = commands.add_parser("run", help="run the job on Kafka (locally, or via `flink run -py job/main.py`)")
     add_run_options(run_command)

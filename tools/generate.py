@@ -187,7 +187,7 @@ def _first_k_distinct(draws: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return out, complete
 
 
-def _solve_global_bias(logits: np.ndarray, target: float) -> float:
+def solve_global_bias(logits: np.ndarray, target: float) -> float:
     """The b with mean(sigmoid(logits + b)) == target (bisection; the mean is increasing in b)."""
     lo, hi = -30.0, 30.0
     for _ in range(60):
@@ -224,7 +224,7 @@ def _category_names(n: int) -> list[str]:
     return [words[c % len(words)] + ("" if c < len(words) else f"-{c // len(words)}") for c in range(n)]
 
 
-class _TextWriter:
+class TextWriter:
     """Titles and queries in English or Chinese, naming a category by its word or a synonym."""
 
     def __init__(self, cfg: GeneratorConfig, rng: np.random.Generator) -> None:
@@ -259,23 +259,32 @@ class _TextWriter:
         return f"{TITLE_ADJECTIVES[adjective]} {word} {number}"
 
 
-def generate(config: GeneratorConfig | None = None) -> Stream:
-    """Draw a hidden world and one stream of impressions, clicks and catalog items from it."""
-    cfg = config if config is not None else GeneratorConfig()
-    if cfg.n_items < cfg.items_per_request:
-        raise ValueError("n_items must be at least items_per_request")
-    if cfg.n_impressions < 1 or cfg.n_users < 1 or cfg.n_categories < 1:
-        raise ValueError("n_impressions, n_users and n_categories must be positive")
-    if cfg.heavy_users < 0 or cfg.heavy_users >= cfg.n_users:
-        raise ValueError("heavy_users must be at least 0 and below n_users (the rest need someone)")
-    if cfg.heavy_users and not (0.0 < cfg.heavy_user_share and cfg.heavy_users * cfg.heavy_user_share < 1.0):
-        raise ValueError("heavy_user_share must be positive and heavy_users * heavy_user_share below 1")
-    rng = np.random.default_rng(cfg.seed)
-    id_key = int(rng.integers(0, 2**62))
-    d, k = cfg.true_dim, cfg.items_per_request
-    comp_sigma = d ** -0.25  # u_k, v_k ~ N(0, 1/sqrt(d)) so u.v has unit variance
+@dataclass
+class World:
+    """The hidden world of a stream: who likes what, and how popular each item is.
 
-    # --- hidden world -------------------------------------------------------------------------
+    Items are grouped by category, so each category's items are a contiguous range of indices, and of
+    the cumulative popularity `pop_cum` (category c: indices cat_first[c]..cat_last[c], popularity mass
+    cat_lo[c]..cat_hi[c]).
+    """
+
+    users: np.ndarray  # (n_users, true_dim) hidden user vectors
+    activity: np.ndarray  # request share of each user (Zipf)
+    item_cat: np.ndarray
+    centers: np.ndarray  # category centres
+    item_vecs: np.ndarray
+    item_bias: np.ndarray
+    pop_cum: np.ndarray  # cumulative exposure popularity
+    cat_first: np.ndarray
+    cat_last: np.ndarray
+    cat_lo: np.ndarray
+    cat_hi: np.ndarray
+
+
+def hidden_world(cfg: GeneratorConfig, rng: np.random.Generator) -> World:
+    """Draw the hidden world (the generator's first draws from `rng`)."""
+    d = cfg.true_dim
+    comp_sigma = d ** -0.25  # u_k, v_k ~ N(0, 1/sqrt(d)) so u.v has unit variance
     users = rng.normal(0.0, comp_sigma, (cfg.n_users, d))
     activity = rng.permutation(np.arange(1, cfg.n_users + 1, dtype=np.float64) ** -cfg.user_zipf_exponent)
     activity /= activity.sum()
@@ -296,6 +305,32 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     cat_last = np.searchsorted(item_cat, np.arange(cfg.n_categories), side="right")
     pop_cum0 = np.concatenate([[0.0], pop_cum])
     cat_lo, cat_hi = pop_cum0[cat_first], pop_cum0[cat_last]  # empty category: lo == hi
+
+    return World(users, activity, item_cat, centers, item_vecs, item_bias, pop_cum, cat_first, cat_last, cat_lo,
+                 cat_hi)
+
+
+def generate(config: GeneratorConfig | None = None) -> Stream:
+    """Draw a hidden world and one stream of impressions, clicks and catalog items from it."""
+    cfg = config if config is not None else GeneratorConfig()
+    if cfg.n_items < cfg.items_per_request:
+        raise ValueError("n_items must be at least items_per_request")
+    if cfg.n_impressions < 1 or cfg.n_users < 1 or cfg.n_categories < 1:
+        raise ValueError("n_impressions, n_users and n_categories must be positive")
+    if cfg.heavy_users < 0 or cfg.heavy_users >= cfg.n_users:
+        raise ValueError("heavy_users must be at least 0 and below n_users (the rest need someone)")
+    if cfg.heavy_users and not (0.0 < cfg.heavy_user_share and cfg.heavy_users * cfg.heavy_user_share < 1.0):
+        raise ValueError("heavy_user_share must be positive and heavy_users * heavy_user_share below 1")
+    rng = np.random.default_rng(cfg.seed)
+    id_key = int(rng.integers(0, 2**62))
+    d, k = cfg.true_dim, cfg.items_per_request
+    comp_sigma = d ** -0.25  # u_k, v_k ~ N(0, 1/sqrt(d)) so u.v has unit variance
+
+    # --- hidden world -------------------------------------------------------------------------
+    world = hidden_world(cfg, rng)
+    users, activity, item_cat, centers = world.users, world.activity, world.item_cat, world.centers
+    item_vecs, item_bias, pop_cum = world.item_vecs, world.item_bias, world.pop_cum
+    cat_first, cat_last, cat_lo, cat_hi = world.cat_first, world.cat_last, world.cat_lo, world.cat_hi
 
     projection = rng.normal(0.0, 1.0, (d, cfg.embedding_dim)) / comp_sigma / math.sqrt(d)
     noise = rng.normal(0.0, cfg.embedding_noise, (cfg.n_items, cfg.embedding_dim))
@@ -364,7 +399,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     logits = cfg.preference_scale * pref + item_bias[imp_item] - cfg.position_decay * np.log(imp_pos)
     relevant = is_search[imp_req] & (item_cat[imp_item] == query_cat[imp_req])
     logits = logits + cfg.query_relevance * relevant
-    global_bias = _solve_global_bias(logits, cfg.target_ctr)
+    global_bias = solve_global_bias(logits, cfg.target_ctr)
     p_click = 1.0 / (1.0 + np.exp(-(logits + global_bias)))
 
     # --- clicks ---------------------------------------------------------------------------------
@@ -424,7 +459,7 @@ def generate(config: GeneratorConfig | None = None) -> Stream:
     cat_names = _category_names(cfg.n_categories)
     # Text draws come from a generator of their own, so the rest of the stream is the same whatever
     # the text settings.
-    text = _TextWriter(cfg, np.random.default_rng([cfg.seed, 1]))
+    text = TextWriter(cfg, np.random.default_rng([cfg.seed, 1]))
     queries: list[str | None] = [None] * n_req
     qc, qm = query_cat.tolist(), query_mod.tolist()
     for i in search_idx.tolist():

@@ -32,16 +32,11 @@ from job.config import JobConfig
 from job.replay import run_replay
 from tools.evaluate import auc, popularity_scores
 from tools.generate import GeneratorConfig, Stream, generate, write_stream
-from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner
-from udfs.join_logic import ImpressionClickJoin
-from udfs.learner_kernel import compile_kernel
-from udfs.memory_state import memory_state
-from udfs.records import click_event, impression_event
+from tools.offline_learner import event_rows, learn_offline
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
 FIRST_IMPRESSIONS = 20  # per launched item: its first impressions are what cold start is judged on
-BATCH_EVENTS = 2000
 
 
 @dataclass(frozen=True)
@@ -65,30 +60,11 @@ def text_stream_config(n_impressions: int, seed: int) -> GeneratorConfig:
                            query_relevance=1.0, new_item_share=0.2)
 
 
-def event_rows(stream: Stream, max_disorder_ms: int) -> list[list]:
-    """[join watermark, event] rows in event-time order, the watermark trailing by the disorder bound."""
-    events = [impression_event(r) for r in stream.impressions] + [click_event(r) for r in stream.clicks]
-    events.sort(key=lambda event: event[-1])
-    rows, newest = [], None
-    for event in events:
-        rows.append([newest - max_disorder_ms - 1 if newest is not None else -(2**63) + 1, event])
-        newest = event[-1] if newest is None else max(newest, event[-1])
-    return rows
-
-
 def learn(stream: Stream, rows: list[list], config: JobConfig, variant: Variant,
           text: TextFeatures | None) -> tuple[list[dict[str, Any]], float]:
-    """The examples the learner core emits for these rows, and the seconds it took."""
     embeddings = {item["item_id"]: item["embedding"] for item in stream.items} if variant.embeddings else None
-    learner = BatchJoinLearner(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
-                               config.metrics_interval_ms, 0, memory_state(), embeddings,
-                               text=text if variant.text else None, use_title_map=variant.title_map)
-    examples: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for start in range(0, len(rows), BATCH_EVENTS):
-        examples += learner.process_batch(rows[start : start + BATCH_EVENTS], 0).examples
-    examples += learner.advance_to(END_OF_INPUT).examples
-    return examples, time.perf_counter() - started
+    return learn_offline(rows, config.learner, config.window_ms, config.retention_ms, embeddings,
+                         text if variant.text else None, variant.title_map)
 
 
 def first_impressions(examples: list[dict[str, Any]], launches: dict[str, int], k: int) -> list[int]:
@@ -129,7 +105,6 @@ def run_text_bench(work_dir: Path, n_impressions: int, config: JobConfig, seed: 
     stream = generate(text_stream_config(n_impressions, seed))
     encoder = make_encoder(config.text_encoder if config.text_encoder != "none" else "use")
     text = TextFeatures(encoder, {item["item_id"]: item["title"] for item in stream.items})
-    compile_kernel()
     rows = event_rows(stream, config.max_disorder_ms)
     launches = stream.stats["launches"]
     warm_from = min(r["event_time"] for r in stream.impressions) + 2 * config.window_ms

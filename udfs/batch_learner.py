@@ -68,13 +68,14 @@ from udfs.learner_kernel import (
     ITEM_BIAS_ACCUM,
     ITEM_UPDATES,
     OP_LEARN,
+    OP_LEARN_FN,
     OP_SCORE,
     OP_WIDTH,
     TEXT_SEARCH,
     TEXT_WEIGHT,
     ModelArrays,
 )
-from udfs.learner_math import LearnerConfig, UserCodec
+from udfs.learner_math import IMPRESSION_MODE, LearnerConfig, UserCodec
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
 from udfs.model_guard import GuardConfig, ModelGuard
 from udfs.model_store import (
@@ -459,6 +460,8 @@ class _BatchRun:
         self.learner = learner
         self.ops: list[tuple[int, int, int, int, int]] = []
         self.op_texts: list[tuple[str | None, str]] = []  # (query, item id) of each op, for the text terms
+        self.at_impression = learner.config.learning_mode == IMPRESSION_MODE
+        self.scored_ids: set[int] = set()  # entries whose impression is scored in this call
         self.searches_learned = False
         self.clicks = 0  # of which clicks (the guard compares arriving clicks per impression)
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
@@ -507,6 +510,8 @@ class _BatchRun:
             self._apply(impression_id, entry, effects, persist=not (by_deadline and effects.examples))
 
     def _in_warm_up(self, impression: tuple) -> bool:
+        if self.at_impression:  # negatives are learned as they are shown: no positive runs ahead of them
+            return False
         until = self.learner.meta["warm_up_until"]
         return until is not None and impression[IMP_TIME] < until
 
@@ -523,7 +528,9 @@ class _BatchRun:
             self.new_entries.add(impression_id)
         state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
         if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
-            self.scored.append((self._op(OP_SCORE, impression, 0), entry))
+            # (and in impression mode, learn it as a negative at once: fake-negative weighting)
+            self.scored.append((self._op(OP_LEARN_FN if self.at_impression else OP_SCORE, impression, 0), entry))
+            self.scored_ids.add(id(entry))
         self._apply(impression_id, entry, effects)
 
     def on_click(self, click: tuple) -> None:
@@ -545,6 +552,12 @@ class _BatchRun:
                 entry[2] = True
                 heapq.heappush(learner.due, (learner.join.deadline(impression), impression_id))
                 op = self._op(OP_SCORE, impression, 0)
+            elif self.at_impression:
+                # The negative was learned when the impression was shown; a click is learned again as a
+                # positive (its fake negative stays: the weights of both correct for it).
+                scored = entry[1] is not None or id(entry) in self.scored_ids
+                op = self._op(OP_LEARN_FN, impression, 1) if label else (
+                    -1 if scored else self._op(OP_SCORE, impression, 0))
             else:
                 op = self._learn(impression, label)
             self.examples.append((op, entry, impression, label, click_time))
@@ -573,7 +586,7 @@ class _BatchRun:
         self.ops.append((kind, learner._user_row(user_id), learner._item_row(item_id),
                          learner._position_row(position), label))
         self.op_texts.append((impression[IMP_QUERY], item_id))
-        if kind == OP_LEARN:
+        if kind != OP_SCORE:
             self.global_changed = True
             self.searches_learned = self.searches_learned or bool(impression[IMP_QUERY])
             self.touched_users.add(user_id)
@@ -741,7 +754,7 @@ class _BatchRun:
         pending = learner.meta.setdefault("fit", {"learned": 0, "items": set()})
         if len(pending["items"]) < FIT_MAX_ITEMS:
             pending["items"].update(self.touched_items)
-        pending["learned"] += sum(1 for op in self.ops if op[0] == OP_LEARN)
+        pending["learned"] += sum(1 for op in self.ops if op[0] != OP_SCORE)
         if pending["learned"] < FIT_EVERY:
             return
         model, text, dim = learner.model, learner.text, learner.config.dim

@@ -20,7 +20,11 @@ Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to en
     bias row      length 3         [value | accum | updates]
                   for position terms (one row each) and the global bias (a single row of its own).
     op row        int64, length 5  [OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL]
-                  OP_SCORE scores only; OP_LEARN scores, then learns from LABEL (0 or 1).
+                  OP_SCORE scores only; OP_LEARN scores, then learns from LABEL (0 or 1);
+                  OP_LEARN_FN learns as OP_LEARN with fake-negative weights (Ktena et al. 2019):
+                  the gradient is scaled by (1 - p)(1 + p) for a label 0 (an impression learned as a
+                  negative when it is shown) and by (1 + p) for a label 1 (its click, learned again
+                  as a positive when it arrives), p the pre-update score.
     similarity    float64, one per op: the cosine of the query's and the item title's text
                   embeddings (udfs.text_features) for a search request, NaN for a recommendation
                   request (no query: neither text term applies).
@@ -53,6 +57,7 @@ OP_LABEL = 4
 OP_WIDTH = 5
 OP_SCORE = 0
 OP_LEARN = 1
+OP_LEARN_FN = 2
 
 # Bias row columns (position terms and the global bias).
 BIAS_VALUE = 0
@@ -120,15 +125,15 @@ def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_wi
         raise ValueError("user rows must have 2*dim+1 columns and item rows 2*dim+3")
     for i in range(ops.shape[0]):
         kind = ops[i, OP_KIND]
-        if kind != OP_SCORE and kind != OP_LEARN:
-            raise ValueError("op kind must be OP_SCORE (0) or OP_LEARN (1)")
+        if kind != OP_SCORE and kind != OP_LEARN and kind != OP_LEARN_FN:
+            raise ValueError("op kind must be OP_SCORE (0), OP_LEARN (1) or OP_LEARN_FN (2)")
         if ops[i, OP_USER] < 0 or ops[i, OP_USER] >= n_users:
             raise ValueError("user row out of range")
         if ops[i, OP_ITEM] < 0 or ops[i, OP_ITEM] >= n_items:
             raise ValueError("item row out of range")
         if ops[i, OP_POSITION] < 0 or ops[i, OP_POSITION] >= n_positions:
             raise ValueError("position row out of range")
-        if kind == OP_LEARN and ops[i, OP_LABEL] != 0 and ops[i, OP_LABEL] != 1:
+        if kind != OP_SCORE and ops[i, OP_LABEL] != 0 and ops[i, OP_LABEL] != 1:
             raise ValueError("label must be 0 or 1")
 
 
@@ -155,10 +160,13 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, lear
             z += text[TEXT_WEIGHT, BIAS_VALUE] * sim + text[TEXT_SEARCH, BIAS_VALUE]
         score = _sigmoid(z)
         scores[i] = score
-        if ops[i, OP_KIND] != OP_LEARN:
+        kind = ops[i, OP_KIND]
+        if kind == OP_SCORE:
             continue
 
         error = score - float(ops[i, OP_LABEL])
+        if kind == OP_LEARN_FN:
+            error *= (1.0 + score) if ops[i, OP_LABEL] == 1 else (1.0 - score) * (1.0 + score)
         for k in range(dim):
             u = user[k]
             v = item[k]
@@ -437,7 +445,7 @@ def _check_rows(ops: np.ndarray, n_users: int, n_items: int, n_positions: int) -
         rows = ops[:, column]
         if rows.min() < 0 or rows.max() >= limit:
             raise ValueError(f"{name} row out of range")
-    if not np.isin(kinds, (OP_SCORE, OP_LEARN)).all():
-        raise ValueError("op kind must be OP_SCORE (0) or OP_LEARN (1)")
-    if not np.isin(labels[kinds == OP_LEARN], (0, 1)).all():
+    if not np.isin(kinds, (OP_SCORE, OP_LEARN, OP_LEARN_FN)).all():
+        raise ValueError("op kind must be OP_SCORE (0), OP_LEARN (1) or OP_LEARN_FN (2)")
+    if not np.isin(labels[kinds != OP_SCORE], (0, 1)).all():
         raise ValueError("label must be 0 or 1")

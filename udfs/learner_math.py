@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DECIDED_MODE, IMPRESSION_MODE = "decided", "impression"
+LEARNING_MODES = (DECIDED_MODE, IMPRESSION_MODE)
+
 
 @dataclass(frozen=True)
 class LearnerConfig:
@@ -34,6 +37,14 @@ class LearnerConfig:
     # The global bias starts at logit(prior_ctr): before anything is learned, predict a typical
     # e-commerce click rate rather than 0.5.
     prior_ctr: float = 0.05
+    # When an example is learned: DECIDED_MODE, once its label is decided (a positive at its click, a
+    # negative when its window closes); IMPRESSION_MODE, as a negative the moment it is shown and again
+    # as a positive when its click arrives, with fake-negative weights (udfs.learner_kernel).
+    learning_mode: str = "decided"
+
+    def __post_init__(self) -> None:
+        if self.learning_mode not in LEARNING_MODES:
+            raise ValueError(f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}")
 
 
 def sigmoid(z: float) -> float:
@@ -229,9 +240,10 @@ class OnlineRanker:
         return self._predict(user_state[: self.config.dim], side.item(item_id), side.position(position), similarity)
 
     def score_then_learn(self, user_state: np.ndarray, item_id: str, position: int, label: int,
-                         similarity: float | None = None) -> float:
+                         similarity: float | None = None, fake_negative: bool = False) -> float:
         """Score one example, then take one AdaGrad step on user and item side (and on the text terms
-        of a search request); mutates `user_state`."""
+        of a search request); mutates `user_state`. `fake_negative`: weight the gradient as fake-negative
+        weighting does (Ktena et al. 2019): (1 - p)(1 + p) for label 0, (1 + p) for label 1."""
         cfg = self.config
         dim = cfg.dim
         item = self.item_side.item(item_id)
@@ -241,6 +253,8 @@ class OnlineRanker:
         user_accum = user_state[dim : 2 * dim]
         score = self._predict(user, item, term, similarity)
         error = score - label
+        if fake_negative:
+            error *= (1.0 + score) if label == 1 else (1.0 - score) * (1.0 + score)
 
         user_grad = error * item.vector + cfg.l2 * user
         item_grad = error * user + cfg.l2 * item.vector
