@@ -14,7 +14,7 @@ from typing import Any
 
 from job.config import JobConfig
 from job.errors import UsageError
-from udfs.learner_math import LEARNING_MODES, LearnerConfig
+from udfs.learner_math import LEARNING_MODES, OPTIMIZERS, LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.text_encoder import ENCODERS
 
@@ -90,6 +90,16 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                        help="when an example is learned: decided (once its label is decided: a negative when its "
                             "window closes) or impression (as a negative the moment it is shown, corrected when its "
                             "click arrives: fake-negative weighting) (default %(default)s)")
+    group.add_argument("--bias-optimizer", choices=OPTIMIZERS,
+                       default=default("bias_optimizer", learner.bias_optimizer),
+                       help="optimizer of item biases, position terms, global bias and text weights: adagrad, or "
+                            "ftrl (FTRL-Proximal with --ftrl-l1/--ftrl-l2); vectors learn with AdaGrad "
+                            "(default %(default)s)")
+    group.add_argument("--ftrl-l1", type=float, default=default("ftrl_l1", learner.ftrl_l1),
+                       help="FTRL-Proximal L1: scalars whose evidence stays below it are exactly 0 "
+                            "(default %(default)s)")
+    group.add_argument("--ftrl-l2", type=float, default=default("ftrl_l2", learner.ftrl_l2),
+                       help="FTRL-Proximal L2 (default %(default)s)")
     group.add_argument("--text-encoder", choices=ENCODERS, default=default("text_encoder", defaults.text_encoder),
                        help="what reads queries and item titles: use (pretrained multilingual Universal Sentence "
                             "Encoder, English and Chinese), hashing (shared words only, fast) or none (the model "
@@ -130,7 +140,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         max_event_ahead_s=args.max_event_ahead,
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2,
-                              learning_mode=args.learning_mode),
+                              learning_mode=args.learning_mode, bias_optimizer=args.bias_optimizer,
+                              ftrl_l1=args.ftrl_l1, ftrl_l2=args.ftrl_l2),
         text_encoder=args.text_encoder,
         guard=GuardConfig(logloss_margin=args.guard_logloss_margin, auc_margin=args.guard_auc_margin,
                           ctr_factor=args.guard_ctr_factor, min_examples=args.guard_min_examples),
@@ -152,6 +163,7 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--guard-logloss-margin": config.guard.logloss_margin, "--guard-auc-margin": config.guard.auc_margin,
         "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
         "--text-encoder": config.text_encoder, "--learning-mode": learner.learning_mode,
+        "--bias-optimizer": learner.bias_optimizer, "--ftrl-l1": learner.ftrl_l1, "--ftrl-l2": learner.ftrl_l2,
     }
     return [item for option, value in values.items()
             for item in (option, value if isinstance(value, str) else repr(value))]

@@ -19,7 +19,7 @@ from tools.generate import GeneratorConfig, generate
 from udfs import batch_learner
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, LearnerState
 from udfs.join_logic import IMP_TIME, PENDING, ImpressionClickJoin
-from udfs.learner_math import LearnerConfig
+from udfs.learner_math import LEARNING_MODES, LearnerConfig
 from udfs.records import IMPRESSION, TICK, click_event, impression_event
 
 GEN = GeneratorConfig(n_impressions=3000, n_users=120, n_items=100, seed=5, window_s=60.0, max_disorder_s=2.0,
@@ -81,9 +81,11 @@ def test_labels_equal_the_reference(stream, rows):
     assert sum(label for label, _ in got.values()) > 50
 
 
-def test_batch_boundaries_change_nothing(rows):
-    one_by_one, _, _ = run(rows, [1])
-    batched, _, _ = run(rows, [500, 3, 90])
+@pytest.mark.parametrize("mode", LEARNING_MODES)
+def test_batch_boundaries_change_nothing(rows, mode):
+    config = LearnerConfig(dim=8, learning_mode=mode)
+    one_by_one, _, _ = run(rows, [1], config=config)
+    batched, _, _ = run(rows, [500, 3, 90], config=config)
     assert [(e["impression_id"], e["label"]) for e in one_by_one] == [(e["impression_id"], e["label"]) for e in batched]
     assert [e["score"] for e in one_by_one] == pytest.approx([e["score"] for e in batched], abs=1e-12)
 
@@ -91,7 +93,7 @@ def test_batch_boundaries_change_nothing(rows):
 def test_impression_mode_gives_the_same_labels_and_learns_negatives_when_shown(stream, rows):
     """Learning at impression time changes what the learner sees and when, not the labels."""
     at_impression = LearnerConfig(dim=8, learning_mode="impression")
-    decided, late, _ = run(rows, [1, 7, 250, 33])
+    decided, late, _ = run(rows, [1, 7, 250, 33], config=LearnerConfig(dim=8, learning_mode="decided"))
     shown, shown_late, state = run(rows, [1, 7, 250, 33], config=at_impression)
     assert [(e["impression_id"], e["label"], e["click_time"]) for e in shown] == [
         (e["impression_id"], e["label"], e["click_time"]) for e in decided]
@@ -108,20 +110,13 @@ def test_impression_mode_gives_the_same_labels_and_learns_negatives_when_shown(s
     assert learner.state.users.get(user) is not None
 
 
-def test_a_restored_impression_mode_learner_continues_exactly(rows):
-    at_impression = LearnerConfig(dim=8, learning_mode="impression")
-    straight, _, straight_state = run(rows, [40, 13, 101], config=at_impression)
-    restored, _, restored_state = run(rows, [40, 13, 101], restore_every=3, config=at_impression)
-    assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in restored], abs=1e-12)
-    for name in ("users", "items", "biases"):
-        assert getattr(straight_state, name).data == getattr(restored_state, name).data, name
-
-
-def test_a_restored_learner_continues_exactly_from_state(rows):
+@pytest.mark.parametrize("mode", LEARNING_MODES)
+def test_a_restored_learner_continues_exactly_from_state(rows, mode):
     """All of the model and the join lives in the state handles: a learner rebuilt from them every few
     batches (what a restore from a checkpoint does) gives the same examples, scores and model."""
-    straight, _, straight_state = run(rows, [40, 13, 101])
-    restored, _, restored_state = run(rows, [40, 13, 101], restore_every=3)
+    config = LearnerConfig(dim=8, learning_mode=mode)
+    straight, _, straight_state = run(rows, [40, 13, 101], config=config)
+    restored, _, restored_state = run(rows, [40, 13, 101], restore_every=3, config=config)
     assert [(e["impression_id"], e["label"]) for e in straight] == [(e["impression_id"], e["label"]) for e in restored]
     assert [e["score"] for e in straight] == pytest.approx([e["score"] for e in restored], abs=1e-12)
     for name in ("users", "items", "biases"):

@@ -10,8 +10,11 @@ from udfs.learner_kernel import (
     BIAS_ACCUM,
     BIAS_UPDATES,
     BIAS_VALUE,
+    BIAS_WIDTH,
+    BIAS_Z,
     ITEM_BIAS,
     ITEM_BIAS_ACCUM,
+    ITEM_BIAS_Z,
     ITEM_UPDATES,
     OP_LEARN,
     OP_LEARN_FN,
@@ -28,9 +31,11 @@ from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, UserCodec
 TOLERANCE = 1e-12
 
 
-def config(dim: int) -> LearnerConfig:
-    # Large enough rates and l2 that every term of the update matters over the stream.
-    return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1)
+def config(dim: int, bias_optimizer: str = "adagrad") -> LearnerConfig:
+    # Large enough rates and l2 that every term of the update matters over the stream (FTRL's L1 too:
+    # some biases sit in its dead zone, exactly 0, for a while).
+    return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
+                         bias_optimizer=bias_optimizer, ftrl_l1=0.5, ftrl_l2=0.1)
 
 
 def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
@@ -65,8 +70,9 @@ def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator
 
 
 @pytest.mark.parametrize("dim", [8, 32])
-def test_batched_kernel_matches_online_ranker(dim: int) -> None:
-    compare_with_ranker(dim, TOLERANCE)
+@pytest.mark.parametrize("bias_optimizer", ["adagrad", "ftrl"])
+def test_batched_kernel_matches_online_ranker(dim: int, bias_optimizer: str) -> None:
+    compare_with_ranker(dim, TOLERANCE, bias_optimizer)
 
 
 def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,9 +93,9 @@ def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPat
     compare_with_ranker(8, 0.0)
 
 
-def compare_with_ranker(dim: int, tolerance: float) -> None:
+def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagrad") -> None:
     """One random stream through OnlineRanker op by op and through ModelArrays in batches; all must agree."""
-    cfg = config(dim)
+    cfg = config(dim, bias_optimizer)
     rng = np.random.default_rng(dim)
     stream = random_stream(rng, n_ops=4000, n_users=50, n_items=40, n_positions=10)
 
@@ -132,16 +138,17 @@ def compare_with_ranker(dim: int, tolerance: float) -> None:
 
     assert model.n_users == len(user_states) and model.n_items == len(side.items)
     assert model.n_positions == len(side.positions)
-    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(scores, expected_scores, rtol=tolerance, atol=tolerance)
     for user_id, state in user_states.items():
-        np.testing.assert_allclose(model.users[model.user_rows[user_id]], state, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(model.users[model.user_rows[user_id]], state, rtol=tolerance, atol=tolerance)
     for item_id, item in side.items.items():
         row = model.items[model.item_rows[item_id]]
-        np.testing.assert_allclose(row[:dim], item.vector, rtol=0, atol=tolerance)
-        np.testing.assert_allclose(row[dim : 2 * dim], item.accum, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(row[:dim], item.vector, rtol=tolerance, atol=tolerance)
+        np.testing.assert_allclose(row[dim : 2 * dim], item.accum, rtol=tolerance, atol=tolerance)
         assert row[ITEM_BIAS] == pytest.approx(item.bias.value, rel=0, abs=tolerance)
         assert row[ITEM_BIAS_ACCUM] == pytest.approx(item.bias.accum, rel=0, abs=tolerance)
         assert row[ITEM_UPDATES] == item.updates == item.bias.updates
+        assert row[ITEM_BIAS_Z] == pytest.approx(item.bias.z, rel=1e-12, abs=tolerance)
     for position, term in side.positions.items():
         row = model.positions[model.position_rows[position]]
         assert row[BIAS_VALUE] == pytest.approx(term.value, rel=0, abs=tolerance)
@@ -170,9 +177,9 @@ def test_new_rows_match_python_priors() -> None:
     np.testing.assert_array_equal(row[8:16], item.accum)
     assert (row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES]) == (item.bias.value, item.bias.accum, 0)
     term = side.position(3)
-    np.testing.assert_array_equal(model.new_bias_row(), [term.value, term.accum, term.updates])
+    np.testing.assert_array_equal(model.new_bias_row(), [term.value, term.accum, term.updates, term.z])
     glob = side.global_bias
-    np.testing.assert_array_equal(model.initial_global_bias(), [glob.value, glob.accum, glob.updates])
+    np.testing.assert_array_equal(model.initial_global_bias(), [glob.value, glob.accum, glob.updates, glob.z])
     np.testing.assert_array_equal(model.global_bias, model.initial_global_bias())
 
 
@@ -182,7 +189,7 @@ def test_growth_keeps_earlier_rows() -> None:
     rng = np.random.default_rng(7)
     users = {f"u{n}": rng.normal(size=user_row_width(dim)) for n in range(37)}
     items = {f"i{n}": rng.normal(size=item_row_width(dim)) for n in range(29)}
-    positions = {n * 3: rng.normal(size=3) for n in range(11)}
+    positions = {n * 3: rng.normal(size=BIAS_WIDTH) for n in range(11)}
     for n, (user_id, row) in enumerate(users.items()):
         assert model.add_user(user_id, row) == n
     for n, (item_id, row) in enumerate(items.items()):
@@ -264,3 +271,23 @@ def test_bad_batch_is_rejected_whole() -> None:
 
 def test_compile_kernel() -> None:
     assert compile_kernel() >= 0.0
+
+
+def test_ftrl_keeps_weak_biases_at_exactly_zero_and_rows_of_before_z_are_upgraded() -> None:
+    cfg = LearnerConfig(dim=4, bias_optimizer="ftrl", ftrl_l1=5.0)
+    model = ModelArrays(cfg)
+    model.add_user("u", model.new_user_row())
+    model.add_item("i", model.new_item_row(np.full(4, 0.1)))
+    model.add_position(1, model.new_bias_row())
+    model.run(np.array([[OP_LEARN, 0, 0, 0, n % 2] for n in range(6)], dtype=np.int64))
+    row = model.items[0]
+    assert row[ITEM_BIAS] == 0.0 and row[ITEM_BIAS_Z] != 0.0  # |z| <= l1: the weight stays 0
+    assert row[ITEM_BIAS_ACCUM] > cfg.init_accumulator
+    # A row written before rows had z (one column shorter) gets z derived from value and accumulator.
+    old_bias = np.array([0.7, 2.0, 3.0])
+    upgraded = model.upgraded(old_bias, BIAS_WIDTH)
+    assert list(upgraded[:3]) == [0.7, 2.0, 3.0] and upgraded[BIAS_Z] == cfg.ftrl_z(0.7, 2.0)
+    item = model.items[0].copy()
+    old_item = np.concatenate([item[:ITEM_BIAS_Z], item[ITEM_UPDATES:]])
+    np.testing.assert_array_equal(model.upgraded(old_item, len(item))[:ITEM_BIAS_Z], item[:ITEM_BIAS_Z])
+    assert model.upgraded(item, len(item)) is item  # current rows are left as they are

@@ -17,7 +17,7 @@ from tools.generate import GeneratorConfig, generate
 from udfs import batch_learner
 from udfs.batch_learner import END_OF_INPUT, TEXT_KEY, TITLE_MAP_KEY, BatchJoinLearner
 from udfs.join_logic import ImpressionClickJoin
-from udfs.learner_kernel import TEXT_SEARCH, TEXT_WEIGHT
+from udfs.learner_kernel import ITEM_BIAS, TEXT_SEARCH, TEXT_WEIGHT
 from udfs.learner_math import LearnerConfig, sigmoid
 from udfs.model_store import SEARCH_BIAS, TEXT, TEXT_WEIGHT_ID, TITLE_MAP, ModelStore, snapshot_problem
 from udfs.records import click_event, impression_event
@@ -185,7 +185,7 @@ def test_launched_items_start_from_their_title(learned, stream) -> None:
     row = learner.model.items[learner._item_row("sku-new")]
     vector, bias = learner.title_map.predict(learner.text.title_code("sku-new"))
     np.testing.assert_allclose(row[: CONFIG.dim], vector)
-    assert row[-3] == pytest.approx(bias)
+    assert row[ITEM_BIAS] == pytest.approx(bias)
     assert np.linalg.norm(vector) > 0.01
     # Both text parameters are in state.
     assert TEXT_KEY in state.biases.data and TITLE_MAP_KEY in state.biases.data

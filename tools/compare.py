@@ -3,9 +3,10 @@
 Every learner sees the same labeled examples in the same order with the same label delays, and is
 judged by progressive validation (each example scored before it is learned from):
 - freshrank: the job's learner core (udfs.batch_learner, in-process: tools.offline_learner) in each
-  learning mode: `decided` (an example is learned once its label is decided: a negative when its
+  learning mode, `decided` (an example is learned once its label is decided: a negative when its
   window closes) and `impression` (learned as a negative when shown, corrected when its click
-  arrives: fake-negative weighting);
+  arrives: fake-negative weighting), with each optimizer of the scalar parameters (AdaGrad,
+  FTRL-Proximal);
 - River: logistic regression and a factorisation machine on one-hot user, item, position and query;
 - Vowpal Wabbit: logistic loss with user x item interactions (`-q ui`; its defaults otherwise).
 The anchors learn as the `decided` mode does: an example's prediction when its impression arrives,
@@ -20,6 +21,7 @@ are optional extras (`pip install 'freshrank[compare]'`); without them only fres
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +35,7 @@ from job.config import JobConfig
 from tools.evaluate import auc, calibration, logloss, normalized_entropy, popularity_scores
 from tools.generate import GeneratorConfig, generate
 from tools.offline_learner import event_rows, learn_offline
-from udfs.learner_math import LEARNING_MODES
+from udfs.learner_math import LEARNING_MODES, OPTIMIZERS
 from udfs.metrics_intervals import decision_time
 
 Example = dict[str, Any]
@@ -160,15 +162,15 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
     rows = event_rows(stream, config.max_disorder_ms)
     results: dict[str, Any] = {"rows": {}, "curves": {}, "delays": {}}
     reference: list[Example] | None = None
-    for mode in LEARNING_MODES:
-        learner = replace(config.learner, learning_mode=mode)
+    for mode, optimizer in itertools.product(LEARNING_MODES, OPTIMIZERS):
+        learner = replace(config.learner, learning_mode=mode, bias_optimizer=optimizer)
         examples, seconds = learn_offline(rows, learner, config.window_ms, config.retention_ms)
         examples.sort(key=lambda e: (e["impression_time"], e["impression_id"]))
         if reference is None:
             reference = examples
         labels = np.array([e["label"] for e in examples], dtype=np.float64)
         scores = np.array([e["score"] for e in examples])
-        name = f"freshrank {mode}"
+        name = f"freshrank {mode}, {optimizer}"
         results["rows"][name] = _row(examples, labels, scores, config, len(examples) / seconds)
         results["curves"][name] = learning_curve(labels, scores)
         results["delays"][name] = feedback_delays(examples, config.window_ms, mode)

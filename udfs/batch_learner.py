@@ -64,8 +64,11 @@ from udfs.learner_kernel import (
     BIAS_ACCUM,
     BIAS_UPDATES,
     BIAS_VALUE,
+    BIAS_WIDTH,
+    BIAS_Z,
     ITEM_BIAS,
     ITEM_BIAS_ACCUM,
+    ITEM_BIAS_Z,
     ITEM_UPDATES,
     OP_LEARN,
     OP_LEARN_FN,
@@ -269,15 +272,16 @@ class BatchJoinLearner:
             return row
         stored = self.state.items.get(item_id)
         if stored is not None:
-            values = np.frombuffer(stored, dtype=np.float64).copy()
+            values = self.model.upgraded(np.frombuffer(stored, dtype=np.float64).copy(), self.model.items.shape[1])
         else:
             params = self.init_side.items.get(item_id)
             if params is None:
                 values = self._new_item(item_id)
                 self.started_items.add(item_id)
             else:
+                bias = params.bias
                 values = np.concatenate([params.vector, params.accum,
-                                         [params.bias.value, params.bias.accum, float(params.updates)]])
+                                         [bias.value, bias.accum, bias.z, float(params.updates)]])
         return self.model.add_item(item_id, values)
 
     def _new_item(self, item_id: str) -> np.ndarray:
@@ -288,6 +292,7 @@ class BatchJoinLearner:
             vector, bias = self.title_map.predict(text.title_code(item_id))
             row = self.model.new_item_row(vector)
             row[ITEM_BIAS] = bias
+            row[ITEM_BIAS_Z] = self.config.ftrl_z(bias, row[ITEM_BIAS_ACCUM])
             return row
         return self.model.new_item_row(self.init_side.initial_vector(item_id))
 
@@ -297,11 +302,11 @@ class BatchJoinLearner:
             return row
         stored = self.state.biases.get(position)
         if stored is not None:
-            values = np.frombuffer(stored, dtype=np.float64).copy()
+            values = self.model.upgraded(np.frombuffer(stored, dtype=np.float64).copy(), BIAS_WIDTH)
         else:
             term = self.init_side.positions.get(position)
             values = (self.model.new_bias_row() if term is None
-                      else np.array([term.value, term.accum, float(term.updates)]))
+                      else np.array([term.value, term.accum, float(term.updates), term.z]))
         return self.model.add_position(position, values)
 
     def _load_global(self) -> None:
@@ -309,17 +314,18 @@ class BatchJoinLearner:
             return
         stored = self.state.biases.get(GLOBAL_KEY)
         if stored is not None:
-            self.model.global_bias[:] = np.frombuffer(stored, dtype=np.float64)
+            self.model.global_bias[:] = self.model.upgraded(np.frombuffer(stored, dtype=np.float64), BIAS_WIDTH)
         elif self.initial_model is not None:
             glob = self.init_side.global_bias
-            self.model.global_bias[:] = [glob.value, glob.accum, float(glob.updates)]
+            self.model.global_bias[:] = [glob.value, glob.accum, float(glob.updates), glob.z]
         stored = self.state.biases.get(TEXT_KEY)
         if stored is not None:
-            self.model.text[:] = np.frombuffer(stored, dtype=np.float64).reshape(self.model.text.shape)
+            self.model.text[:] = [self.model.upgraded(row, BIAS_WIDTH) for row in
+                                  np.frombuffer(stored, dtype=np.float64).reshape(len(self.model.text), -1)]
         elif self.initial_model is not None:
             side = self.init_side
             for row, term in ((TEXT_WEIGHT, side.text_weight), (TEXT_SEARCH, side.search_bias)):
-                self.model.text[row] = [term.value, term.accum, float(term.updates)]
+                self.model.text[row] = [term.value, term.accum, float(term.updates), term.z]
         stored = self.state.biases.get(TITLE_MAP_KEY)
         if stored is not None:
             self.title_map.load_array(np.frombuffer(stored, dtype=np.float64))
@@ -614,17 +620,17 @@ class _BatchRun:
             dim = learner.config.dim
             row[:dim] = (row[:dim] + np.asarray(record["vector"])) / 2
             row[dim:2 * dim] = np.maximum(row[dim:2 * dim], np.asarray(record["vector_accum"]))
-            bias_at, accum_at = ITEM_BIAS, ITEM_BIAS_ACCUM
+            bias_at, accum_at, z_at = ITEM_BIAS, ITEM_BIAS_ACCUM, ITEM_BIAS_Z
             self.merged_items.add(record["entity_id"])
         elif kind == POSITION:
             position = int(record["entity_id"])
             row = learner.model.positions[learner._position_row(position)]
-            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+            bias_at, accum_at, z_at = BIAS_VALUE, BIAS_ACCUM, BIAS_Z
             self.merged_positions.add(position)
         elif kind == GLOBAL:
             row = learner.model.global_bias
             self.merged_global = True
-            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+            bias_at, accum_at, z_at = BIAS_VALUE, BIAS_ACCUM, BIAS_Z
         elif kind == TEXT and record["entity_id"] == TITLE_MAP:
             self._merge_title_map(record)
             self.loop_staleness.append(now_ms - record["created_at"])
@@ -632,11 +638,12 @@ class _BatchRun:
         elif kind == TEXT and record["entity_id"] in (TEXT_WEIGHT_ID, SEARCH_BIAS):
             row = learner.model.text[TEXT_WEIGHT if record["entity_id"] == TEXT_WEIGHT_ID else TEXT_SEARCH]
             self.merged_text = True
-            bias_at, accum_at = BIAS_VALUE, BIAS_ACCUM
+            bias_at, accum_at, z_at = BIAS_VALUE, BIAS_ACCUM, BIAS_Z
         else:
             return
         row[bias_at] = (row[bias_at] + record["bias"]) / 2
         row[accum_at] = max(row[accum_at], record["bias_accum"])
+        row[z_at] = learner.config.ftrl_z(row[bias_at], row[accum_at])
         self.loop_staleness.append(now_ms - record["created_at"])
 
     def _merge_title_map(self, record: dict[str, Any]) -> None:

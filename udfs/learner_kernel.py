@@ -46,7 +46,7 @@ import time
 import numba
 import numpy as np
 
-from udfs.learner_math import LearnerConfig
+from udfs.learner_math import LearnerConfig, ftrl_z
 
 # Op row columns and kinds.
 OP_KIND = 0
@@ -63,7 +63,8 @@ OP_LEARN_FN = 2
 BIAS_VALUE = 0
 BIAS_ACCUM = 1
 BIAS_UPDATES = 2
-BIAS_WIDTH = 3
+BIAS_Z = 3  # FTRL-Proximal's z, kept consistent with value and accum under AdaGrad too (see _bias_step)
+BIAS_WIDTH = 4
 
 # Rows of the text parameters (bias rows).
 TEXT_WEIGHT = 0
@@ -71,10 +72,15 @@ TEXT_SEARCH = 1
 TEXT_ROWS = 2
 
 # Item row columns after the vector and its accumulator (counted from the end of the row, so they
-# do not depend on dim): row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES].
-ITEM_BIAS = -3
-ITEM_BIAS_ACCUM = -2
+# do not depend on dim): row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_BIAS_Z], row[ITEM_UPDATES].
+ITEM_BIAS = -4
+ITEM_BIAS_ACCUM = -3
+ITEM_BIAS_Z = -2
 ITEM_UPDATES = -1
+
+# Bias optimizers (LearnerConfig.bias_optimizer).
+ADAGRAD = 0
+FTRL = 1
 
 
 def user_row_width(dim: int) -> int:
@@ -84,7 +90,7 @@ def user_row_width(dim: int) -> int:
 
 def item_row_width(dim: int) -> int:
     """Length of an item row: vector, accumulator, bias, bias accumulator, update count."""
-    return 2 * dim + 3
+    return 2 * dim + 4
 
 
 def _njit(function):
@@ -121,8 +127,8 @@ def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_wi
         raise ValueError("ops must have 5 columns: OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL")
     if n_scores < ops.shape[0]:
         raise ValueError("scores is shorter than ops")
-    if user_width != 2 * dim + 1 or item_width != 2 * dim + 3:
-        raise ValueError("user rows must have 2*dim+1 columns and item rows 2*dim+3")
+    if user_width != 2 * dim + 1 or item_width != 2 * dim + 4:
+        raise ValueError("user rows must have 2*dim+1 columns and item rows 2*dim+4")
     for i in range(ops.shape[0]):
         kind = ops[i, OP_KIND]
         if kind != OP_SCORE and kind != OP_LEARN and kind != OP_LEARN_FN:
@@ -137,14 +143,37 @@ def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_wi
             raise ValueError("label must be 0 or 1")
 
 
+_ftrl_z = _njit(ftrl_z)
+
+
+@_njit
+def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
+    # One step of a scalar at row[at] (value), row[at + 1] (accum), row[z_at] (z): AdaGrad, or
+    # FTRL-Proximal per coordinate (McMahan et al. 2013) with alpha = rate. Under AdaGrad, z follows the
+    # value, so a model can switch to FTRL at any time (and a hot start can derive z: ftrl_z).
+    accum = row[at + 1] + grad * grad
+    if optimizer == FTRL:
+        sigma = (math.sqrt(accum) - math.sqrt(row[at + 1])) / rate
+        z = row[z_at] + grad - sigma * row[at]
+        row[z_at] = z
+        row[at + 1] = accum
+        if abs(z) <= l1:
+            row[at] = 0.0
+        else:
+            row[at] = -(z - (l1 if z > 0 else -l1)) / ((beta + math.sqrt(accum)) / rate + l2)
+    else:
+        row[at + 1] = accum
+        row[at] -= rate * grad / math.sqrt(accum)
+        row[z_at] = _ftrl_z(row[at], accum, rate, beta, l1, l2)
+
+
 @_njit
 def _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               scores):
+               optimizer, beta, l1, bias_l2, scores):
     # The update itself, without checks (callers check the batch first).
     dim = (users.shape[1] - 1) // 2
     item_bias = 2 * dim
-    item_bias_accum = 2 * dim + 1
-    item_updates = 2 * dim + 2
+    item_updates = 2 * dim + 3
     for i in range(ops.shape[0]):
         user = users[ops[i, OP_USER]]
         item = items[ops[i, OP_ITEM]]
@@ -182,31 +211,25 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, lear
         item[item_updates] += 1.0
 
         # Bias.step, for the item bias, the position term and the global bias in that order.
-        grad_sq = error * error
-        item[item_bias_accum] += grad_sq
-        item[item_bias] -= bias_learning_rate * error / math.sqrt(item[item_bias_accum])
-        term[BIAS_ACCUM] += grad_sq
-        term[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(term[BIAS_ACCUM])
+        _bias_step(item, item_bias, item_bias + 2, error, optimizer, bias_learning_rate, beta, l1, bias_l2)
+        _bias_step(term, BIAS_VALUE, BIAS_Z, error, optimizer, bias_learning_rate, beta, l1, bias_l2)
         term[BIAS_UPDATES] += 1.0
-        global_bias[BIAS_ACCUM] += grad_sq
-        global_bias[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(global_bias[BIAS_ACCUM])
+        _bias_step(global_bias, BIAS_VALUE, BIAS_Z, error, optimizer, bias_learning_rate, beta, l1, bias_l2)
         global_bias[BIAS_UPDATES] += 1.0
         if search:
             weight = text[TEXT_WEIGHT]
             grad = error * sim
-            if grad != 0.0:  # a zero gradient would leave AdaGrad's value as it is anyway
-                weight[BIAS_ACCUM] += grad * grad
-                weight[BIAS_VALUE] -= bias_learning_rate * grad / math.sqrt(weight[BIAS_ACCUM])
+            if grad != 0.0:  # a zero gradient would leave the value as it is anyway
+                _bias_step(weight, BIAS_VALUE, BIAS_Z, grad, optimizer, bias_learning_rate, beta, l1, bias_l2)
             weight[BIAS_UPDATES] += 1.0
             bias = text[TEXT_SEARCH]
-            bias[BIAS_ACCUM] += grad_sq
-            bias[BIAS_VALUE] -= bias_learning_rate * error / math.sqrt(bias[BIAS_ACCUM])
+            _bias_step(bias, BIAS_VALUE, BIAS_Z, error, optimizer, bias_learning_rate, beta, l1, bias_l2)
             bias[BIAS_UPDATES] += 1.0
 
 
 @_njit
 def run_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-            scores):
+            optimizer, beta, l1, bias_l2, scores):
     """Run `ops` in order; scores[i] = op i's click probability before its update. Mutates the arrays.
 
     Arithmetic is written in the same order as `OnlineRanker.score_then_learn` (both gradients from
@@ -218,13 +241,13 @@ def run_ops(ops, users, items, positions, global_bias, text, similarity, learnin
     _check_ops(ops, users.shape[0], items.shape[0], positions.shape[0], scores.shape[0],
                users.shape[1], items.shape[1], dim)
     if global_bias.shape[0] != BIAS_WIDTH or positions.shape[1] != BIAS_WIDTH:
-        raise ValueError("bias rows must have 3 columns: value, accum, updates")
+        raise ValueError("bias rows must have 4 columns: value, accum, updates, z")
     if text.shape[0] != TEXT_ROWS or text.shape[1] != BIAS_WIDTH:
         raise ValueError("text must be 2 bias rows: query-title weight, search bias")
     if similarity.shape[0] < ops.shape[0]:
         raise ValueError("similarity is shorter than ops")
     _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               scores)
+               optimizer, beta, l1, bias_l2, scores)
 
 
 _F64P = numba.types.CPointer(numba.types.float64)
@@ -232,7 +255,7 @@ _I64P = numba.types.CPointer(numba.types.int64)
 _NATIVE_SIGNATURE = numba.types.void(
     _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
     numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, numba.types.float64, numba.types.float64,
-    numba.types.float64, _F64P,
+    numba.types.float64, numba.types.int64, numba.types.float64, numba.types.float64, numba.types.float64, _F64P,
 )
 
 
@@ -245,7 +268,8 @@ def _cfunc(function):
 
 @_cfunc
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
-                    n_positions, global_p, text_p, similarity_p, learning_rate, bias_learning_rate, l2, scores_p):
+                    n_positions, global_p, text_p, similarity_p, learning_rate, bias_learning_rate, l2, optimizer,
+                    beta, l1, bias_l2, scores_p):
     # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
     # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
     # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
@@ -260,7 +284,7 @@ def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items
     similarity = numba.carray(similarity_p, (n_ops,))
     scores = numba.carray(scores_p, (n_ops,))
     _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               scores)
+               optimizer, beta, l1, bias_l2, scores)
 
 
 
@@ -338,12 +362,25 @@ class ModelArrays:
 
     def new_bias_row(self) -> np.ndarray:
         """A new position term: 0, accumulator at init_accumulator, no updates."""
-        return np.array([0.0, self.config.init_accumulator, 0.0])
+        return self.bias_row(0.0, self.config.init_accumulator, 0)
 
     def initial_global_bias(self) -> np.ndarray:
         """The global bias before learning: logit(prior_ctr), as `ItemSide` starts it."""
         prior = self.config.prior_ctr
-        return np.array([math.log(prior / (1 - prior)), self.config.init_accumulator, 0.0])
+        return self.bias_row(math.log(prior / (1 - prior)), self.config.init_accumulator, 0)
+
+    def bias_row(self, value: float, accum: float, updates: float) -> np.ndarray:
+        """A bias row, its FTRL z derived from value and accumulator."""
+        return np.array([value, accum, float(updates), self.config.ftrl_z(value, accum)])
+
+    def upgraded(self, values: np.ndarray, width: int) -> np.ndarray:
+        """A row stored before rows had FTRL's z (one column shorter), with z derived; others as they are."""
+        if values.shape[0] != width - 1:
+            return values
+        if width == BIAS_WIDTH:
+            return self.bias_row(*values)
+        z = self.config.ftrl_z(values[ITEM_BIAS + 1], values[ITEM_BIAS_ACCUM + 1])
+        return np.concatenate([values[:-1], [z], values[-1:]])
 
     # Appending entities.
 
@@ -423,7 +460,8 @@ class ModelArrays:
             ops.ctypes.data, ops.shape[0], users.ctypes.data, self.n_users, users.shape[1], items.ctypes.data,
             self.n_items, items.shape[1], positions.ctypes.data, self.n_positions, self.global_bias.ctypes.data,
             self.text.ctypes.data, similarity.ctypes.data, float(cfg.learning_rate), float(cfg.bias_learning_rate),
-            float(cfg.l2), scores.ctypes.data,
+            float(cfg.l2), FTRL if cfg.bias_optimizer == "ftrl" else ADAGRAD, float(cfg.ftrl_beta), float(cfg.ftrl_l1),
+            float(cfg.ftrl_l2), scores.ctypes.data,
         )
         return scores
 
@@ -431,7 +469,8 @@ class ModelArrays:
 # The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
 # during the call, like any Python call (see _run_ops_native for why the lock matters here).
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _F, _F, _F, _P)(
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _F, _F, _F, _N, _F, _F, _F,
+                                 _P)(
     _run_ops_native.address)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 DECIDED_MODE, IMPRESSION_MODE = "decided", "impression"
 LEARNING_MODES = (DECIDED_MODE, IMPRESSION_MODE)
+OPTIMIZERS = ("adagrad", "ftrl")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class LearnerConfig:
     """Model hyper-parameters; names carry their meaning, not their units (all unitless)."""
 
     dim: int = 32
-    learning_rate: float = 0.1
+    learning_rate: float = 0.2
     bias_learning_rate: float = 0.2
     l2: float = 1e-4
     init_accumulator: float = 0.1
@@ -40,11 +41,33 @@ class LearnerConfig:
     # When an example is learned: DECIDED_MODE, once its label is decided (a positive at its click, a
     # negative when its window closes); IMPRESSION_MODE, as a negative the moment it is shown and again
     # as a positive when its click arrives, with fake-negative weights (udfs.learner_kernel).
-    learning_mode: str = "decided"
+    learning_mode: str = "impression"
+    # The optimizer of the scalar parameters (item biases, position terms, global bias, text weights):
+    # "adagrad", or "ftrl" (FTRL-Proximal, McMahan et al. 2013, per coordinate, alpha =
+    # bias_learning_rate, with L1 and L2). Vectors learn with AdaGrad.
+    bias_optimizer: str = "adagrad"
+    ftrl_beta: float = 1.0
+    ftrl_l1: float = 0.0
+    ftrl_l2: float = 0.0
 
     def __post_init__(self) -> None:
         if self.learning_mode not in LEARNING_MODES:
             raise ValueError(f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}")
+        if self.bias_optimizer not in OPTIMIZERS:
+            raise ValueError(f"bias_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.bias_optimizer!r}")
+
+    def ftrl_z(self, value: float, accum: float) -> float:
+        """FTRL's z for a scalar at `value` with accumulator `accum` under this configuration."""
+        return ftrl_z(value, accum, self.bias_learning_rate, self.ftrl_beta, self.ftrl_l1, self.ftrl_l2)
+
+
+def ftrl_z(value: float, accum: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+    """The FTRL-Proximal z whose weight is `value` at accumulator `accum` (0 for a weight of 0, the
+    middle of the L1 dead zone). Compiled as is for the kernel (udfs.learner_kernel)."""
+    if value == 0.0:
+        return 0.0
+    scale = (beta + math.sqrt(accum)) / alpha + l2
+    return -value * scale - (l1 if value > 0 else -l1)
 
 
 def sigmoid(z: float) -> float:
@@ -55,19 +78,35 @@ def sigmoid(z: float) -> float:
 
 
 class Bias:
-    """A scalar parameter with its AdaGrad accumulator."""
+    """A scalar parameter with its accumulator (AdaGrad's, or FTRL's n) and FTRL's z."""
 
-    __slots__ = ("value", "accum", "updates", "dirty")
+    __slots__ = ("value", "accum", "updates", "dirty", "z")
 
-    def __init__(self, value: float = 0.0, accum: float = 0.0, updates: int = 0) -> None:
+    def __init__(self, value: float = 0.0, accum: float = 0.0, updates: int = 0, z: float = 0.0) -> None:
         self.value = value
         self.accum = accum
         self.updates = updates
         self.dirty = False
+        self.z = z
 
-    def step(self, grad: float, learning_rate: float) -> None:
-        self.accum += grad * grad
-        self.value -= learning_rate * grad / math.sqrt(self.accum)
+    def step(self, grad: float, learning_rate: float, ftrl: tuple[float, float, float] = (1.0, 0.0, 0.0),
+             optimizer: str = "adagrad") -> None:
+        """AdaGrad, or FTRL-Proximal with alpha = learning_rate and `ftrl` = (beta, l1, l2); z follows
+        the value under AdaGrad too (as the kernel keeps it)."""
+        accum = self.accum + grad * grad
+        beta, l1, l2 = ftrl
+        if optimizer == "ftrl":
+            sigma = (math.sqrt(accum) - math.sqrt(self.accum)) / learning_rate
+            self.z += grad - sigma * self.value
+            self.accum = accum
+            if abs(self.z) <= l1:
+                self.value = 0.0
+            else:
+                self.value = -(self.z - (l1 if self.z > 0 else -l1)) / ((beta + math.sqrt(accum)) / learning_rate + l2)
+        else:
+            self.accum = accum
+            self.value -= learning_rate * grad / math.sqrt(accum)
+            self.z = ftrl_z(self.value, accum, learning_rate, beta, l1, l2)
         self.updates += 1
         self.dirty = True
 
@@ -102,7 +141,8 @@ class ItemSide:
         self.embeddings = embeddings or {}
         self.items: dict[str, ItemParams] = {}
         self.positions: dict[int, Bias] = {}
-        self.global_bias = Bias(math.log(config.prior_ctr / (1 - config.prior_ctr)), config.init_accumulator)
+        prior = math.log(config.prior_ctr / (1 - config.prior_ctr))
+        self.global_bias = Bias(prior, config.init_accumulator, 0, config.ftrl_z(prior, config.init_accumulator))
         self.text_weight = Bias(accum=config.init_accumulator)  # of the query-title similarity
         self.search_bias = Bias(accum=config.init_accumulator)
         self._projections: dict[int, np.ndarray] = {}
@@ -148,7 +188,7 @@ class ItemSide:
             if item is None:
                 self.items[record["entity_id"]] = ItemParams(
                     remote, np.asarray(record["vector_accum"], dtype=np.float64),
-                    Bias(record["bias"], record["bias_accum"]), record["updates"])
+                    self.bias_of(record), record["updates"])
                 return True
             item.vector = (item.vector + remote) / 2
             item.accum = np.maximum(item.accum, np.asarray(record["vector_accum"], dtype=np.float64))
@@ -161,7 +201,13 @@ class ItemSide:
             return False
         bias.value = (bias.value + record["bias"]) / 2
         bias.accum = max(bias.accum, record["bias_accum"])
+        bias.z = self.config.ftrl_z(bias.value, bias.accum)
         return True
+
+    def bias_of(self, record: dict) -> Bias:
+        """The scalar of a snapshot record (FTRL's z derived: snapshots publish value and accumulator)."""
+        return Bias(record["bias"], record["bias_accum"], record["updates"],
+                    self.config.ftrl_z(record["bias"], record["bias_accum"]))
 
     def position(self, position: int) -> Bias:
         term = self.positions.get(position)
@@ -265,14 +311,15 @@ class OnlineRanker:
         item.vector -= cfg.learning_rate * item_grad / np.sqrt(item.accum)
         item.updates += 1
         item.dirty = True
-        item.bias.step(error, cfg.bias_learning_rate)
-        term.step(error, cfg.bias_learning_rate)
-        glob.step(error, cfg.bias_learning_rate)
+        ftrl, rate, optimizer = (cfg.ftrl_beta, cfg.ftrl_l1, cfg.ftrl_l2), cfg.bias_learning_rate, cfg.bias_optimizer
+        item.bias.step(error, rate, ftrl, optimizer)
+        term.step(error, rate, ftrl, optimizer)
+        glob.step(error, rate, ftrl, optimizer)
         if similarity is not None and similarity == similarity:
             weight = self.item_side.text_weight
             if error * similarity != 0.0:
-                weight.step(error * similarity, cfg.bias_learning_rate)
+                weight.step(error * similarity, rate, ftrl, optimizer)
             else:
                 weight.updates += 1
-            self.item_side.search_bias.step(error, cfg.bias_learning_rate)
+            self.item_side.search_bias.step(error, rate, ftrl, optimizer)
         return score

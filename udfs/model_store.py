@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from udfs.learner_math import Bias, ItemParams, ItemSide, LearnerConfig, UserCodec, sigmoid
+from udfs.learner_math import ItemParams, ItemSide, LearnerConfig, UserCodec, sigmoid
 from udfs.text_features import CODE_DIM, TextFeatures, TitleMap
 
 USER, ITEM, POSITION, GLOBAL, TEXT = "USER", "ITEM", "POSITION", "GLOBAL", "TEXT"
@@ -181,17 +181,17 @@ class ModelStore:
                 side.items[entity_id] = ItemParams(
                     np.asarray(record["vector"], dtype=np.float64),
                     np.asarray(record["vector_accum"], dtype=np.float64),
-                    Bias(record["bias"], record["bias_accum"]),
+                    side.bias_of(record),
                     record["updates"],
                 )
             elif entity_type == POSITION:
-                side.positions[int(entity_id)] = Bias(record["bias"], record["bias_accum"], record["updates"])
+                side.positions[int(entity_id)] = side.bias_of(record)
             elif entity_type == GLOBAL:
-                side.global_bias = Bias(record["bias"], record["bias_accum"], record["updates"])
+                side.global_bias = side.bias_of(record)
             elif entity_type == TEXT and entity_id == TEXT_WEIGHT_ID:
-                side.text_weight = Bias(record["bias"], record["bias_accum"], record["updates"])
+                side.text_weight = side.bias_of(record)
             elif entity_type == TEXT and entity_id == SEARCH_BIAS:
-                side.search_bias = Bias(record["bias"], record["bias_accum"], record["updates"])
+                side.search_bias = side.bias_of(record)
         return side
 
     def title_map_array(self) -> np.ndarray | None:
