@@ -84,3 +84,36 @@ def test_every_learner_is_scored_on_the_same_examples(results) -> None:
     assert results["delays"]["freshrank impression, ftrl"] == (0.0, 0.0)
     assert results["delays"]["freshrank decided, adagrad"][1] > 59
     assert all(len(curve) == 20 and not np.isnan(curve[-1]) for curve in results["curves"].values())
+
+
+def test_a_replays_examples_are_evaluated_beside_the_anchors(tmp_path) -> None:
+    import orjson
+
+    from tools.compare import run_evaluate_replay
+    from tools.generate import generate
+    from tools.offline_learner import event_rows, learn_offline
+
+    gen = GeneratorConfig(n_impressions=4000, n_users=100, n_items=80, seed=9, window_s=60.0,
+                          click_delay_median_s=8.0, requests_per_s=2.0)
+    config = JobConfig(window_s=60.0, max_disorder_s=3.0, learner=LearnerConfig(dim=8), text_encoder="none")
+    stream = generate(gen)
+    examples, _ = learn_offline(event_rows(stream, config.max_disorder_ms), config.learner, config.window_ms,
+                                config.retention_ms)
+    (tmp_path / "replay" / "examples").mkdir(parents=True)  # laid out as `freshrank replay --out` writes it
+    (tmp_path / "replay" / "examples" / "part-0.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n"
+                                                                             for e in examples))
+    oracle = tmp_path / "oracle.jsonl"
+    oracle.write_bytes(b"".join(orjson.dumps({"impression_id": i, "p": p}) + b"\n" for i, p in stream.oracle.items()))
+    results = run_evaluate_replay(tmp_path / "out", tmp_path / "replay", config, oracle)
+    rows = results["rows"]
+    assert results["examples"] == len(examples)
+    assert set(rows) == {"freshrank (the replay's scores)", "popularity", "oracle", *anchors()}
+    own = rows["freshrank (the replay's scores)"]["all"]["auc"]
+    assert own == pytest.approx(auc_of(examples))
+    assert rows["oracle"]["all"]["auc"] > own > rows["popularity"]["all"]["auc"] - 0.05
+
+
+def auc_of(examples: list[dict]) -> float:
+    from tools.evaluate import auc
+
+    return auc([e["label"] for e in examples], [e["score"] for e in examples])

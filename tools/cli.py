@@ -67,6 +67,14 @@ def _generator_config(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tools.compare import run_evaluate
 
+    if args.examples:
+        from tools.compare import run_evaluate_replay
+
+        if not (Path(args.examples) / "examples").is_dir():
+            raise UsageError(f"--examples: {args.examples} has no examples/ folder (pass a replay's --out folder)")
+        run_evaluate_replay(Path(args.out), Path(args.examples), job_config(args),
+                            Path(args.oracle) if args.oracle else None)
+        return 0
     if args.n_impressions < 1000:
         raise UsageError("--impressions: at least 1000, or the metrics say nothing")
     run_evaluate(Path(args.out), args.seeds, args.n_impressions, job_config(args))
@@ -395,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one generated stream per seed (default %(default)s)")
     evaluate.add_argument("--impressions", dest="n_impressions", type=int, default=200_000,
                           help="impressions per stream (default %(default)s)")
+    evaluate.add_argument("--examples", metavar="REPLAY_OUT",
+                          help="instead: the anchors on a replay's labeled examples (its --out folder), beside the "
+                               "replay's own scores; --window must be the replay's")
+    evaluate.add_argument("--oracle", metavar="FILE", help="with --examples: oracle.jsonl of a generated stream")
     add_job_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -175,19 +175,42 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
         results["curves"][name] = learning_curve(labels, scores)
         results["delays"][name] = feedback_delays(examples, config.window_ms, mode)
     assert reference is not None
-    labels = np.array([e["label"] for e in reference], dtype=np.float64)
-    schedule = delayed_schedule(reference, config.window_ms)
+    _add_reference_rows(results, reference, config, stream.oracle)
+    return results
+
+
+def _add_reference_rows(results: dict[str, Any], examples: list[Example], config: JobConfig,
+                        oracle: dict[str, float] | None) -> None:
+    """The anchors, popularity and (with `oracle`) the oracle on time-ordered `examples`."""
+    labels = np.array([e["label"] for e in examples], dtype=np.float64)
+    schedule = delayed_schedule(examples, config.window_ms)
     for name, factory in anchors().items():
         print(f"  {name} ...")
-        scores, seconds = run_anchor(factory(), reference, schedule)
-        results["rows"][name] = _row(reference, labels, scores, config, len(reference) / seconds)
+        scores, seconds = run_anchor(factory(), examples, schedule)
+        results["rows"][name] = _row(examples, labels, scores, config, len(examples) / seconds)
         results["curves"][name] = learning_curve(labels, scores)
-    scores = np.asarray(popularity_scores(reference))
-    results["rows"]["popularity"] = _row(reference, labels, scores, config, math.nan)
-    oracle = np.array([stream.oracle[e["impression_id"]] for e in reference])
-    results["rows"]["oracle"] = _row(reference, labels, oracle, config, math.nan)
-    results["curves"]["oracle"] = learning_curve(labels, oracle)
-    results["examples"] = len(reference)
+    results["rows"]["popularity"] = _row(examples, labels, np.asarray(popularity_scores(examples)), config,
+                                         math.nan)
+    if oracle:
+        known = [i for i, e in enumerate(examples) if e["impression_id"] in oracle]
+        truth = np.array([oracle[examples[i]["impression_id"]] for i in known])
+        results["rows"]["oracle"] = _row([examples[i] for i in known], labels[known], truth, config, math.nan)
+        results["curves"]["oracle"] = learning_curve(labels[known], truth)
+    results["examples"] = len(examples)
+
+
+def evaluate_examples(examples: list[Example], config: JobConfig, oracle: dict[str, float] | None = None,
+                      name: str = "freshrank (the replay's scores)") -> dict[str, Any]:
+    """The anchors on a replay's labeled examples (its `examples/` output), beside the replay's own
+    progressive scores; with `oracle` (impression id -> true click probability), the oracle's row."""
+    examples = sorted(examples, key=lambda e: (e["impression_time"], e["impression_id"]))
+    if not examples:
+        raise ValueError("no labeled examples to evaluate")
+    labels = np.array([e["label"] for e in examples], dtype=np.float64)
+    scores = np.array([e["score"] for e in examples], dtype=np.float64)
+    results: dict[str, Any] = {"rows": {name: _row(examples, labels, scores, config, math.nan)},
+                               "curves": {name: learning_curve(labels, scores)}, "delays": {}}
+    _add_reference_rows(results, examples, config, oracle)
     return results
 
 
@@ -198,8 +221,8 @@ def _row(examples: Sequence[Example], labels: np.ndarray, scores: np.ndarray, co
     return {"all": metrics(labels, scores), "after": metrics(labels[after], scores[after]), "examples_per_s": rate}
 
 
-def format_results(seed: int, results: dict[str, Any]) -> str:
-    lines = [f"seed {seed}: {results['examples']:,} examples; progressive (each scored before it is learned)",
+def format_results(title: str, results: dict[str, Any]) -> str:
+    lines = [f"{title}: {results['examples']:,} examples; progressive (each scored before it is learned)",
              f"{'':34s} {'all examples':^30s}  {'after warm-up':^30s}",
              f"{'':34s} {'AUC':>7s} {'NE':>7s} {'logloss':>7s} {'calib':>6s}  "
              f"{'AUC':>7s} {'NE':>7s} {'logloss':>7s} {'calib':>6s} {'examples/s':>11s}"]
@@ -209,9 +232,10 @@ def format_results(seed: int, results: dict[str, Any]) -> str:
         lines.append(f"{name:34s} {a['auc']:7.4f} {a['ne']:7.4f} {a['logloss']:7.4f} {a['calibration']:6.3f}  "
                      f"{b['auc']:7.4f} {b['ne']:7.4f} {b['logloss']:7.4f} {b['calibration']:6.3f} "
                      f"{'' if math.isnan(rate) else f'{rate:11,.0f}'}")
-    lines.append("delay from an impression to its first effect on the model (event time, s): "
-                 + "; ".join(f"{name}: p50 {p50:,.0f} p99 {p99:,.0f}"
-                             for name, (p50, p99) in results["delays"].items()))
+    if results["delays"]:
+        lines.append("delay from an impression to its first effect on the model (event time, s): "
+                     + "; ".join(f"{name}: p50 {p50:,.0f} p99 {p99:,.0f}"
+                                 for name, (p50, p99) in results["delays"].items()))
     return "\n".join(lines)
 
 
@@ -227,7 +251,7 @@ def plot_curves(all_results: dict[int, dict[str, Any]], png: Path) -> Path | Non
     for ax, (seed, results) in zip(axes[0], all_results.items(), strict=True):
         for name, curve in results["curves"].items():
             ax.plot(np.linspace(0, 100, len(curve)), curve, label=name, linestyle="--" if name == "oracle" else "-")
-        ax.set_title(f"seed {seed}")
+        ax.set_title(str(seed))
         ax.set_xlabel("share of the stream (%)")
         ax.set_ylabel("progressive AUC")
         ax.grid(alpha=0.3)
@@ -239,6 +263,25 @@ def plot_curves(all_results: dict[int, dict[str, Any]], png: Path) -> Path | Non
     return png
 
 
+def run_evaluate_replay(out_dir: Path, replay_dir: Path, config: JobConfig, oracle_file: Path | None = None
+                        ) -> dict[str, Any]:
+    """The anchors on a replay's examples (`freshrank replay --out DIR`): prints the table, writes the PNG."""
+    from job.replay import read_output
+
+    examples = read_output(replay_dir, "examples")
+    oracle = None
+    if oracle_file is not None:
+        import orjson
+
+        oracle = {r["impression_id"]: r["p"] for r in map(orjson.loads, oracle_file.read_bytes().splitlines()) if r}
+    print(f"{len(examples):,} examples from {replay_dir} ...")
+    results = evaluate_examples(examples, config, oracle)
+    print(format_results(str(replay_dir), results))
+    png = plot_curves({str(replay_dir): results}, out_dir / "learning-curves.png")
+    print(f"learning curves: {png}" if png else "learning curves: install the plots extra for the PNG")
+    return results
+
+
 def run_evaluate(out_dir: Path, seeds: Sequence[int], n_impressions: int, config: JobConfig
                  ) -> dict[int, dict[str, Any]]:
     """Evaluate on one generated stream per seed; prints the tables, writes the PNG, returns the results."""
@@ -247,7 +290,7 @@ def run_evaluate(out_dir: Path, seeds: Sequence[int], n_impressions: int, config
         print(f"seed {seed}: {n_impressions:,} impressions, window {config.window_s:g} s ...")
         gen = GeneratorConfig(n_impressions=n_impressions, seed=seed, window_s=config.window_s)
         all_results[seed] = evaluate_stream(gen, config)
-        print(format_results(seed, all_results[seed]))
+        print(format_results(f"seed {seed}", all_results[seed]))
         print()
     png = plot_curves(all_results, out_dir / "learning-curves.png")
     print(f"learning curves: {png}" if png else "learning curves: install the plots extra for the PNG")
