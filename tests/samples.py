@@ -37,6 +37,7 @@ SAMPLES = {
         "watermark": 1_699_999_999_000,
         "created_at": 1_700_000_002_000,
         "replica": 2,
+        "bias_z": 3.5,
     },
     "Metric": {
         "name": "logloss",

@@ -290,3 +290,26 @@ def test_the_worker_interpreter_collects_young_objects_rarely_and_freezes_start_
     finally:
         gc.unfreeze()
         gc.set_threshold(*saved)
+
+
+def test_ftrl_state_travels_in_snapshots_for_a_hot_start(rows):
+    """Snapshot records carry FTRL's z (bias_z): a hot start resumes each scalar's z exactly, also
+    inside the L1 dead zone, where deriving it from the value would lose it."""
+    from udfs.learner_kernel import ITEM_BIAS, ITEM_BIAS_Z
+    from udfs.model_store import ModelStore
+
+    config = LearnerConfig(dim=8, bias_optimizer="ftrl", ftrl_l1=2.0)
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), config, 30_000, 0, new_state())
+    learner.process_batch(rows[: len(rows) // 2], now_ms=0)
+    records = learner.snapshot(1_800_000_000_000)
+    assert all(r["bias_z"] is not None for r in records if r["entity_type"] != "USER")
+    resumed = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), config, 30_000, 0, new_state(),
+                               initial_model=ModelStore().apply_all(records))
+    items = [r["entity_id"] for r in records if r["entity_type"] == "ITEM"]
+    dead_zone = 0
+    for item_id in items:
+        before = learner.model.items[learner.model.item_rows[item_id]]
+        after = resumed.model.items[resumed._item_row(item_id)]
+        assert after[ITEM_BIAS] == before[ITEM_BIAS] and after[ITEM_BIAS_Z] == before[ITEM_BIAS_Z]
+        dead_zone += before[ITEM_BIAS] == 0.0 and before[ITEM_BIAS_Z] != 0.0
+    assert dead_zone > 0  # the case a derived z would get wrong is there

@@ -166,3 +166,12 @@ def test_encode_rejects_bad_records() -> None:
         encode("Click", dict(SAMPLES["Click"], event_time="yesterday"))
     with pytest.raises(WireError, match="cannot encode Click"):
         encode("Click", {"impression_id": "imp-1"})
+
+
+def test_snapshot_records_written_before_bias_z_still_decode() -> None:
+    from udfs.schemas import previous_schemas
+
+    older = previous_schemas("ModelSnapshot")
+    assert older and all("bias_z" not in [f["name"] for f in schema["fields"]] for schema in older)
+    record = {k: v for k, v in SAMPLES["ModelSnapshot"].items() if k != "bias_z"}
+    assert WireDecoder("ModelSnapshot").decode(message(older[-1], record)) == dict(record, bias_z=None)

@@ -413,16 +413,16 @@ class BatchJoinLearner:
             elif kind == "I":
                 row = self.model.items[self._item_row(entity_id)]
                 records.append(_record(common, ITEM, entity_id, row[:dim], row[dim:2 * dim], row[ITEM_BIAS],
-                                       row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES]))
+                                       row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES], row[ITEM_BIAS_Z]))
             elif kind == "P":
                 row = self.model.positions[self._position_row(int(entity_id))]
                 records.append(_record(common, POSITION, entity_id, None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
-                                       row[BIAS_UPDATES]))
+                                       row[BIAS_UPDATES], row[BIAS_Z]))
             elif kind == "T":
                 for entity_id, row in ((TEXT_WEIGHT_ID, self.model.text[TEXT_WEIGHT]),
                                        (SEARCH_BIAS, self.model.text[TEXT_SEARCH])):
                     records.append(_record(common, TEXT, entity_id, None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
-                                           row[BIAS_UPDATES]))
+                                           row[BIAS_UPDATES], row[BIAS_Z]))
             elif kind == "M":
                 title_map = self.title_map
                 statistics = np.concatenate([title_map.gram.ravel(), title_map.cross.ravel()])
@@ -431,7 +431,7 @@ class BatchJoinLearner:
             else:
                 row = self.model.global_bias
                 records.append(_record(common, GLOBAL, "global", None, None, row[BIAS_VALUE], row[BIAS_ACCUM],
-                                       row[BIAS_UPDATES]))
+                                       row[BIAS_UPDATES], row[BIAS_Z]))
         problem = self.guard.problem(records)
         if problem is not None:
             held = self.guard.held
@@ -446,7 +446,8 @@ class BatchJoinLearner:
 
 
 def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np.ndarray | None,
-            accum: np.ndarray | None, bias: float, bias_accum: float, updates: float) -> dict[str, Any]:
+            accum: np.ndarray | None, bias: float, bias_accum: float, updates: float,
+            bias_z: float | None = None) -> dict[str, Any]:
     return {
         **common,
         "entity_type": entity_type,
@@ -456,6 +457,7 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
         "bias": float(bias),
         "bias_accum": float(bias_accum),
         "updates": int(updates),
+        "bias_z": None if bias_z is None else float(bias_z),
     }
 
 

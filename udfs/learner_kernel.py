@@ -150,7 +150,7 @@ _ftrl_z = _njit(ftrl_z)
 def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
     # One step of a scalar at row[at] (value), row[at + 1] (accum), row[z_at] (z): AdaGrad, or
     # FTRL-Proximal per coordinate (McMahan et al. 2013) with alpha = rate. Under AdaGrad, z follows the
-    # value, so a model can switch to FTRL at any time (and a hot start can derive z: ftrl_z).
+    # value, so a model can switch to FTRL at any time (and z can be derived for old records: ftrl_z).
     accum = row[at + 1] + grad * grad
     if optimizer == FTRL:
         sigma = (math.sqrt(accum) - math.sqrt(row[at + 1])) / rate

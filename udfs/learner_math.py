@@ -205,9 +205,11 @@ class ItemSide:
         return True
 
     def bias_of(self, record: dict) -> Bias:
-        """The scalar of a snapshot record (FTRL's z derived: snapshots publish value and accumulator)."""
+        """The scalar of a snapshot record, with its FTRL z (derived from value and accumulator when the
+        record has none: written before records carried it)."""
+        z = record.get("bias_z")
         return Bias(record["bias"], record["bias_accum"], record["updates"],
-                    self.config.ftrl_z(record["bias"], record["bias_accum"]))
+                    self.config.ftrl_z(record["bias"], record["bias_accum"]) if z is None else z)
 
     def position(self, position: int) -> Bias:
         term = self.positions.get(position)

@@ -82,6 +82,10 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
     for name in _INT_FIELDS:
         if type(record[name]) is not int:
             return f"{name} is {type(record[name]).__name__}, not an integer"
+    if record.get("bias_z") is not None:
+        problem = _number_problem("bias_z", record["bias_z"], positive=False)
+        if problem is not None:
+            return problem
     if kind == TEXT:
         return _text_problem(record, dim)
     vector = record["vector"]

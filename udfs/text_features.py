@@ -87,14 +87,23 @@ class TextFeatures:
         return np.array([self.title_code(i) for i in item_ids]).reshape(len(item_ids), CODE_DIM)
 
     def similarities(self, queries: Sequence[str | None], item_ids: Sequence[str]) -> np.ndarray:
-        """Cosine of query and title embeddings per pair; NaN without a query, 0 without a title."""
+        """Cosine of query and title embeddings per pair; NaN without a query, 0 without a title.
+
+        Each distinct query and title is looked up once per call (a batch repeats them heavily)."""
         out = np.full(len(queries), np.nan)
-        searches = [n for n, query in enumerate(queries) if query]
+        query_index: dict[str, int] = {}
+        item_index: dict[str, int] = {}
+        searches, query_of, item_of = [], [], []
+        for n, (query, item_id) in enumerate(zip(queries, item_ids, strict=True)):
+            if query:
+                searches.append(n)
+                query_of.append(query_index.setdefault(query, len(query_index)))
+                item_of.append(item_index.setdefault(item_id, len(item_index)))
         if not searches:
             return out
-        query_rows = self.queries.encode([queries[n] for n in searches])
-        title_rows = self.title_embeddings([item_ids[n] for n in searches])
-        out[searches] = np.einsum("ij,ij->i", query_rows, title_rows, dtype=np.float64)
+        query_rows = self.queries.encode(list(query_index))
+        title_rows = self.title_embeddings(list(item_index))
+        out[searches] = np.einsum("ij,ij->i", query_rows[query_of], title_rows[item_of], dtype=np.float64)
         return out
 
 
