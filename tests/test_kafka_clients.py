@@ -300,6 +300,7 @@ def snapshot(entity_type: str, entity_id: str, version: int, vector: list[float]
         "watermark": version - 1000,
         "created_at": NOW_MS - 5_000 + version % 1000,
         "replica": 0,
+        "bias_z": None,
     }
 
 

@@ -86,8 +86,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.requests < 100:
         raise UsageError("--requests: at least 100")
-    run_simulation(Path(args.out), SimulationConfig(n_requests=args.requests, seed=args.seed,
-                                                    freeze_after_s=args.freeze_after), job_config(args))
+    sim = SimulationConfig(n_requests=args.requests, seed=args.seed, freeze_after_s=args.freeze_after)
+    if args.kafka:
+        from tools.simulate_kafka import run_kafka_simulation
+
+        if args.speedup <= 0:
+            raise UsageError("--speedup: must be positive")
+        run_kafka_simulation(Path(args.out), sim, job_config(args), speedup=args.speedup, bootstrap=args.bootstrap)
+        return 0
+    run_simulation(Path(args.out), sim, job_config(args))
     return 0
 
 
@@ -418,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=7)
     simulate.add_argument("--freeze-after", type=float, default=3600.0,
                           help="event-time seconds after which the frozen policy's model stops (default %(default)s)")
+    simulate.add_argument("--kafka", action="store_true",
+                          help="the freshrank policy is the Flink job on a Kafka broker (started unless --bootstrap): "
+                               "impressions and clicks go to its topics, rankings read its snapshot topic")
+    simulate.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
+    simulate.add_argument("--speedup", type=float, default=30.0,
+                          help="with --kafka: event time runs this many times faster than the wall clock "
+                               "(default %(default)s)")
     add_job_options(simulate)
     simulate.set_defaults(func=cmd_simulate)
 

@@ -129,37 +129,105 @@ def draw_requests(cfg: GeneratorConfig, world: World, sim: SimulationConfig, tex
     return Requests(time_ms, user, query_cat, query, pool, click_draw, np.maximum(1, np.round(delay)).astype(np.int64))
 
 
+class Ids:
+    """The world's user and item ids, and the events of what a policy showed."""
+
+    def __init__(self, users: int, items: int) -> None:
+        self.users = [f"u{i:06d}" for i in range(users)]
+        self.items = [f"sku{i:06d}" for i in range(items)]
+
+    def events(self, r: int, requests: Requests, shown: np.ndarray, top: np.ndarray, hit: np.ndarray
+               ) -> tuple[list[list], list[tuple[int, list]]]:
+        """Impression events of request `r` and (click time, click event) of its clicked items."""
+        now, user = int(requests.time_ms[r]), self.users[requests.user[r]]
+        impressions, clicks = [], []
+        for position, item in enumerate(shown, 1):
+            impression_id = f"r{r}-{position}"
+            impressions.append([IMPRESSION, impression_id, f"r{r}", user, self.items[item], requests.query[r],
+                                position, now])
+            if hit[position - 1]:
+                at = now + int(requests.click_delay_ms[r, top[position - 1]])
+                clicks.append((at, [CLICK, impression_id, user, self.items[item], at]))
+        return impressions, clicks
+
+    def order_by(self, scores: list[float | None]) -> np.ndarray:
+        """Candidate indices by descending model score; unknown items (None) last, in pool order."""
+        return np.array(sorted(range(len(scores)), key=lambda n: (scores[n] is None, -(scores[n] or 0.0), n)))
+
+
+class OraclePolicy:
+    def __init__(self, clicks: TrueClicks) -> None:
+        self.clicks = clicks
+
+    def order(self, r: int, requests: Requests) -> np.ndarray:
+        return np.argsort(-self.clicks.item_logits(r, requests, requests.pool[r]), kind="stable")
+
+    def observe(self, r: int, requests: Requests, shown: np.ndarray, top: np.ndarray, hit: np.ndarray) -> None:
+        pass
+
+
+class RandomPolicy(OraclePolicy):
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 4])
+
+    def order(self, r: int, requests: Requests) -> np.ndarray:
+        return self.rng.permutation(requests.pool.shape[1])
+
+
+class PopularityPolicy:
+    """Items by their smoothed click rate so far (clicks count once they have happened)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.shows = np.zeros(n_items)
+        self.clicks = np.zeros(n_items)
+        self.pending: list[tuple[int, int]] = []  # (click time, item)
+
+    def order(self, r: int, requests: Requests) -> np.ndarray:
+        now, pool = int(requests.time_ms[r]), requests.pool[r]
+        while self.pending and self.pending[0][0] <= now:
+            self.clicks[heapq.heappop(self.pending)[1]] += 1
+        mean = (self.clicks.sum() + 1) / (self.shows.sum() + 2)
+        return np.argsort(-(self.clicks[pool] + 10 * mean) / (self.shows[pool] + 10), kind="stable")
+
+    def observe(self, r: int, requests: Requests, shown: np.ndarray, top: np.ndarray, hit: np.ndarray) -> None:
+        self.shows[shown] += 1
+        for slot in np.nonzero(hit)[0]:
+            at = int(requests.time_ms[r]) + int(requests.click_delay_ms[r, top[slot]])
+            heapq.heappush(self.pending, (at, int(shown[slot])))
+
+
 class FreshrankPolicy:
     """The job's learner core learning from the policy's own traffic; serving reads its snapshots."""
 
-    def __init__(self, config: JobConfig, titles: dict[str, str], freeze_at_ms: int | None) -> None:
+    def __init__(self, config: JobConfig, titles: dict[str, str], ids: Ids, sim: SimulationConfig,
+                 freeze_at_ms: int | None) -> None:
         encoder = make_encoder(config.text_encoder)
         text = TextFeatures(encoder, titles) if encoder is not None else None
         self.learner = BatchJoinLearner(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                                         60_000, 0, memory_state(), text=text)
         self.store = ModelStore(TextFeatures(encoder, titles) if encoder is not None else None)
-        self.freeze_at_ms = freeze_at_ms
+        self.ids, self.sim, self.freeze_at_ms = ids, sim, freeze_at_ms
         self.rows: list[list] = []
         self.pending: list[tuple[int, int, list]] = []  # heap of (click time, order, event)
-        self.order = 0
+        self.sequence = 0
         self.last_learned_ms: int | None = None
         self.last_snapshot_ms: int | None = None
 
-    def rank(self, user_id: str, candidates: list[str], query: str | None) -> list[str]:
-        scores = self.store.scores(user_id, candidates, query)
-        keyed = [(-(s if s is not None else -1.0), n) for n, s in enumerate(scores)]
-        return [candidates[n] for _, n in sorted(keyed)]
+    def order(self, r: int, requests: Requests) -> np.ndarray:
+        ids = [self.ids.items[i] for i in requests.pool[r]]
+        return self.ids.order_by(self.store.scores(self.ids.users[requests.user[r]], ids, requests.query[r]))
 
-    def observe(self, now_ms: int, impressions: list[list], clicks: list[tuple[int, list]],
-                sim: SimulationConfig) -> None:
+    def observe(self, r: int, requests: Requests, shown: np.ndarray, top: np.ndarray, hit: np.ndarray) -> None:
+        now_ms, sim = int(requests.time_ms[r]), self.sim
         if self.freeze_at_ms is not None and now_ms > self.freeze_at_ms:
             return  # frozen: serving never sees a newer model, so learning on is moot
+        impressions, clicks = self.ids.events(r, requests, shown, top, hit)
         while self.pending and self.pending[0][0] <= now_ms:
             self.rows.append([now_ms - 1, heapq.heappop(self.pending)[2]])
         self.rows += [[now_ms - 1, event] for event in impressions]
         for click_ms, event in clicks:
-            heapq.heappush(self.pending, (click_ms, self.order, event))
-            self.order += 1
+            heapq.heappush(self.pending, (click_ms, self.sequence, event))
+            self.sequence += 1
         if self.last_learned_ms is None or now_ms - self.last_learned_ms >= sim.learn_every_s * 1000:
             self.learner.process_batch(self.rows, now_ms)
             self.rows, self.last_learned_ms = [], now_ms
@@ -168,77 +236,57 @@ class FreshrankPolicy:
             self.last_snapshot_ms = now_ms
 
 
-def simulate_policy(name: str, requests: Requests, clicks: TrueClicks, item_ids: list[str], user_ids: list[str],
-                    titles: dict[str, str], config: JobConfig, sim: SimulationConfig) -> np.ndarray:
+def simulate_policy(policy: Any, requests: Requests, clicks: TrueClicks, sim: SimulationConfig) -> np.ndarray:
     """Clicks per request (shown items clicked) under one policy."""
-    n = len(requests.user)
-    clicked = np.zeros(n)
-    rng = np.random.default_rng([sim.seed, 4])
-    freshrank = None
-    if name.startswith("freshrank"):
-        freeze = int(requests.time_ms[0] + sim.freeze_after_s * 1000) if name == "freshrank frozen" else None
-        freshrank = FreshrankPolicy(config, titles, freeze)
-    shows = np.zeros(len(item_ids))
-    clicks_seen = np.zeros(len(item_ids))
-    pending_pop: list[tuple[int, int]] = []  # (click time, item) for popularity
-    for r in range(n):
-        now = int(requests.time_ms[r])
-        pool = requests.pool[r]
-        if name == "oracle":
-            order = np.argsort(-clicks.item_logits(r, requests, pool), kind="stable")
-        elif name == "random":
-            order = rng.permutation(len(pool))
-        elif name == "popularity":
-            while pending_pop and pending_pop[0][0] <= now:
-                clicks_seen[heapq.heappop(pending_pop)[1]] += 1
-            mean = (clicks_seen.sum() + 1) / (shows.sum() + 2)
-            order = np.argsort(-(clicks_seen[pool] + 10 * mean) / (shows[pool] + 10), kind="stable")
-        else:
-            ids = [item_ids[i] for i in pool]
-            ranked = freshrank.rank(user_ids[requests.user[r]], ids, requests.query[r])
-            index = {item: n for n, item in enumerate(ids)}
-            order = np.array([index[item] for item in ranked])
-        top = order[: sim.shown]
-        shown = pool[top]
-        p = clicks.probabilities(r, requests, shown)
-        hit = requests.click_draw[r, top] < p
+    clicked = np.zeros(len(requests.user))
+    for r in range(len(requests.user)):
+        top = policy.order(r, requests)[: sim.shown]
+        shown = requests.pool[r][top]
+        hit = requests.click_draw[r, top] < clicks.probabilities(r, requests, shown)
         clicked[r] = hit.sum()
-        shows[shown] += 1
-        for slot in np.nonzero(hit)[0]:
-            heapq.heappush(pending_pop, (now + int(requests.click_delay_ms[r, top[slot]]), int(shown[slot])))
-        if freshrank is not None:
-            impressions, click_events = [], []
-            for position, item in enumerate(shown, 1):
-                impression_id = f"r{r}-{position}"
-                impressions.append([IMPRESSION, impression_id, f"r{r}", user_ids[requests.user[r]], item_ids[item],
-                                    requests.query[r], position, now])
-                if hit[position - 1]:
-                    at = now + int(requests.click_delay_ms[r, top[position - 1]])
-                    click_events.append((at, [CLICK, impression_id, user_ids[requests.user[r]], item_ids[item], at]))
-            freshrank.observe(now, impressions, click_events, sim)
+        policy.observe(r, requests, shown, top, hit)
     return clicked
+
+
+def make_policy(name: str, world: World, requests: Requests, clicks: TrueClicks, ids: Ids, titles: dict[str, str],
+                config: JobConfig, sim: SimulationConfig) -> Any:
+    if name == "oracle":
+        return OraclePolicy(clicks)
+    if name == "random":
+        return RandomPolicy(sim.seed)
+    if name == "popularity":
+        return PopularityPolicy(len(ids.items))
+    freeze = int(requests.time_ms[0] + sim.freeze_after_s * 1000) if name == "freshrank frozen" else None
+    return FreshrankPolicy(config, titles, ids, sim, freeze)
+
+
+def world_of(sim: SimulationConfig, config: JobConfig
+             ) -> tuple[GeneratorConfig, World, Ids, dict[str, str], Requests, TrueClicks]:
+    """The simulation's world (English and Chinese text, a hidden relevance effect), its ids and titles,
+    its requests and its click model."""
+    cfg = GeneratorConfig(seed=sim.seed, chinese_share=0.5, synonym_share=0.3, query_relevance=1.0,
+                          window_s=config.window_s)
+    world = hidden_world(cfg, np.random.default_rng(cfg.seed))
+    text = TextWriter(cfg, np.random.default_rng([cfg.seed, 1]))
+    ids = Ids(len(world.users), len(world.item_cat))
+    adjectives = np.random.default_rng([cfg.seed, 5]).integers(0, len(TITLE_ADJECTIVES), len(ids.items))
+    titles = {ids.items[j]: text.title(int(c), int(adjectives[j]), j) for j, c in enumerate(world.item_cat)}
+    requests = draw_requests(cfg, world, sim, text)
+    return cfg, world, ids, titles, requests, TrueClicks(cfg, world, requests, sim.shown)
 
 
 def run_simulation(out_dir: Path, sim: SimulationConfig, config: JobConfig,
                    policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
     """Every policy over the same requests; prints the CTR table, writes the PNG, returns the figures."""
-    cfg = GeneratorConfig(seed=sim.seed, chinese_share=0.5, synonym_share=0.3, query_relevance=1.0,
-                          window_s=config.window_s)
-    world = hidden_world(cfg, np.random.default_rng(cfg.seed))
-    text = TextWriter(cfg, np.random.default_rng([cfg.seed, 1]))
-    item_ids = [f"sku{i:06d}" for i in range(len(world.item_cat))]
-    user_ids = [f"u{i:06d}" for i in range(len(world.users))]
-    adjectives = np.random.default_rng([cfg.seed, 5]).integers(0, len(TITLE_ADJECTIVES), len(item_ids))
-    titles = {item_ids[j]: text.title(int(c), int(adjectives[j]), j) for j, c in enumerate(world.item_cat)}
-    requests = draw_requests(cfg, world, sim, text)
-    clicks = TrueClicks(cfg, world, requests, sim.shown)
+    _, world, ids, titles, requests, clicks = world_of(sim, config)
     compile_kernel()
     spans = np.array_split(np.arange(sim.n_requests), SPANS)
     hours = (requests.time_ms[-1] - requests.time_ms[0]) / 3_600_000
     figures: dict[str, Any] = {"requests": sim.n_requests, "hours": hours, "policies": {}}
     for name in policies:
         started = time.perf_counter()
-        per_request = simulate_policy(name, requests, clicks, item_ids, user_ids, titles, config, sim)
+        policy = make_policy(name, world, requests, clicks, ids, titles, config, sim)
+        per_request = simulate_policy(policy, requests, clicks, sim)
         ctr = per_request / sim.shown
         figures["policies"][name] = {"ctr": float(ctr.mean()),
                                      "ctr_by_span": [float(ctr[s].mean()) for s in spans],
