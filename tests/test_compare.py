@@ -117,3 +117,14 @@ def auc_of(examples: list[dict]) -> float:
     from tools.evaluate import auc
 
     return auc([e["label"] for e in examples], [e["score"] for e in examples])
+
+
+def test_a_bad_oracle_file_is_refused_with_file_and_line(tmp_path) -> None:
+    from tools.compare import read_oracle
+
+    path = tmp_path / "oracle.jsonl"
+    path.write_text('{"impression_id": "a", "p": 0.25}\n\n{"impression_id": "b"}\n')
+    with pytest.raises(ValueError, match=r"oracle.jsonl line 3: not an oracle record"):
+        read_oracle(path)
+    path.write_text('{"impression_id": "a", "p": 0.25}\n')
+    assert read_oracle(path) == {"a": 0.25}

@@ -263,17 +263,30 @@ def plot_curves(all_results: dict[int, dict[str, Any]], png: Path) -> Path | Non
     return png
 
 
+def read_oracle(path: Path) -> dict[str, float]:
+    """impression_id -> true click probability from an oracle.jsonl (`freshrank generate` writes one)."""
+    import orjson
+
+    oracle = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+            oracle[str(record["impression_id"])] = float(record["p"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} line {number}: not an oracle record "
+                             f'{{"impression_id": ..., "p": ...}} ({error})') from None
+    return oracle
+
+
 def run_evaluate_replay(out_dir: Path, replay_dir: Path, config: JobConfig, oracle_file: Path | None = None
                         ) -> dict[str, Any]:
     """The anchors on a replay's examples (`freshrank replay --out DIR`): prints the table, writes the PNG."""
     from job.replay import read_output
 
     examples = read_output(replay_dir, "examples")
-    oracle = None
-    if oracle_file is not None:
-        import orjson
-
-        oracle = {r["impression_id"]: r["p"] for r in map(orjson.loads, oracle_file.read_bytes().splitlines()) if r}
+    oracle = read_oracle(oracle_file) if oracle_file is not None else None
     print(f"{len(examples):,} examples from {replay_dir} ...")
     results = evaluate_examples(examples, config, oracle)
     print(format_results(str(replay_dir), results))

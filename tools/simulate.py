@@ -205,7 +205,7 @@ class FreshrankPolicy:
         text = TextFeatures(encoder, titles) if encoder is not None else None
         self.learner = BatchJoinLearner(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                                         60_000, 0, memory_state(), text=text)
-        self.store = ModelStore(TextFeatures(encoder, titles) if encoder is not None else None)
+        self.store = ModelStore(text)  # one set of embeddings for learning and serving: each text encoded once
         self.ids, self.sim, self.freeze_at_ms = ids, sim, freeze_at_ms
         self.rows: list[list] = []
         self.pending: list[tuple[int, int, list]] = []  # heap of (click time, order, event)
