@@ -100,6 +100,11 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                             "(default %(default)s)")
     group.add_argument("--ftrl-l2", type=float, default=default("ftrl_l2", learner.ftrl_l2),
                        help="FTRL-Proximal L2 (default %(default)s)")
+    group.add_argument("--query-hint-weight", type=float,
+                       default=default("query_hint_weight", learner.query_hint_weight),
+                       help="weight of a search's query as a positive for its user's vector (the query in item "
+                            "space through the title map; 0 turns it off; needs a text encoder) "
+                            "(default %(default)s)")
     group.add_argument("--text-encoder", choices=ENCODERS, default=default("text_encoder", defaults.text_encoder),
                        help="what reads queries and item titles: use (pretrained multilingual Universal Sentence "
                             "Encoder, English and Chinese), hashing (shared words only, fast) or none (the model "
@@ -141,7 +146,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2,
                               learning_mode=args.learning_mode, bias_optimizer=args.bias_optimizer,
-                              ftrl_l1=args.ftrl_l1, ftrl_l2=args.ftrl_l2),
+                              ftrl_l1=args.ftrl_l1, ftrl_l2=args.ftrl_l2,
+                              query_hint_weight=args.query_hint_weight),
         text_encoder=args.text_encoder,
         guard=GuardConfig(logloss_margin=args.guard_logloss_margin, auc_margin=args.guard_auc_margin,
                           ctr_factor=args.guard_ctr_factor, min_examples=args.guard_min_examples),
@@ -164,6 +170,7 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
         "--text-encoder": config.text_encoder, "--learning-mode": learner.learning_mode,
         "--bias-optimizer": learner.bias_optimizer, "--ftrl-l1": learner.ftrl_l1, "--ftrl-l2": learner.ftrl_l2,
+        "--query-hint-weight": learner.query_hint_weight,
     }
     return [item for option, value in values.items()
             for item in (option, value if isinstance(value, str) else repr(value))]

@@ -47,3 +47,8 @@ class DictValueState:
 def new_state() -> LearnerState:
     return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
                         DictMapState(), DictValueState(), DictValueState(), DictMapState())
+
+
+def copy_state(state: LearnerState) -> LearnerState:
+    """An independent copy of every handle's contents (a restore from the same checkpoint, twice)."""
+    return pickle.loads(pickle.dumps(state))

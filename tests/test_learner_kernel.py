@@ -18,6 +18,7 @@ from udfs.learner_kernel import (
     ITEM_UPDATES,
     OP_LEARN,
     OP_LEARN_FN,
+    OP_QUERY_HINT,
     OP_SCORE,
     TEXT_SEARCH,
     TEXT_WEIGHT,
@@ -35,19 +36,21 @@ def config(dim: int, bias_optimizer: str = "adagrad") -> LearnerConfig:
     # Large enough rates and l2 that every term of the update matters over the stream (FTRL's L1 too:
     # some biases sit in its dead zone, exactly 0, for a while).
     return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
-                         bias_optimizer=bias_optimizer, ftrl_l1=0.5, ftrl_l2=0.1)
+                         bias_optimizer=bias_optimizer, ftrl_l1=0.5, ftrl_l2=0.1, query_hint_weight=0.7)
 
 
 def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
     """(kind, user_id, item_id, position, label, similarity) tuples; a few users and items dominate, like
-    real traffic; 60% recommendation requests (similarity NaN), the rest searches (a few with no title: 0)."""
+    real traffic; 60% recommendation requests (similarity NaN), the rest searches (a few with no title: 0);
+    one op in ten is a query hint (its item, position and label are not used)."""
     user_weights = rng.zipf(1.5, n_users).astype(float)
     item_weights = rng.zipf(1.5, n_items).astype(float)
     users = rng.choice(n_users, n_ops, p=user_weights / user_weights.sum())
     items = rng.choice(n_items, n_ops, p=item_weights / item_weights.sum())
     positions = rng.integers(0, n_positions, n_ops)
     draw = rng.random(n_ops)
-    kinds = np.where(draw < 0.5, OP_LEARN, np.where(draw < 0.75, OP_LEARN_FN, OP_SCORE))
+    kinds = np.where(draw < 0.45, OP_LEARN, np.where(draw < 0.7, OP_LEARN_FN, np.where(draw < 0.9, OP_SCORE,
+                                                                                     OP_QUERY_HINT)))
     labels = (rng.random(n_ops) < 0.3).astype(int)
     similarity = np.where(rng.random(n_ops) < 0.6, np.nan, rng.uniform(-0.2, 1.0, n_ops))
     similarity[rng.random(n_ops) < 0.05] = 0.0
@@ -98,6 +101,7 @@ def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagr
     cfg = config(dim, bias_optimizer)
     rng = np.random.default_rng(dim)
     stream = random_stream(rng, n_ops=4000, n_users=50, n_items=40, n_positions=10)
+    hints = rng.normal(0.0, 0.5, (len(stream), dim))  # the query vector of op n, if it is a hint
 
     # Reference: the Python learner, one op at a time.
     side = ItemSide(cfg)
@@ -105,11 +109,13 @@ def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagr
     initial_users = initial_user_states(UserCodec(cfg), 50, rng)
     user_states: dict[str, np.ndarray] = {}
     expected_scores = []
-    for kind, user_id, item_id, position, label, similarity in stream:
+    for n, (kind, user_id, item_id, position, label, similarity) in enumerate(stream):
         if user_id not in user_states:
             user_states[user_id] = initial_users[user_id].copy()
         state = user_states[user_id]
-        if kind != OP_SCORE:
+        if kind == OP_QUERY_HINT:
+            expected_scores.append(ranker.learn_query_hint(state, hints[n]))
+        elif kind != OP_SCORE:
             expected_scores.append(ranker.score_then_learn(state, item_id, position, label, similarity,
                                                            fake_negative=kind == OP_LEARN_FN))
         else:
@@ -128,14 +134,18 @@ def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagr
         for n, (kind, user_id, item_id, position, label, _) in enumerate(batch):
             if user_id not in model.user_rows:
                 model.add_user(user_id, initial_users[user_id])
+            if kind == OP_QUERY_HINT:  # a hint refers to a row of this batch's hints
+                ops[n] = (kind, model.user_rows[user_id], n, 0, 0)
+                continue
             if item_id not in model.item_rows:
                 model.add_item(item_id, model.new_item_row(fresh_side.initial_vector(item_id)))
             if position not in model.position_rows:
                 model.add_position(position, model.new_bias_row())
             ops[n] = (kind, model.user_rows[user_id], model.item_rows[item_id], model.position_rows[position], label)
-        scores.extend(model.run(ops, np.array([op[5] for op in batch])))
+        scores.extend(model.run(ops, np.array([op[5] for op in batch]), hints[start : start + len(batch)]))
         start += len(batch)
 
+    assert sum(op[0] == OP_QUERY_HINT for op in stream) > 300
     assert model.n_users == len(user_states) and model.n_items == len(side.items)
     assert model.n_positions == len(side.positions)
     np.testing.assert_allclose(scores, expected_scores, rtol=tolerance, atol=tolerance)
@@ -157,8 +167,9 @@ def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagr
     glob = side.global_bias
     assert model.global_bias[BIAS_VALUE] == pytest.approx(glob.value, rel=0, abs=tolerance)
     assert model.global_bias[BIAS_ACCUM] == pytest.approx(glob.accum, rel=0, abs=tolerance)
-    assert model.global_bias[BIAS_UPDATES] == glob.updates == sum(op[0] != OP_SCORE for op in stream)
-    searches_learned = sum(op[0] != OP_SCORE and op[5] == op[5] for op in stream)
+    learned = [op for op in stream if op[0] in (OP_LEARN, OP_LEARN_FN)]  # hints move users only
+    assert model.global_bias[BIAS_UPDATES] == glob.updates == len(learned)
+    searches_learned = sum(op[5] == op[5] for op in learned)
     for row, term in ((TEXT_WEIGHT, side.text_weight), (TEXT_SEARCH, side.search_bias)):
         assert model.text[row, BIAS_VALUE] == pytest.approx(term.value, rel=0, abs=tolerance)
         assert model.text[row, BIAS_ACCUM] == pytest.approx(term.accum, rel=0, abs=tolerance)
@@ -260,13 +271,37 @@ def test_bad_batch_is_rejected_whole() -> None:
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 0, 0, 0, 2]],  # label not 0/1
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN_FN, 0, 0, 0, -1]],  # label not 0/1
         [[OP_LEARN, 0, 0, 0, 1], [7, 0, 0, 0, 0]],  # unknown op
+        [[OP_LEARN, 0, 0, 0, 1], [OP_QUERY_HINT, 0, 0, 0, 0]],  # no hint rows given
     ]
     for batch in bad_batches:
         with pytest.raises(ValueError):
             model.run(np.array(batch, dtype=np.int64))
     for old, new in zip(before, [model.users, model.items, model.positions, model.global_bias], strict=True):
         np.testing.assert_array_equal(new, old)
+    with pytest.raises(ValueError):  # a hint row beyond the hints given
+        model.run(np.array([[OP_QUERY_HINT, 0, 1, 0, 0]], dtype=np.int64), hints=np.zeros((1, 4)))
+    with pytest.raises(ValueError):  # hints of the wrong width
+        model.run(np.array([[OP_QUERY_HINT, 0, 0, 0, 0]], dtype=np.int64), hints=np.zeros((1, 3)))
+    for old, new in zip(before, [model.users, model.items, model.positions, model.global_bias], strict=True):
+        np.testing.assert_array_equal(new, old)
     assert model.run(np.zeros((0, 5), dtype=np.int64)).shape == (0,)
+
+
+def test_query_hint_moves_only_the_user_towards_the_query() -> None:
+    cfg = config(4)
+    model = ModelArrays(cfg)
+    model.add_user("u", model.new_user_row())
+    model.add_item("i", model.new_item_row(np.full(4, 0.1)))
+    model.add_position(0, model.new_bias_row())
+    hint = np.array([[1.0, -0.5, 0.0, 0.25]])
+    before = [model.items.copy(), model.positions.copy(), model.global_bias.copy(), model.text.copy()]
+    first, second = (model.run(np.array([[OP_QUERY_HINT, 0, 0, 0, 0]], dtype=np.int64), hints=hint)[0]
+                     for _ in range(2))
+    assert first == 0.5 and second > first  # the user now likes what the query asks for
+    user = model.users[0]
+    assert user[:4] @ hint[0] > 0 and user[2] == 0.0 and user[2 * 4] == 0.0  # no update counted
+    for old, new in zip(before, [model.items, model.positions, model.global_bias, model.text], strict=True):
+        np.testing.assert_array_equal(new, old)
 
 
 def test_compile_kernel() -> None:

@@ -227,7 +227,7 @@ def test_catalog_init_is_deterministic_scaled_and_differs_from_hash_init() -> No
     plain = ItemSide(CFG)
     v1 = a.item("sku1").vector
     assert np.array_equal(v1, b.item("sku1").vector)
-    assert np.linalg.norm(v1) == pytest.approx(CFG.init_std * math.sqrt(CFG.dim), rel=1e-12)
+    assert np.linalg.norm(v1) == pytest.approx(CFG.embedding_init_std * math.sqrt(CFG.dim), rel=1e-12)
     assert not np.allclose(v1, plain.item("sku1").vector)
     assert not np.allclose(v1, a.item("sku2").vector)
     # A projection: scale-free, and close embeddings give close vectors.

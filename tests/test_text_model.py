@@ -7,10 +7,11 @@ model weights; tests/test_text_encoder.py runs the real one.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from dict_state import new_state
+from dict_state import copy_state, new_state
 
 from job.catalog import catalog_from_file
 from tools.generate import GeneratorConfig, generate
@@ -189,6 +190,37 @@ def test_launched_items_start_from_their_title(learned, stream) -> None:
     assert np.linalg.norm(vector) > 0.01
     # Both text parameters are in state.
     assert TEXT_KEY in state.biases.data and TITLE_MAP_KEY in state.biases.data
+
+
+def test_a_search_teaches_its_user_what_the_query_asks_for(learned, stream) -> None:
+    """A search moves its user's vector towards the query's place in item space, once per request (not
+    once per impression): the same batch through two copies of the learned state, hints on and off."""
+    _, _, state, learner = learned
+    query = stream.items[0]["title"]
+    query_vector = learner.title_map.predict_vectors(learner.text.query_codes([query]))[0]
+    later = max(r["event_time"] for r in stream.impressions) + 1
+    shown = [[later - 1, impression_event({"impression_id": f"imp-hint-{n}", "request_id": "req-hint",
+                                           "user_id": "u-search", "item_id": stream.items[n]["item_id"],
+                                           "query": query, "position": n + 1, "event_time": later})]
+             for n in range(5)]
+    users = {}
+    for weight in (1.0, 0.0):
+        copy = copy_state(state)
+        config = replace(CONFIG, query_hint_weight=weight)
+        twin = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), config, 30_000, 0, copy,
+                                text=learner.text)
+        twin._load_global()  # the title map, from state
+        run_ = batch_learner._BatchRun(twin)
+        for _, event in shown:
+            run_.on_impression(batch_learner.impression_of(event))
+        assert [op[0] for op in run_.ops].count(batch_learner.OP_QUERY_HINT) == (1 if weight else 0)
+        twin.entries.clear()  # the dry run above only counted ops
+        twin.process_batch(shown, now_ms=0)
+        users[weight] = twin.model.users[twin.model.user_rows["u-search"]].copy()
+        assert "u-search" in copy.users.data
+    dim = CONFIG.dim
+    assert (users[1.0][:dim] - users[0.0][:dim]) @ query_vector > 0
+    assert users[1.0][2 * dim] == users[0.0][2 * dim] == 5  # the hint is not counted as an example
 
 
 def test_a_restored_text_learner_continues_exactly(stream, rows) -> None:

@@ -6,7 +6,8 @@ judged by progressive validation (each example scored before it is learned from)
   learning mode, `decided` (an example is learned once its label is decided: a negative when its
   window closes) and `impression` (learned as a negative when shown, corrected when its click
   arrives: fake-negative weighting), with each optimizer of the scalar parameters (AdaGrad,
-  FTRL-Proximal);
+  FTRL-Proximal); as the job runs, it reads the catalog (item embeddings, titles through the text
+  encoder); one more row shows the default mode on ids alone, the anchors' features;
 - River: logistic regression and a factorisation machine on one-hot user, item, position and query;
 - Vowpal Wabbit: logistic loss with user x item interactions (`-q ui`; its defaults otherwise).
 The anchors learn as the `decided` mode does: an example's prediction when its impression arrives,
@@ -37,6 +38,8 @@ from tools.generate import GeneratorConfig, generate
 from tools.offline_learner import event_rows, learn_offline
 from udfs.learner_math import LEARNING_MODES, OPTIMIZERS
 from udfs.metrics_intervals import decision_time
+from udfs.text_encoder import make_encoder
+from udfs.text_features import TextFeatures
 
 Example = dict[str, Any]
 CURVE_POINTS = 20
@@ -160,20 +163,28 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
     """Every learner on one generated stream; returns rows of metrics and curves."""
     stream = generate(gen)
     rows = event_rows(stream, config.max_disorder_ms)
+    embeddings = {item["item_id"]: item["embedding"] for item in stream.items if item.get("embedding")}
+    encoder = make_encoder(config.text_encoder)
+    text = TextFeatures(encoder, {item["item_id"]: item["title"] for item in stream.items}) if encoder else None
     results: dict[str, Any] = {"rows": {}, "curves": {}, "delays": {}}
     reference: list[Example] | None = None
-    for mode, optimizer in itertools.product(LEARNING_MODES, OPTIMIZERS):
+    variants = [(f"freshrank {mode}, {optimizer}", mode, optimizer, True)
+                for mode, optimizer in itertools.product(LEARNING_MODES, OPTIMIZERS)]
+    variants.append((f"freshrank {config.learner.learning_mode}, {config.learner.bias_optimizer}, ids only",
+                     config.learner.learning_mode, config.learner.bias_optimizer, False))
+    for name, mode, optimizer, catalog in variants:
         learner = replace(config.learner, learning_mode=mode, bias_optimizer=optimizer)
-        examples, seconds = learn_offline(rows, learner, config.window_ms, config.retention_ms)
+        examples, seconds = learn_offline(rows, learner, config.window_ms, config.retention_ms,
+                                          embeddings if catalog else None, text if catalog else None)
         examples.sort(key=lambda e: (e["impression_time"], e["impression_id"]))
         if reference is None:
             reference = examples
         labels = np.array([e["label"] for e in examples], dtype=np.float64)
         scores = np.array([e["score"] for e in examples])
-        name = f"freshrank {mode}, {optimizer}"
         results["rows"][name] = _row(examples, labels, scores, config, len(examples) / seconds)
         results["curves"][name] = learning_curve(labels, scores)
-        results["delays"][name] = feedback_delays(examples, config.window_ms, mode)
+        if catalog:
+            results["delays"][name] = feedback_delays(examples, config.window_ms, mode)
     assert reference is not None
     _add_reference_rows(results, reference, config, stream.oracle)
     return results

@@ -72,6 +72,7 @@ from udfs.learner_kernel import (
     ITEM_UPDATES,
     OP_LEARN,
     OP_LEARN_FN,
+    OP_QUERY_HINT,
     OP_SCORE,
     OP_WIDTH,
     TEXT_SEARCH,
@@ -468,6 +469,10 @@ class _BatchRun:
         self.learner = learner
         self.ops: list[tuple[int, int, int, int, int]] = []
         self.op_texts: list[tuple[str | None, str]] = []  # (query, item id) of each op, for the text terms
+        self.hint_queries: list[str] = []  # the query of each OP_QUERY_HINT op, by its hint row
+        self.hinted_requests: set[tuple[str, str]] = set()  # (user, request): one hint per search
+        self.hints_on = (learner.text is not None and learner.use_title_map and learner.title_map.ready
+                         and learner.config.query_hint_weight > 0)
         self.at_impression = learner.config.learning_mode == IMPRESSION_MODE
         self.scored_ids: set[int] = set()  # entries whose impression is scored in this call
         self.searches_learned = False
@@ -537,6 +542,8 @@ class _BatchRun:
         state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
         if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
             # (and in impression mode, learn it as a negative at once: fake-negative weighting)
+            if self.hints_on and impression[IMP_QUERY]:
+                self._hint(impression)
             self.scored.append((self._op(OP_LEARN_FN if self.at_impression else OP_SCORE, impression, 0), entry))
             self.scored_ids.add(id(entry))
         self._apply(impression_id, entry, effects)
@@ -604,6 +611,19 @@ class _BatchRun:
 
     def _learn(self, impression: tuple, label: int) -> int:
         return self._op(OP_LEARN, impression, label)
+
+    def _hint(self, impression: tuple) -> None:
+        """The user's vector learns from the query of a search, once per request in this call (a
+        request split over two calls counts twice: rare, and only its weight changes)."""
+        user_id = impression[IMP_USER]
+        key = (user_id, impression[IMP_REQUEST])
+        if key in self.hinted_requests:
+            return
+        self.hinted_requests.add(key)
+        self.ops.append((OP_QUERY_HINT, self.learner._user_row(user_id), len(self.hint_queries), 0, 0))
+        self.op_texts.append((None, ""))
+        self.hint_queries.append(impression[IMP_QUERY])
+        self.touched_users.add(user_id)
 
     def merge_item_params(self, record: dict[str, Any], now_ms: int) -> None:
         """Kafka loop: average another replica's item-side record into this replica (gossip averaging;
@@ -682,7 +702,10 @@ class _BatchRun:
             if learner.text is not None:
                 queries, items = zip(*self.op_texts, strict=True)
                 similarity = learner.text.similarities(queries, items)
-            scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH), similarity)
+            hints = None
+            if self.hint_queries:  # the queries in item space, by the map as it was before this call's fit
+                hints = learner.title_map.predict_vectors(learner.text.query_codes(self.hint_queries))
+            scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH), similarity, hints)
         self._fit_title_map()
         learned = time.perf_counter()
 
@@ -763,7 +786,7 @@ class _BatchRun:
         pending = learner.meta.setdefault("fit", {"learned": 0, "items": set()})
         if len(pending["items"]) < FIT_MAX_ITEMS:
             pending["items"].update(self.touched_items)
-        pending["learned"] += sum(1 for op in self.ops if op[0] != OP_SCORE)
+        pending["learned"] += sum(1 for op in self.ops if op[0] != OP_SCORE and op[0] != OP_QUERY_HINT)
         if pending["learned"] < FIT_EVERY:
             return
         model, text, dim = learner.model, learner.text, learner.config.dim

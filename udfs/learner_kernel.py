@@ -25,6 +25,11 @@ Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to en
                   the gradient is scaled by (1 - p)(1 + p) for a label 0 (an impression learned as a
                   negative when it is shown) and by (1 + p) for a label 1 (its click, learned again
                   as a positive when it arrives), p the pre-update score.
+                  OP_QUERY_HINT learns the user side only, from a search: ITEM_ROW is a row of `hints`
+                  (the query brought into item space by the title map, udfs.text_features), and the
+                  user takes one step as if it had clicked an item with that vector, its gradient
+                  scaled by `hint_weight` (a search says what the user wants before any click does).
+                  POSITION_ROW and LABEL are not used.
     similarity    float64, one per op: the cosine of the query's and the item title's text
                   embeddings (udfs.text_features) for a search request, NaN for a recommendation
                   request (no query: neither text term applies).
@@ -58,6 +63,8 @@ OP_WIDTH = 5
 OP_SCORE = 0
 OP_LEARN = 1
 OP_LEARN_FN = 2
+OP_QUERY_HINT = 3
+OP_KINDS = (OP_SCORE, OP_LEARN, OP_LEARN_FN, OP_QUERY_HINT)
 
 # Bias row columns (position terms and the global bias).
 BIAS_VALUE = 0
@@ -118,31 +125,6 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-@_njit
-def _check_ops(ops, n_users, n_items, n_positions, n_scores, user_width, item_width, dim):
-    # Validate the whole batch before touching any parameter: numba does not bounds-check indexing
-    # (a bad row would corrupt memory, a negative one would wrap around), and a batch that is
-    # rejected should leave the model unchanged rather than half-applied.
-    if ops.shape[1] != OP_WIDTH:
-        raise ValueError("ops must have 5 columns: OP, USER_ROW, ITEM_ROW, POSITION_ROW, LABEL")
-    if n_scores < ops.shape[0]:
-        raise ValueError("scores is shorter than ops")
-    if user_width != 2 * dim + 1 or item_width != 2 * dim + 4:
-        raise ValueError("user rows must have 2*dim+1 columns and item rows 2*dim+4")
-    for i in range(ops.shape[0]):
-        kind = ops[i, OP_KIND]
-        if kind != OP_SCORE and kind != OP_LEARN and kind != OP_LEARN_FN:
-            raise ValueError("op kind must be OP_SCORE (0), OP_LEARN (1) or OP_LEARN_FN (2)")
-        if ops[i, OP_USER] < 0 or ops[i, OP_USER] >= n_users:
-            raise ValueError("user row out of range")
-        if ops[i, OP_ITEM] < 0 or ops[i, OP_ITEM] >= n_items:
-            raise ValueError("item row out of range")
-        if ops[i, OP_POSITION] < 0 or ops[i, OP_POSITION] >= n_positions:
-            raise ValueError("position row out of range")
-        if kind != OP_SCORE and ops[i, OP_LABEL] != 0 and ops[i, OP_LABEL] != 1:
-            raise ValueError("label must be 0 or 1")
-
-
 _ftrl_z = _njit(ftrl_z)
 
 
@@ -168,14 +150,35 @@ def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
 
 
 @_njit
-def _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               optimizer, beta, l1, bias_l2, scores):
+def _hint_step(user, hint, dim, learning_rate, l2, hint_weight, scores, i):
+    # The user half of OP_LEARN for label 1 against `hint` as the item vector (no biases: they are the
+    # same for every candidate of the request, so they say nothing about what this user wants).
+    dot = 0.0
+    for k in range(dim):
+        dot += user[k] * hint[k]
+    score = _sigmoid(dot)
+    scores[i] = score
+    error = hint_weight * (score - 1.0)
+    for k in range(dim):
+        u = user[k]
+        grad = error * hint[k] + l2 * u
+        accum = user[dim + k] + grad * grad
+        user[dim + k] = accum
+        user[k] = u - learning_rate * grad / math.sqrt(accum)
+
+
+@_njit
+def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
+               l2, optimizer, beta, l1, bias_l2, hint_weight, scores):
     # The update itself, without checks (callers check the batch first).
     dim = (users.shape[1] - 1) // 2
     item_bias = 2 * dim
     item_updates = 2 * dim + 3
     for i in range(ops.shape[0]):
         user = users[ops[i, OP_USER]]
+        if ops[i, OP_KIND] == OP_QUERY_HINT:
+            _hint_step(user, hints[ops[i, OP_ITEM]], dim, learning_rate, l2, hint_weight, scores, i)
+            continue
         item = items[ops[i, OP_ITEM]]
         term = positions[ops[i, OP_POSITION]]
 
@@ -227,35 +230,13 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, lear
             bias[BIAS_UPDATES] += 1.0
 
 
-@_njit
-def run_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-            optimizer, beta, l1, bias_l2, scores):
-    """Run `ops` in order; scores[i] = op i's click probability before its update. Mutates the arrays.
-
-    Arithmetic is written in the same order as `OnlineRanker.score_then_learn` (both gradients from
-    the pre-update vectors; step = learning_rate * grad / sqrt(accum)), so results agree with it to
-    rounding; only the dot product's summation order may differ from numpy's `@`.
-    Raises ValueError, before changing anything, if an op refers to a row that does not exist.
-    """
-    dim = (users.shape[1] - 1) // 2
-    _check_ops(ops, users.shape[0], items.shape[0], positions.shape[0], scores.shape[0],
-               users.shape[1], items.shape[1], dim)
-    if global_bias.shape[0] != BIAS_WIDTH or positions.shape[1] != BIAS_WIDTH:
-        raise ValueError("bias rows must have 4 columns: value, accum, updates, z")
-    if text.shape[0] != TEXT_ROWS or text.shape[1] != BIAS_WIDTH:
-        raise ValueError("text must be 2 bias rows: query-title weight, search bias")
-    if similarity.shape[0] < ops.shape[0]:
-        raise ValueError("similarity is shorter than ops")
-    _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               optimizer, beta, l1, bias_l2, scores)
-
-
 _F64P = numba.types.CPointer(numba.types.float64)
 _I64P = numba.types.CPointer(numba.types.int64)
 _NATIVE_SIGNATURE = numba.types.void(
     _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
-    numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, numba.types.float64, numba.types.float64,
-    numba.types.float64, numba.types.int64, numba.types.float64, numba.types.float64, numba.types.float64, _F64P,
+    numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, _F64P, numba.types.int64, numba.types.float64,
+    numba.types.float64, numba.types.float64, numba.types.int64, numba.types.float64, numba.types.float64,
+    numba.types.float64, numba.types.float64, _F64P,
 )
 
 
@@ -268,8 +249,8 @@ def _cfunc(function):
 
 @_cfunc
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
-                    n_positions, global_p, text_p, similarity_p, learning_rate, bias_learning_rate, l2, optimizer,
-                    beta, l1, bias_l2, scores_p):
+                    n_positions, global_p, text_p, similarity_p, hints_p, n_hints, learning_rate, bias_learning_rate,
+                    l2, optimizer, beta, l1, bias_l2, hint_weight, scores_p):
     # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
     # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
     # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
@@ -282,9 +263,10 @@ def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items
     global_bias = numba.carray(global_p, (BIAS_WIDTH,))
     text = numba.carray(text_p, (TEXT_ROWS, BIAS_WIDTH))
     similarity = numba.carray(similarity_p, (n_ops,))
+    hints = numba.carray(hints_p, (n_hints, (user_width - 1) // 2))
     scores = numba.carray(scores_p, (n_ops,))
-    _apply_ops(ops, users, items, positions, global_bias, text, similarity, learning_rate, bias_learning_rate, l2,
-               optimizer, beta, l1, bias_l2, scores)
+    _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
+               l2, optimizer, beta, l1, bias_l2, hint_weight, scores)
 
 
 
@@ -437,12 +419,14 @@ class ModelArrays:
         self.n_items = 0
         self.item_rows = {}
 
-    def run(self, ops: np.ndarray, similarity: np.ndarray | None = None) -> np.ndarray:
+    def run(self, ops: np.ndarray, similarity: np.ndarray | None = None, hints: np.ndarray | None = None
+            ) -> np.ndarray:
         """Run a batch of op rows (shape (n, 5)) in one compiled call; returns the n pre-update scores.
 
         `similarity[i]` is op i's query-title similarity, NaN for a recommendation request (the
-        default: every op). Only rows in use are visible to the kernel, so an op naming a row not yet
-        added raises ValueError (and the batch changes nothing).
+        default: every op). `hints` (shape (h, dim)) are the vectors OP_QUERY_HINT ops refer to. Only
+        rows in use are visible to the kernel, so an op naming a row not yet added raises ValueError
+        (and the batch changes nothing).
         """
         ops = np.ascontiguousarray(ops, dtype=np.int64)
         if ops.ndim != 2 or ops.shape[1] != OP_WIDTH:
@@ -452,16 +436,21 @@ class ModelArrays:
         similarity = np.ascontiguousarray(similarity, dtype=np.float64)
         if similarity.shape != (ops.shape[0],):
             raise ValueError(f"similarity must have shape ({ops.shape[0]},), got {similarity.shape}")
-        _check_rows(ops, self.n_users, self.n_items, self.n_positions)
-        scores = np.empty(ops.shape[0])
         cfg = self.config
+        hints = np.ascontiguousarray(np.zeros((0, cfg.dim)) if hints is None else hints, dtype=np.float64)
+        if hints.ndim != 2 or hints.shape[1] != cfg.dim:
+            raise ValueError(f"hints must have shape (h, {cfg.dim}), got {hints.shape}")
+        _check_rows(ops, self.n_users, self.n_items, self.n_positions, hints.shape[0])
+        scores = np.empty(ops.shape[0])
         users, items, positions = self.users, self.items, self.positions
+        hint_rows = hints if hints.shape[0] else np.zeros((1, cfg.dim))  # a valid address even when empty
         _NATIVE_CALL(
             ops.ctypes.data, ops.shape[0], users.ctypes.data, self.n_users, users.shape[1], items.ctypes.data,
             self.n_items, items.shape[1], positions.ctypes.data, self.n_positions, self.global_bias.ctypes.data,
-            self.text.ctypes.data, similarity.ctypes.data, float(cfg.learning_rate), float(cfg.bias_learning_rate),
-            float(cfg.l2), FTRL if cfg.bias_optimizer == "ftrl" else ADAGRAD, float(cfg.ftrl_beta), float(cfg.ftrl_l1),
-            float(cfg.ftrl_l2), scores.ctypes.data,
+            self.text.ctypes.data, similarity.ctypes.data, hint_rows.ctypes.data, hints.shape[0],
+            float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2),
+            FTRL if cfg.bias_optimizer == "ftrl" else ADAGRAD, float(cfg.ftrl_beta), float(cfg.ftrl_l1),
+            float(cfg.ftrl_l2), float(cfg.query_hint_weight), scores.ctypes.data,
         )
         return scores
 
@@ -469,22 +458,24 @@ class ModelArrays:
 # The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
 # during the call, like any Python call (see _run_ops_native for why the lock matters here).
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _F, _F, _F, _N, _F, _F, _F,
-                                 _P)(
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _N, _F,
+                                 _F, _F, _F, _P)(
     _run_ops_native.address)
 
 
-def _check_rows(ops: np.ndarray, n_users: int, n_items: int, n_positions: int) -> None:
-    """`_check_ops` in numpy: the native kernel cannot raise, and must never index outside the arrays."""
+def _check_rows(ops: np.ndarray, n_users: int, n_items: int, n_positions: int, n_hints: int = 0) -> None:
+    """Validate a batch before the native kernel touches anything: it cannot raise, must never index
+    outside the arrays, and a rejected batch should leave the model unchanged rather than half-applied."""
     if not len(ops):
         return
     kinds, labels = ops[:, OP_KIND], ops[:, OP_LABEL]
-    for column, limit, name in ((OP_USER, n_users, "user"), (OP_ITEM, n_items, "item"),
-                                (OP_POSITION, n_positions, "position")):
-        rows = ops[:, column]
-        if rows.min() < 0 or rows.max() >= limit:
+    if not np.isin(kinds, OP_KINDS).all():
+        raise ValueError("op kind must be OP_SCORE (0), OP_LEARN (1), OP_LEARN_FN (2) or OP_QUERY_HINT (3)")
+    hint = kinds == OP_QUERY_HINT
+    for column, limit, name, which in ((OP_USER, n_users, "user", slice(None)), (OP_ITEM, n_items, "item", ~hint),
+                                       (OP_ITEM, n_hints, "hint", hint), (OP_POSITION, n_positions, "position", ~hint)):
+        rows = ops[which, column]
+        if len(rows) and (rows.min() < 0 or rows.max() >= limit):
             raise ValueError(f"{name} row out of range")
-    if not np.isin(kinds, (OP_SCORE, OP_LEARN, OP_LEARN_FN)).all():
-        raise ValueError("op kind must be OP_SCORE (0), OP_LEARN (1) or OP_LEARN_FN (2)")
-    if not np.isin(labels[kinds != OP_SCORE], (0, 1)).all():
+    if not np.isin(labels[(kinds != OP_SCORE) & ~hint], (0, 1)).all():
         raise ValueError("label must be 0 or 1")

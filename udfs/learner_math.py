@@ -34,6 +34,9 @@ class LearnerConfig:
     l2: float = 1e-4
     init_accumulator: float = 0.1
     init_std: float = 0.1
+    # Items with a catalog embedding start larger than random ones: their start carries information, so
+    # users' vectors should learn along it from the first click (measured with `freshrank evaluate`).
+    embedding_init_std: float = 0.5
     projection_seed: int = 20261128
     # The global bias starts at logit(prior_ctr): before anything is learned, predict a typical
     # e-commerce click rate rather than 0.5.
@@ -49,12 +52,18 @@ class LearnerConfig:
     ftrl_beta: float = 1.0
     ftrl_l1: float = 0.0
     ftrl_l2: float = 0.0
+    # A search tells what its user wants before any click does: the query, brought into item space by
+    # the title map, is learned as one weak positive for the user's vector (0: off; udfs.learner_kernel
+    # OP_QUERY_HINT). Needs the text encoder.
+    query_hint_weight: float = 2.0
 
     def __post_init__(self) -> None:
         if self.learning_mode not in LEARNING_MODES:
             raise ValueError(f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}")
         if self.bias_optimizer not in OPTIMIZERS:
             raise ValueError(f"bias_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.bias_optimizer!r}")
+        if not self.query_hint_weight >= 0.0:
+            raise ValueError(f"query_hint_weight must be at least 0, got {self.query_hint_weight!r}")
 
     def ftrl_z(self, value: float, accum: float) -> float:
         """FTRL's z for a scalar at `value` with accumulator `accum` under this configuration."""
@@ -133,7 +142,7 @@ class ItemSide:
     """Item-side parameters of one learner replica, created on first use.
 
     Item vectors start from the catalog embedding projected to `dim` (a fixed Gaussian random
-    projection, rescaled to the init scale) or, without one, from a hash-seeded Gaussian.
+    projection, rescaled to `embedding_init_std`) or, without one, from a hash-seeded Gaussian.
     """
 
     def __init__(self, config: LearnerConfig, embeddings: dict[str, list[float]] | None = None) -> None:
@@ -156,14 +165,14 @@ class ItemSide:
         return matrix
 
     def initial_vector(self, item_id: str) -> np.ndarray:
-        dim, scale = self.config.dim, self.config.init_std
+        dim = self.config.dim
         embedding = self.embeddings.get(item_id)
         if embedding:
             projected = np.asarray(embedding, dtype=np.float64) @ self._projection(len(embedding))
             norm = float(np.linalg.norm(projected))
             if norm > 0:
-                return projected * (scale * math.sqrt(dim) / norm)
-        return np.random.default_rng(stable_seed(item_id)).normal(0.0, scale, dim)
+                return projected * (self.config.embedding_init_std * math.sqrt(dim) / norm)
+        return np.random.default_rng(stable_seed(item_id)).normal(0.0, self.config.init_std, dim)
 
     def item(self, item_id: str) -> ItemParams:
         params = self.items.get(item_id)
@@ -324,4 +333,18 @@ class OnlineRanker:
             else:
                 weight.updates += 1
             self.item_side.search_bias.step(error, rate, ftrl, optimizer)
+        return score
+
+    def learn_query_hint(self, user_state: np.ndarray, hint: np.ndarray) -> float:
+        """One step of the user's vector towards `hint` (a query in item space), as for a click on an
+        item with that vector, scaled by `query_hint_weight`; biases and items do not move. Returns the
+        pre-update sigmoid(user . hint); mutates `user_state` (not its update count)."""
+        cfg = self.config
+        dim = cfg.dim
+        user = user_state[:dim]
+        user_accum = user_state[dim : 2 * dim]
+        score = sigmoid(float(user @ hint))
+        user_grad = cfg.query_hint_weight * (score - 1.0) * hint + cfg.l2 * user
+        user_accum += user_grad * user_grad
+        user -= cfg.learning_rate * user_grad / np.sqrt(user_accum)
         return score

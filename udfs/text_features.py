@@ -86,6 +86,13 @@ class TextFeatures:
         self._encode_titles(item_ids)
         return np.array([self.title_code(i) for i in item_ids]).reshape(len(item_ids), CODE_DIM)
 
+    def query_codes(self, queries: Sequence[str]) -> np.ndarray:
+        """(n, CODE_DIM) codes of queries, as `title_codes` of titles (each distinct query encoded once)."""
+        distinct = list(dict.fromkeys(queries))
+        rows = self.queries.encode(distinct).astype(np.float64) @ self._projection
+        index = {query: n for n, query in enumerate(distinct)}
+        return rows[[index[query] for query in queries]].reshape(len(queries), CODE_DIM)
+
     def similarities(self, queries: Sequence[str | None], item_ids: Sequence[str]) -> np.ndarray:
         """Cosine of query and title embeddings per pair; NaN without a query, 0 without a title.
 
@@ -154,6 +161,10 @@ class TitleMap:
         """(vector, bias) for an item with this title code."""
         out = self.weights @ np.asarray(code, dtype=np.float64)
         return out[: self.dim], float(out[self.dim])
+
+    def predict_vectors(self, codes: np.ndarray) -> np.ndarray:
+        """(n, dim) vectors for texts with these codes (n, code_dim): their place in item space."""
+        return np.asarray(codes, dtype=np.float64) @ self.weights[: self.dim].T
 
     def to_array(self) -> np.ndarray:
         return np.concatenate([self.gram.ravel(), self.cross.ravel(), self.weights.ravel(),
