@@ -93,8 +93,11 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
     group.add_argument("--bias-optimizer", choices=OPTIMIZERS,
                        default=default("bias_optimizer", learner.bias_optimizer),
                        help="optimizer of item biases, position terms, global bias and text weights: adagrad, or "
-                            "ftrl (FTRL-Proximal with --ftrl-l1/--ftrl-l2); vectors learn with AdaGrad "
-                            "(default %(default)s)")
+                            "ftrl (FTRL-Proximal with --ftrl-l1/--ftrl-l2) (default %(default)s)")
+    group.add_argument("--vector-optimizer", choices=OPTIMIZERS,
+                       default=default("vector_optimizer", learner.vector_optimizer),
+                       help="optimizer of user and item vectors: adagrad, or ftrl (FTRL-Proximal with "
+                            "--learning-rate as alpha and --ftrl-l2; no L1 for vectors) (default %(default)s)")
     group.add_argument("--ftrl-l1", type=float, default=default("ftrl_l1", learner.ftrl_l1),
                        help="FTRL-Proximal L1: scalars whose evidence stays below it are exactly 0 "
                             "(default %(default)s)")
@@ -146,6 +149,7 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2,
                               learning_mode=args.learning_mode, bias_optimizer=args.bias_optimizer,
+                              vector_optimizer=args.vector_optimizer,
                               ftrl_l1=args.ftrl_l1, ftrl_l2=args.ftrl_l2,
                               query_hint_weight=args.query_hint_weight),
         text_encoder=args.text_encoder,
@@ -170,7 +174,7 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--guard-ctr-factor": config.guard.ctr_factor, "--guard-min-examples": config.guard.min_examples,
         "--text-encoder": config.text_encoder, "--learning-mode": learner.learning_mode,
         "--bias-optimizer": learner.bias_optimizer, "--ftrl-l1": learner.ftrl_l1, "--ftrl-l2": learner.ftrl_l2,
-        "--query-hint-weight": learner.query_hint_weight,
+        "--query-hint-weight": learner.query_hint_weight, "--vector-optimizer": learner.vector_optimizer,
     }
     return [item for option, value in values.items()
             for item in (option, value if isinstance(value, str) else repr(value))]

@@ -32,11 +32,12 @@ from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, UserCodec
 TOLERANCE = 1e-12
 
 
-def config(dim: int, bias_optimizer: str = "adagrad") -> LearnerConfig:
+def config(dim: int, bias_optimizer: str = "adagrad", vector_optimizer: str = "adagrad") -> LearnerConfig:
     # Large enough rates and l2 that every term of the update matters over the stream (FTRL's L1 too:
     # some biases sit in its dead zone, exactly 0, for a while).
     return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
-                         bias_optimizer=bias_optimizer, ftrl_l1=0.5, ftrl_l2=0.1, query_hint_weight=0.7)
+                         bias_optimizer=bias_optimizer, vector_optimizer=vector_optimizer, ftrl_l1=0.5, ftrl_l2=0.1,
+                         query_hint_weight=0.7)
 
 
 def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
@@ -73,9 +74,10 @@ def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator
 
 
 @pytest.mark.parametrize("dim", [8, 32])
-@pytest.mark.parametrize("bias_optimizer", ["adagrad", "ftrl"])
-def test_batched_kernel_matches_online_ranker(dim: int, bias_optimizer: str) -> None:
-    compare_with_ranker(dim, TOLERANCE, bias_optimizer)
+@pytest.mark.parametrize(("bias_optimizer", "vector_optimizer"), [("adagrad", "adagrad"), ("ftrl", "adagrad"),
+                                                                  ("ftrl", "ftrl")])
+def test_batched_kernel_matches_online_ranker(dim: int, bias_optimizer: str, vector_optimizer: str) -> None:
+    compare_with_ranker(dim, TOLERANCE, bias_optimizer, vector_optimizer)
 
 
 def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,9 +98,10 @@ def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPat
     compare_with_ranker(8, 0.0)
 
 
-def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagrad") -> None:
+def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagrad",
+                        vector_optimizer: str = "adagrad") -> None:
     """One random stream through OnlineRanker op by op and through ModelArrays in batches; all must agree."""
-    cfg = config(dim, bias_optimizer)
+    cfg = config(dim, bias_optimizer, vector_optimizer)
     rng = np.random.default_rng(dim)
     stream = random_stream(rng, n_ops=4000, n_users=50, n_items=40, n_positions=10)
     hints = rng.normal(0.0, 0.5, (len(stream), dim))  # the query vector of op n, if it is a hint

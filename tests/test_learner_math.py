@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -325,3 +326,34 @@ def test_fake_negative_weights_scale_the_gradient_by_the_importance_weight(label
     grad = numeric + CFG.l2 * before  # L2 is not weighted
     expected = before - CFG.learning_rate * grad / np.sqrt(accum_before + grad * grad)
     np.testing.assert_allclose(item.vector, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_ftrl_vectors_are_ftrl_proximal_with_z_kept_explicitly() -> None:
+    """The vector step under `vector_optimizer="ftrl"` (no z stored) equals FTRL-Proximal run by the
+    book (McMahan et al. 2013, per coordinate, z and n kept, L1 0) from a start consistent with the
+    initial vector, over a long stream of gradients; and it differs from AdaGrad."""
+    cfg = LearnerConfig(dim=8, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
+                        vector_optimizer="ftrl", ftrl_beta=0.7, ftrl_l2=0.3)
+    ranker = OnlineRanker(cfg, ItemSide(cfg))
+    rng = np.random.default_rng(5)
+    state = UserCodec(cfg).new()
+    state[: cfg.dim] = rng.normal(0.0, 0.3, cfg.dim)
+    alpha, beta, l2 = cfg.learning_rate, cfg.ftrl_beta, cfg.ftrl_l2
+    w = state[: cfg.dim].copy()
+    n = state[cfg.dim : 2 * cfg.dim].copy()
+    z = -w * ((beta + np.sqrt(n)) / alpha + l2)  # the z whose weight is the initial vector
+    adagrad_state = state.copy()
+    adagrad = OnlineRanker(replace(cfg, vector_optimizer="adagrad"), ItemSide(cfg))
+    for _ in range(300):
+        hint = rng.normal(0.0, 1.0, cfg.dim)  # a hint step: the user's gradient only
+        score = sigmoid(float(w @ hint))
+        grad = cfg.query_hint_weight * (score - 1.0) * hint + cfg.l2 * w
+        n_new = n + grad * grad
+        z += grad - (np.sqrt(n_new) - np.sqrt(n)) / alpha * w
+        n = n_new
+        w = -z / ((beta + np.sqrt(n)) / alpha + l2)
+        assert ranker.learn_query_hint(state, hint) == pytest.approx(score, abs=1e-12)
+        adagrad.learn_query_hint(adagrad_state, hint)
+    np.testing.assert_allclose(state[: cfg.dim], w, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(state[cfg.dim : 2 * cfg.dim], n, rtol=1e-12)
+    assert not np.allclose(adagrad_state[: cfg.dim], w, atol=1e-3)

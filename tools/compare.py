@@ -5,8 +5,8 @@ judged by progressive validation (each example scored before it is learned from)
 - freshrank: the job's learner core (udfs.batch_learner, in-process: tools.offline_learner) in each
   learning mode, `decided` (an example is learned once its label is decided: a negative when its
   window closes) and `impression` (learned as a negative when shown, corrected when its click
-  arrives: fake-negative weighting), with each optimizer of the scalar parameters (AdaGrad,
-  FTRL-Proximal); as the job runs, it reads the catalog (item embeddings, titles through the text
+  arrives: fake-negative weighting), with AdaGrad, FTRL-Proximal on the scalar parameters, and
+  FTRL-Proximal on scalars and vectors; as the job runs, it reads the catalog (item embeddings, titles through the text
   encoder); one more row shows the default mode on ids alone, the anchors' features;
 - River: logistic regression and a factorisation machine on one-hot user, item, position and query;
 - Vowpal Wabbit: logistic loss with user x item interactions (`-q ui`; its defaults otherwise).
@@ -36,13 +36,15 @@ from job.config import JobConfig
 from tools.evaluate import auc, calibration, logloss, normalized_entropy, popularity_scores
 from tools.generate import GeneratorConfig, generate
 from tools.offline_learner import event_rows, learn_offline
-from udfs.learner_math import LEARNING_MODES, OPTIMIZERS
+from udfs.learner_math import LEARNING_MODES
 from udfs.metrics_intervals import decision_time
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
 Example = dict[str, Any]
 CURVE_POINTS = 20
+# (row name, optimizer of the scalars, optimizer of the vectors)
+OPTIMIZER_CHOICES = (("adagrad", "adagrad", "adagrad"), ("ftrl biases", "ftrl", "adagrad"), ("ftrl", "ftrl", "ftrl"))
 
 
 def features(example: Example) -> dict[str, float]:
@@ -168,12 +170,12 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
     text = TextFeatures(encoder, {item["item_id"]: item["title"] for item in stream.items}) if encoder else None
     results: dict[str, Any] = {"rows": {}, "curves": {}, "delays": {}}
     reference: list[Example] | None = None
-    variants = [(f"freshrank {mode}, {optimizer}", mode, optimizer, True)
-                for mode, optimizer in itertools.product(LEARNING_MODES, OPTIMIZERS)]
-    variants.append((f"freshrank {config.learner.learning_mode}, {config.learner.bias_optimizer}, ids only",
-                     config.learner.learning_mode, config.learner.bias_optimizer, False))
-    for name, mode, optimizer, catalog in variants:
-        learner = replace(config.learner, learning_mode=mode, bias_optimizer=optimizer)
+    default = config.learner
+    variants = [(f"freshrank {mode}, {name}", replace(default, learning_mode=mode, bias_optimizer=biases,
+                                                       vector_optimizer=vectors), True)
+                for mode, (name, biases, vectors) in itertools.product(LEARNING_MODES, OPTIMIZER_CHOICES)]
+    variants.append((f"freshrank {default.learning_mode}, ids only", default, False))
+    for name, learner, catalog in variants:
         examples, seconds = learn_offline(rows, learner, config.window_ms, config.retention_ms,
                                           embeddings if catalog else None, text if catalog else None)
         examples.sort(key=lambda e: (e["impression_time"], e["impression_id"]))
@@ -184,7 +186,7 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
         results["rows"][name] = _row(examples, labels, scores, config, len(examples) / seconds)
         results["curves"][name] = learning_curve(labels, scores)
         if catalog:
-            results["delays"][name] = feedback_delays(examples, config.window_ms, mode)
+            results["delays"][name] = feedback_delays(examples, config.window_ms, learner.learning_mode)
     assert reference is not None
     _add_reference_rows(results, reference, config, stream.oracle)
     return results

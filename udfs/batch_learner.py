@@ -174,6 +174,10 @@ class BatchJoinLearner:
         self.text = text
         self.use_title_map = use_title_map  # off: the text terms only (for comparisons)
         self.title_map = TitleMap(config.dim)
+        # Query hint vectors by query, for the title map's weights they were computed with (a refit, a
+        # restore and a merge each replace the weights array, which starts the cache over).
+        self._hints: dict[str, np.ndarray] = {}
+        self._hints_for: np.ndarray | None = None
         # Items started in this call: written to state even if not learned yet, because a start from the
         # title map depends on when it happened (the map keeps learning), so it cannot be redone later.
         self.started_items: set[str] = set()
@@ -296,6 +300,21 @@ class BatchJoinLearner:
             row[ITEM_BIAS_Z] = self.config.ftrl_z(bias, row[ITEM_BIAS_ACCUM])
             return row
         return self.model.new_item_row(self.init_side.initial_vector(item_id))
+
+    def query_hints(self, queries: list[str]) -> np.ndarray:
+        """(n, dim): each query's place in item space by the title map (udfs.learner_kernel OP_QUERY_HINT)."""
+        weights = self.title_map.weights
+        if self._hints_for is not weights or len(self._hints) > MAX_CACHED_ROWS:
+            self._hints, self._hints_for = {}, weights
+        hints = self._hints
+        missing = [query for query in dict.fromkeys(queries) if query not in hints]
+        if missing:
+            assert self.text is not None  # hints are only made with a text encoder
+            for query, code in zip(missing, self.text.query_codes(missing), strict=True):
+                # One query at a time: a product's rounding must not depend on which queries share a
+                # call, or a restored learner (with an empty cache) would drift from the one before it.
+                hints[query] = self.title_map.predict_vectors(code[None, :])[0]
+        return np.array([hints[query] for query in queries]).reshape(len(queries), self.config.dim)
 
     def _position_row(self, position: int) -> int:
         row = self.model.position_rows.get(position)
@@ -704,7 +723,7 @@ class _BatchRun:
                 similarity = learner.text.similarities(queries, items)
             hints = None
             if self.hint_queries:  # the queries in item space, by the map as it was before this call's fit
-                hints = learner.title_map.predict_vectors(learner.text.query_codes(self.hint_queries))
+                hints = learner.query_hints(self.hint_queries)
             scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH), similarity, hints)
         self._fit_title_map()
         learned = time.perf_counter()

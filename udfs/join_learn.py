@@ -72,9 +72,11 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
-        # The encoder's model loads on first use, once per process (udfs.text_encoder.shared_model).
+        # The encoder's model loads once per process (udfs.text_encoder.shared_model).
         encoder = make_encoder(self.text_encoder)
         self.text = TextFeatures(encoder, self.titles) if encoder is not None else None
+        if encoder is not None:  # load the model now, not in the first batch (2-3 s for `use`)
+            encoder.encode(["freshrank"])
         tune_garbage_collector()
         # Values are bytes the learner encodes itself; PICKLED_BYTE_ARRAY because PyFlink 2.2's embedded
         # converter fails on a missing value of a PRIMITIVE_ARRAY state.

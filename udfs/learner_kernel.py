@@ -5,7 +5,8 @@ Same model, same update order, same results (within float summation order in the
     p(click) = sigmoid(user · item + item_bias + position_term + global_bias
                        + [search request] (query_title_weight * similarity + search_bias))
 
-then one AdaGrad step on the user vector, the item vector (both with L2), the item bias, the position
+then one AdaGrad step on the user vector, the item vector (both with L2; or FTRL-Proximal, see
+`LearnerConfig.vector_damping`), the item bias, the position
 term, the global bias and, for a search request, the query-title weight and the search bias, in that
 order. `OnlineRanker` pays Python and numpy call overhead several
 times per example; here a whole batch of operations runs in one compiled call.
@@ -150,7 +151,7 @@ def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
 
 
 @_njit
-def _hint_step(user, hint, dim, learning_rate, l2, hint_weight, scores, i):
+def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores, i):
     # The user half of OP_LEARN for label 1 against `hint` as the item vector (no biases: they are the
     # same for every candidate of the request, so they say nothing about what this user wants).
     dot = 0.0
@@ -164,12 +165,12 @@ def _hint_step(user, hint, dim, learning_rate, l2, hint_weight, scores, i):
         grad = error * hint[k] + l2 * u
         accum = user[dim + k] + grad * grad
         user[dim + k] = accum
-        user[k] = u - learning_rate * grad / math.sqrt(accum)
+        user[k] = u - learning_rate * grad / (damping + math.sqrt(accum))
 
 
 @_njit
 def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
-               l2, optimizer, beta, l1, bias_l2, hint_weight, scores):
+               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores):
     # The update itself, without checks (callers check the batch first).
     dim = (users.shape[1] - 1) // 2
     item_bias = 2 * dim
@@ -177,7 +178,7 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
     for i in range(ops.shape[0]):
         user = users[ops[i, OP_USER]]
         if ops[i, OP_KIND] == OP_QUERY_HINT:
-            _hint_step(user, hints[ops[i, OP_ITEM]], dim, learning_rate, l2, hint_weight, scores, i)
+            _hint_step(user, hints[ops[i, OP_ITEM]], dim, learning_rate, l2, damping, hint_weight, scores, i)
             continue
         item = items[ops[i, OP_ITEM]]
         term = positions[ops[i, OP_POSITION]]
@@ -206,10 +207,10 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
             item_grad = error * u + l2 * v
             user_accum = user[dim + k] + user_grad * user_grad
             user[dim + k] = user_accum
-            user[k] = u - learning_rate * user_grad / math.sqrt(user_accum)
+            user[k] = u - learning_rate * user_grad / (damping + math.sqrt(user_accum))
             item_accum = item[dim + k] + item_grad * item_grad
             item[dim + k] = item_accum
-            item[k] = v - learning_rate * item_grad / math.sqrt(item_accum)
+            item[k] = v - learning_rate * item_grad / (damping + math.sqrt(item_accum))
         user[2 * dim] += 1.0
         item[item_updates] += 1.0
 
@@ -235,8 +236,8 @@ _I64P = numba.types.CPointer(numba.types.int64)
 _NATIVE_SIGNATURE = numba.types.void(
     _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
     numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, _F64P, numba.types.int64, numba.types.float64,
-    numba.types.float64, numba.types.float64, numba.types.int64, numba.types.float64, numba.types.float64,
-    numba.types.float64, numba.types.float64, _F64P,
+    numba.types.float64, numba.types.float64, numba.types.float64, numba.types.int64, numba.types.float64,
+    numba.types.float64, numba.types.float64, numba.types.float64, _F64P,
 )
 
 
@@ -250,7 +251,7 @@ def _cfunc(function):
 @_cfunc
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
                     n_positions, global_p, text_p, similarity_p, hints_p, n_hints, learning_rate, bias_learning_rate,
-                    l2, optimizer, beta, l1, bias_l2, hint_weight, scores_p):
+                    l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores_p):
     # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
     # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
     # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
@@ -266,7 +267,7 @@ def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items
     hints = numba.carray(hints_p, (n_hints, (user_width - 1) // 2))
     scores = numba.carray(scores_p, (n_ops,))
     _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
-               l2, optimizer, beta, l1, bias_l2, hint_weight, scores)
+               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores)
 
 
 
@@ -448,7 +449,7 @@ class ModelArrays:
             ops.ctypes.data, ops.shape[0], users.ctypes.data, self.n_users, users.shape[1], items.ctypes.data,
             self.n_items, items.shape[1], positions.ctypes.data, self.n_positions, self.global_bias.ctypes.data,
             self.text.ctypes.data, similarity.ctypes.data, hint_rows.ctypes.data, hints.shape[0],
-            float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2),
+            float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2), float(cfg.vector_damping),
             FTRL if cfg.bias_optimizer == "ftrl" else ADAGRAD, float(cfg.ftrl_beta), float(cfg.ftrl_l1),
             float(cfg.ftrl_l2), float(cfg.query_hint_weight), scores.ctypes.data,
         )
@@ -458,8 +459,8 @@ class ModelArrays:
 # The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
 # during the call, like any Python call (see _run_ops_native for why the lock matters here).
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _N, _F,
-                                 _F, _F, _F, _P)(
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _F, _N,
+                                 _F, _F, _F, _F, _P)(
     _run_ops_native.address)
 
 

@@ -47,8 +47,11 @@ class LearnerConfig:
     learning_mode: str = "impression"
     # The optimizer of the scalar parameters (item biases, position terms, global bias, text weights):
     # "adagrad", or "ftrl" (FTRL-Proximal, McMahan et al. 2013, per coordinate, alpha =
-    # bias_learning_rate, with L1 and L2). Vectors learn with AdaGrad.
+    # bias_learning_rate, with L1 and L2).
     bias_optimizer: str = "adagrad"
+    # The optimizer of user and item vectors: "adagrad", or "ftrl" (FTRL-Proximal with alpha =
+    # learning_rate, beta = ftrl_beta and L2 = ftrl_l2; no L1, see vector_damping).
+    vector_optimizer: str = "adagrad"
     ftrl_beta: float = 1.0
     ftrl_l1: float = 0.0
     ftrl_l2: float = 0.0
@@ -62,8 +65,25 @@ class LearnerConfig:
             raise ValueError(f"learning_mode must be one of {', '.join(LEARNING_MODES)}, got {self.learning_mode!r}")
         if self.bias_optimizer not in OPTIMIZERS:
             raise ValueError(f"bias_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.bias_optimizer!r}")
+        if self.vector_optimizer not in OPTIMIZERS:
+            raise ValueError(f"vector_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.vector_optimizer!r}")
         if not self.query_hint_weight >= 0.0:
             raise ValueError(f"query_hint_weight must be at least 0, got {self.query_hint_weight!r}")
+
+    @property
+    def vector_damping(self) -> float:
+        """What a vector step's denominator adds to sqrt(accum): step = learning_rate * g / (damping + sqrt(n)).
+
+        0 is AdaGrad. FTRL-Proximal without L1 has z = -w ((beta + sqrt(n)) / alpha + l2) after every
+        step (by induction, from a start consistent with its vector), so its update
+        w' = -z' / ((beta + sqrt(n')) / alpha + l2) is w - alpha g / (beta + sqrt(n') + alpha l2): FTRL
+        exactly, from the vector and n alone, with no z to store or publish. L1 is left out for vectors:
+        its dead zone would need z per coordinate, and a latent coordinate has no meaning of its own to
+        make sparse.
+        """
+        if self.vector_optimizer == "ftrl":
+            return self.ftrl_beta + self.learning_rate * self.ftrl_l2
+        return 0.0
 
     def ftrl_z(self, value: float, accum: float) -> float:
         """FTRL's z for a scalar at `value` with accumulator `accum` under this configuration."""
@@ -315,11 +335,12 @@ class OnlineRanker:
 
         user_grad = error * item.vector + cfg.l2 * user
         item_grad = error * user + cfg.l2 * item.vector
+        damping = cfg.vector_damping
         user_accum += user_grad * user_grad
-        user -= cfg.learning_rate * user_grad / np.sqrt(user_accum)
+        user -= cfg.learning_rate * user_grad / (damping + np.sqrt(user_accum))
         user_state[2 * dim] += 1.0
         item.accum += item_grad * item_grad
-        item.vector -= cfg.learning_rate * item_grad / np.sqrt(item.accum)
+        item.vector -= cfg.learning_rate * item_grad / (damping + np.sqrt(item.accum))
         item.updates += 1
         item.dirty = True
         ftrl, rate, optimizer = (cfg.ftrl_beta, cfg.ftrl_l1, cfg.ftrl_l2), cfg.bias_learning_rate, cfg.bias_optimizer
@@ -346,5 +367,5 @@ class OnlineRanker:
         score = sigmoid(float(user @ hint))
         user_grad = cfg.query_hint_weight * (score - 1.0) * hint + cfg.l2 * user
         user_accum += user_grad * user_grad
-        user -= cfg.learning_rate * user_grad / np.sqrt(user_accum)
+        user -= cfg.learning_rate * user_grad / (cfg.vector_damping + np.sqrt(user_accum))
         return score

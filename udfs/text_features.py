@@ -89,9 +89,11 @@ class TextFeatures:
     def query_codes(self, queries: Sequence[str]) -> np.ndarray:
         """(n, CODE_DIM) codes of queries, as `title_codes` of titles (each distinct query encoded once)."""
         distinct = list(dict.fromkeys(queries))
-        rows = self.queries.encode(distinct).astype(np.float64) @ self._projection
+        embeddings = self.queries.encode(distinct).astype(np.float64)
+        # Row by row, as `title_code`: a code must not depend on which queries share the call.
+        rows = [embedding @ self._projection for embedding in embeddings]
         index = {query: n for n, query in enumerate(distinct)}
-        return rows[[index[query] for query in queries]].reshape(len(queries), CODE_DIM)
+        return np.array([rows[index[query]] for query in queries]).reshape(len(queries), CODE_DIM)
 
     def similarities(self, queries: Sequence[str | None], item_ids: Sequence[str]) -> np.ndarray:
         """Cosine of query and title embeddings per pair; NaN without a query, 0 without a title.
