@@ -13,8 +13,9 @@ example on the examples topic carries `model_version`, the learner's version whe
 click, and the learner publishes the user's update under the next version, so the first record of
 that user with a version above `model_version` is the one (`SnapshotConsumer.seen_at_ms` tells when
 it arrived). It includes the join, the learner, the wait for the next snapshot (`--snapshot-interval`)
-and for the checkpoint that commits the Kafka transaction (`--checkpoint-interval`). Clicks of the
-first window after the cold start are not measured: the learner defers them to the window's end.
+and for the checkpoint that commits the Kafka transaction (`--checkpoint-interval`). In the decided
+learning mode, clicks of the first window after the cold start are not measured: the learner defers
+them to the window's end (at impression time, the default, it does not, and every click counts).
 
 The job runs in a child process (its own MiniCluster and Py4J gateway, so nothing JVM-side leaks into
 this process, and its Flink log goes next to ours); it is found and stopped through Flink's REST API,
@@ -52,6 +53,7 @@ from job.options import job_option_args
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
 from udfs.encoding import json_default
+from udfs.learner_math import DECIDED_MODE
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
@@ -569,8 +571,11 @@ def run_live(
 
     examples = read_topic(bootstrap, topics.examples, "LabeledExample", kafka_properties=kafka_properties)
     # The first window after the cold start (as the learner saw it: the first impression to arrive).
-    first_ms = min((e["impression_time"] for e in examples), default=0)
-    warm_up_until_ms = first_ms + job.window_ms + job.max_disorder_ms
+    # Only the decided mode defers them; at impression time every click is learned when it arrives.
+    warm_up_until_ms = None
+    if job.learner.learning_mode == DECIDED_MODE:
+        first_ms = min((e["impression_time"] for e in examples), default=0)
+        warm_up_until_ms = first_ms + job.window_ms + job.max_disorder_ms
     freshness = freshness_of(acked, examples, history, drain_started_ms, warm_up_until_ms)
     return LiveRun(topics, outcome["counts"], stream_s, startup_s, job_wall_s, drain_s, speedup, freshness, examples)
 
@@ -582,8 +587,9 @@ def _percentile(values: list[float], q: float) -> float:
 def freshness_line(run: LiveRun) -> str:
     f = run.freshness
     v = f.values_ms
-    skipped = (f"not measured: {f.warm_up} in the first window (learned when it closes), {f.at_drain} published "
-               f"only by the final drain, {f.unmatched} not the counted click")
+    first_window = f"{f.warm_up} in the first window (decided mode: learned when it closes), " if f.warm_up else ""
+    skipped = (f"not measured: {first_window}{f.at_drain} published only by the final drain, "
+               f"{f.unmatched} not the counted click")
     if not v:
         return f"snapshot freshness: no measurement ({skipped})"
     return (f"snapshot freshness (click acked by Kafka -> updated user vector visible to a read_committed "
