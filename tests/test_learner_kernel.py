@@ -260,12 +260,17 @@ def test_score_only_changes_nothing() -> None:
     np.testing.assert_allclose(scores, expected, rtol=0, atol=TOLERANCE)
 
 
-def test_bad_batch_is_rejected_whole() -> None:
-    cfg = config(4)
+def one_of_each(cfg: LearnerConfig) -> ModelArrays:
+    """A dim-4 model with one user, one item and one position term (all row 0)."""
     model = ModelArrays(cfg)
     model.add_user("u", model.new_user_row())
     model.add_item("i", model.new_item_row(np.full(4, 0.1)))
     model.add_position(0, model.new_bias_row())
+    return model
+
+
+def test_bad_batch_is_rejected_whole() -> None:
+    model = one_of_each(config(4))
     before = [model.users.copy(), model.items.copy(), model.positions.copy(), model.global_bias.copy()]
     bad_batches = [
         [[OP_LEARN, 0, 0, 0, 1], [OP_LEARN, 1, 0, 0, 1]],  # user row not added
@@ -276,26 +281,20 @@ def test_bad_batch_is_rejected_whole() -> None:
         [[OP_LEARN, 0, 0, 0, 1], [7, 0, 0, 0, 0]],  # unknown op
         [[OP_LEARN, 0, 0, 0, 1], [OP_QUERY_HINT, 0, 0, 0, 0]],  # no hint rows given
     ]
-    for batch in bad_batches:
+    bad_hints = [
+        ([[OP_LEARN, 0, 0, 0, 1], [OP_QUERY_HINT, 0, 1, 0, 0]], np.zeros((1, 4))),  # beyond the hints given
+        ([[OP_QUERY_HINT, 0, 0, 0, 0]], np.zeros((1, 3))),  # hints of the wrong width
+    ]
+    for batch, hints in [(batch, None) for batch in bad_batches] + bad_hints:
         with pytest.raises(ValueError):
-            model.run(np.array(batch, dtype=np.int64))
-    for old, new in zip(before, [model.users, model.items, model.positions, model.global_bias], strict=True):
-        np.testing.assert_array_equal(new, old)
-    with pytest.raises(ValueError):  # a hint row beyond the hints given
-        model.run(np.array([[OP_QUERY_HINT, 0, 1, 0, 0]], dtype=np.int64), hints=np.zeros((1, 4)))
-    with pytest.raises(ValueError):  # hints of the wrong width
-        model.run(np.array([[OP_QUERY_HINT, 0, 0, 0, 0]], dtype=np.int64), hints=np.zeros((1, 3)))
+            model.run(np.array(batch, dtype=np.int64), hints=hints)
     for old, new in zip(before, [model.users, model.items, model.positions, model.global_bias], strict=True):
         np.testing.assert_array_equal(new, old)
     assert model.run(np.zeros((0, 5), dtype=np.int64)).shape == (0,)
 
 
 def test_query_hint_moves_only_the_user_towards_the_query() -> None:
-    cfg = config(4)
-    model = ModelArrays(cfg)
-    model.add_user("u", model.new_user_row())
-    model.add_item("i", model.new_item_row(np.full(4, 0.1)))
-    model.add_position(0, model.new_bias_row())
+    model = one_of_each(config(4))
     hint = np.array([[1.0, -0.5, 0.0, 0.25]])
     before = [model.items.copy(), model.positions.copy(), model.global_bias.copy(), model.text.copy()]
     first, second = (model.run(np.array([[OP_QUERY_HINT, 0, 0, 0, 0]], dtype=np.int64), hints=hint)[0]
