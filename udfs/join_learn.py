@@ -23,6 +23,7 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, LearnerState
 from udfs.encoding import RecordEncoder
+from udfs.gauges import PushedGauges
 from udfs.interpreter import tune_garbage_collector
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
 from udfs.learner_kernel import compile_kernel
@@ -34,6 +35,7 @@ from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
 _NOT_USED = Duration(None)  # see JoinAndLearn._expiring
+LEARNER_GAUGES = ("model_version", "item_count", "click_lag_ms", "click_stalled", "model_guard_held")
 
 
 class JoinAndLearn(KeyedProcessFunction):
@@ -102,13 +104,10 @@ class JoinAndLearn(KeyedProcessFunction):
         self.positives_counter = group.counter("positives")
         self.snapshot_counter = group.counter("snapshot_records")
         self.batches_counter = group.counter("batches")
-        group.gauge("model_version", lambda: self.learner.meta["version"] if self.learner else 0)
-        group.gauge("item_count", lambda: self.learner.model.n_items if self.learner else 0)
-        # How far the clicks' watermark trails the impressions' (event-time ms) and whether that is a stall.
-        group.gauge("click_lag_ms", lambda: self.learner.click_stall.lag_ms if self.learner else 0)
-        group.gauge("click_stalled", lambda: int(self.learner.click_stall.stalled) if self.learner else 0)
-        # Snapshot versions the stability guard held back since the job started (udfs.model_guard).
-        group.gauge("model_guard_held", lambda: self.learner.guard.held if self.learner else 0)
+        # model_version, item_count; how far the clicks' watermark trails the impressions' (event-time
+        # ms) and whether that is a stall; snapshot versions the stability guard held back since the
+        # job started (udfs.model_guard). Set after every call (see udfs.gauges for why not callables).
+        self.gauges = PushedGauges(group, LEARNER_GAUGES)
 
     def _expiring(self, descriptor: MapStateDescriptor) -> MapStateDescriptor:
         """Entities not written (learned or merged) for the state TTL leave state: users who stopped
@@ -160,11 +159,22 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def _snapshot(self, learner: BatchJoinLearner) -> Iterator:
         records = learner.snapshot(int(time.time() * 1000))
+        self._push_gauges(learner)  # a snapshot makes a new version
         self.snapshot_counter.inc(len(records))
         for record in records:
             yield self.tags["snapshots"], self.encoder.encode("ModelSnapshot", record)
 
+    def _push_gauges(self, learner: BatchJoinLearner) -> None:
+        gauges = self.gauges
+        gauges.set("model_version", learner.meta["version"])
+        gauges.set("item_count", learner.model.n_items)
+        gauges.set("click_lag_ms", learner.click_stall.lag_ms)
+        gauges.set("click_stalled", learner.click_stall.stalled)
+        gauges.set("model_guard_held", learner.guard.held)
+
     def _emit(self, out: BatchOutput) -> Iterator:
+        if self.learner is not None:
+            self._push_gauges(self.learner)
         encode = self.encoder.encode
         for kind, count in out.join_events.items():
             self.counters[kind].inc(count)

@@ -17,6 +17,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from udfs.encoding import RecordEncoder
+from udfs.gauges import PushedGauges
 from udfs.join_logic import LATE_CLICK, ORPHAN_CLICK
 
 # IntervalStats, IntervalBuckets and MetricsAggregator are also named here: state pickled before they
@@ -37,6 +38,12 @@ def partial_metrics_type() -> TypeInformation:
 
 
 END_OF_INPUT = 2**63 - 1
+TOTAL_GAUGES = ("examples_total", "positives_total", "late_clicks_total", "orphan_clicks_total")
+
+
+def interval_gauge_name(name: str, scale: float) -> str:
+    """The gauge of a latest-interval figure: ratios in millionths carry `_micro` in their name."""
+    return f"{name}_micro" if scale == 1e6 else name
 
 
 class ComputeMetrics(KeyedProcessFunction):
@@ -55,15 +62,12 @@ class ComputeMetrics(KeyedProcessFunction):
         self.state = runtime_context.get_state(ValueStateDescriptor("aggregator", Types.PICKLED_BYTE_ARRAY()))
         self.aggregator: MetricsAggregator | None = None
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group("quality")
-        group.gauge("examples_total", lambda: self._total().examples.examples)
-        group.gauge("positives_total", lambda: self._total().examples.positives)
-        group.gauge("late_clicks_total", lambda: self._total().events[LATE_CLICK])
-        group.gauge("orphan_clicks_total", lambda: self._total().events[ORPHAN_CLICK])
+        # Set whenever an interval closes (see udfs.gauges for why not callables).
         self.latest = dict.fromkeys(LATEST_INTERVAL_GAUGES, math.nan)
-        interval = group.add_group("interval")
-        for name, scale in LATEST_INTERVAL_GAUGES.items():
-            interval.gauge(f"{name}_micro" if scale == 1e6 else name,
-                           lambda name=name, scale=scale: gauge_value(self.latest[name], scale))
+        self.totals = PushedGauges(group, TOTAL_GAUGES)
+        self.interval_gauges = PushedGauges(group.add_group("interval"), [
+            interval_gauge_name(name, scale) for name, scale in LATEST_INTERVAL_GAUGES.items()])
+        self._push_gauges()
 
     def _total(self) -> IntervalStats:
         return self.aggregator.total if self.aggregator is not None else IntervalStats()
@@ -72,6 +76,7 @@ class ComputeMetrics(KeyedProcessFunction):
         if self.aggregator is None:
             self.aggregator = self.state.value() or MetricsAggregator(self.interval_ms, self.learners)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+            self._push_gauges()  # totals restored from state
         return self.aggregator
 
     def process_element(self, value, ctx) -> Iterator:
@@ -84,10 +89,23 @@ class ComputeMetrics(KeyedProcessFunction):
         self.state.update(aggregator)
         yield from self._emit(records)
 
+    def _push_gauges(self) -> None:
+        total = self._total()
+        totals = self.totals
+        totals.set("examples_total", total.examples.examples)
+        totals.set("positives_total", total.examples.positives)
+        totals.set("late_clicks_total", total.events[LATE_CLICK])
+        totals.set("orphan_clicks_total", total.events[ORPHAN_CLICK])
+        for name, scale in LATEST_INTERVAL_GAUGES.items():
+            self.interval_gauges.set(interval_gauge_name(name, scale), gauge_value(self.latest[name], scale))
+
     def _emit(self, records: list[dict[str, Any]]) -> Iterator:
         for record in records:
             if record["name"] in self.latest:
                 self.latest[record["name"]] = record["value"]
+        if records:
+            self._push_gauges()
+        for record in records:
             yield self.encoder.encode("Metric", record)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
