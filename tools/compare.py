@@ -6,8 +6,9 @@ judged by progressive validation (each example scored before it is learned from)
   learning mode, `decided` (an example is learned once its label is decided: a negative when its
   window closes) and `impression` (learned as a negative when shown, corrected when its click
   arrives: fake-negative weighting), with AdaGrad, FTRL-Proximal on the scalar parameters, and
-  FTRL-Proximal on scalars and vectors; as the job runs, it reads the catalog (item embeddings, titles through the text
-  encoder); one more row shows the default mode on ids alone, the anchors' features;
+  FTRL-Proximal on scalars and vectors; as the job runs, it reads the catalog (item embeddings,
+  titles through the text encoder); one more row shows the default mode on ids alone, the anchors'
+  features;
 - River: logistic regression and a factorisation machine on one-hot user, item, position and query;
 - Vowpal Wabbit: logistic loss with user x item interactions (`-q ui`; its defaults otherwise).
 The anchors learn as the `decided` mode does: an example's prediction when its impression arrives,
@@ -252,7 +253,7 @@ def format_results(title: str, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(all_results: dict[int, dict[str, Any]], png: Path) -> Path | None:
+def plot_curves(all_results: dict[str, dict[str, Any]], png: Path) -> Path | None:
     try:
         import matplotlib
 
@@ -261,10 +262,10 @@ def plot_curves(all_results: dict[int, dict[str, Any]], png: Path) -> Path | Non
     except ImportError:
         return None
     fig, axes = plt.subplots(1, len(all_results), figsize=(6 * len(all_results), 4.5), squeeze=False)
-    for ax, (seed, results) in zip(axes[0], all_results.items(), strict=True):
+    for ax, (title, results) in zip(axes[0], all_results.items(), strict=True):
         for name, curve in results["curves"].items():
             ax.plot(np.linspace(0, 100, len(curve)), curve, label=name, linestyle="--" if name == "oracle" else "-")
-        ax.set_title(str(seed))
+        ax.set_title(title)
         ax.set_xlabel("share of the stream (%)")
         ax.set_ylabel("progressive AUC")
         ax.grid(alpha=0.3)
@@ -318,7 +319,8 @@ def run_evaluate(out_dir: Path, seeds: Sequence[int], n_impressions: int, config
         all_results[seed] = evaluate_stream(gen, config)
         print(format_results(f"seed {seed}", all_results[seed]))
         print()
-    png = plot_curves(all_results, out_dir / "learning-curves.png")
+    png = plot_curves({f"seed {seed}": results for seed, results in all_results.items()},
+                      out_dir / "learning-curves.png")
     print(f"learning curves: {png}" if png else "learning curves: install the plots extra for the PNG")
     if not anchors():
         print("River and Vowpal Wabbit are not installed: pip install 'freshrank[compare]'")

@@ -629,7 +629,7 @@ def _unique_suffix(kind: str) -> str:
     return f"-{kind}-{uuid.uuid4().hex[:6]}"
 
 
-class _Broker:
+class Broker:
     """The demo's broker: a given one, or a KafkaBroker started on a free port with its data in `data_dir`."""
 
     def __init__(self, bootstrap: str | None, data_dir: Path, say: Callable[[str], None]) -> None:
@@ -683,7 +683,7 @@ def run_kafka_demo(
     print(f"world: {gen.n_impressions:,} impressions, {gen.n_users:,} users, {gen.n_items:,} items; job: window "
           f"{job.window_s:g} s, snapshots every {job.snapshot_interval_s:g} s, checkpoints every "
           f"{checkpoint_interval_s:g} s, parallelism {job.parallelism}")
-    with _Broker(bootstrap, out / "kafka", print) as servers:
+    with Broker(bootstrap, out / "kafka", print) as servers:
         live = run_live(servers, suffix, gen, job, out / "job", duration_s=duration_s,
                         checkpoint_interval_s=checkpoint_interval_s, kafka_properties=kafka_properties,
                         checkpoint_dir=checkpoint_dir)
@@ -807,7 +807,7 @@ def run_kafka_bench(
     cluster of that many TaskManager JVMs: in thread mode each embeds one interpreter, so that is how
     Python work spreads over cores."""
     figures: dict[str, float] = {}
-    with _Broker(bootstrap, work_dir / "kafka", print) as servers:
+    with Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = _unique_suffix("bench")
         topics = TopicNames().suffixed(suffix)
         create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)

@@ -23,7 +23,7 @@ import heapq
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -127,6 +127,14 @@ def draw_requests(cfg: GeneratorConfig, world: World, sim: SimulationConfig, tex
     click_draw = rng.random((n, k))
     delay = cfg.click_delay_median_s * 1000.0 * np.exp(cfg.click_delay_sigma * rng.normal(size=(n, k)))
     return Requests(time_ms, user, query_cat, query, pool, click_draw, np.maximum(1, np.round(delay)).astype(np.int64))
+
+
+class Policy(Protocol):
+    """A serving policy: ranks a request's candidates, then sees what it showed and what was clicked."""
+
+    def order(self, r: int, requests: Requests) -> np.ndarray: ...
+
+    def observe(self, r: int, requests: Requests, shown: np.ndarray, top: np.ndarray, hit: np.ndarray) -> None: ...
 
 
 class Ids:
@@ -236,7 +244,7 @@ class FreshrankPolicy:
             self.last_snapshot_ms = now_ms
 
 
-def simulate_policy(policy: Any, requests: Requests, clicks: TrueClicks, sim: SimulationConfig) -> np.ndarray:
+def simulate_policy(policy: Policy, requests: Requests, clicks: TrueClicks, sim: SimulationConfig) -> np.ndarray:
     """Clicks per request (shown items clicked) under one policy."""
     clicked = np.zeros(len(requests.user))
     for r in range(len(requests.user)):
@@ -248,8 +256,9 @@ def simulate_policy(policy: Any, requests: Requests, clicks: TrueClicks, sim: Si
     return clicked
 
 
-def make_policy(name: str, world: World, requests: Requests, clicks: TrueClicks, ids: Ids, titles: dict[str, str],
-                config: JobConfig, sim: SimulationConfig) -> Any:
+def make_policy(name: str, requests: Requests, clicks: TrueClicks, ids: Ids, titles: dict[str, str],
+                config: JobConfig, sim: SimulationConfig) -> Policy:
+    """The policy named `name` (one of POLICIES), fresh."""
     if name == "oracle":
         return OraclePolicy(clicks)
     if name == "random":
@@ -278,14 +287,14 @@ def world_of(sim: SimulationConfig, config: JobConfig
 def run_simulation(out_dir: Path, sim: SimulationConfig, config: JobConfig,
                    policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
     """Every policy over the same requests; prints the CTR table, writes the PNG, returns the figures."""
-    _, world, ids, titles, requests, clicks = world_of(sim, config)
+    _, _, ids, titles, requests, clicks = world_of(sim, config)
     compile_kernel()
     spans = np.array_split(np.arange(sim.n_requests), SPANS)
     hours = (requests.time_ms[-1] - requests.time_ms[0]) / 3_600_000
     figures: dict[str, Any] = {"requests": sim.n_requests, "hours": hours, "policies": {}}
     for name in policies:
         started = time.perf_counter()
-        policy = make_policy(name, world, requests, clicks, ids, titles, config, sim)
+        policy = make_policy(name, requests, clicks, ids, titles, config, sim)
         per_request = simulate_policy(policy, requests, clicks, sim)
         ctr = per_request / sim.shown
         figures["policies"][name] = {"ctr": float(ctr.mean()),

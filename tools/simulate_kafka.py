@@ -23,8 +23,17 @@ from clients.producer import Producer
 from clients.snapshot_consumer import SnapshotConsumer
 from clients.topics import TopicNames, create_all
 from job.config import JobConfig
-from tools.kafka_demo import LocalJob, _Broker, run_args
-from tools.simulate import Ids, Requests, SimulationConfig, format_simulation, simulate_policy, world_of
+from tools.kafka_demo import Broker, LocalJob, run_args
+from tools.simulate import (
+    SPANS,
+    Ids,
+    Requests,
+    SimulationConfig,
+    format_simulation,
+    make_policy,
+    simulate_policy,
+    world_of,
+)
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
@@ -93,15 +102,15 @@ class KafkaFreshrankPolicy:
 def run_kafka_simulation(out_dir: Path, sim: SimulationConfig, config: JobConfig, speedup: float = 30.0,
                          bootstrap: str | None = None) -> dict[str, Any]:
     """The loop through the job on Kafka, beside popularity, random and the oracle; prints the CTR table."""
-    cfg, world, ids, titles, requests, clicks = world_of(sim, config)
+    _, _, ids, titles, requests, clicks = world_of(sim, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog = out_dir / "items.jsonl"
     catalog.write_bytes(b"".join(orjson.dumps({"item_id": item, "title": titles[item], "category": "",
                                                "embedding": None}) + b"\n" for item in ids.items))
     hours = (requests.time_ms[-1] - requests.time_ms[0]) / 3_600_000
     figures: dict[str, Any] = {"requests": sim.n_requests, "hours": hours, "policies": {}}
-    spans = np.array_split(np.arange(sim.n_requests), 10)
-    with _Broker(bootstrap, out_dir / "kafka", print) as servers:
+    spans = np.array_split(np.arange(sim.n_requests), SPANS)
+    with Broker(bootstrap, out_dir / "kafka", print) as servers:
         suffix = f"-simulate-{uuid.uuid4().hex[:8]}"
         topics = TopicNames().suffixed(suffix)
         create_all(servers, topics, partitions=2)
@@ -137,10 +146,8 @@ def run_kafka_simulation(out_dir: Path, sim: SimulationConfig, config: JobConfig
     figures["policies"][KAFKA_NAME] = {"ctr": float(ctr.mean()), "ctr_by_span": [float(ctr[s].mean()) for s in spans],
                                        "seconds": wall}
     print(f"  {KAFKA_NAME}: CTR {ctr.mean():.4f} ({wall:.0f} s; newest model version {versions})")
-    from tools.simulate import make_policy
-
     for other in ("popularity", "random", "oracle"):
-        policy = make_policy(other, world, requests, clicks, ids, titles, config, sim)
+        policy = make_policy(other, requests, clicks, ids, titles, config, sim)
         ctr = simulate_policy(policy, requests, clicks, sim) / sim.shown
         figures["policies"][other] = {"ctr": float(ctr.mean()), "ctr_by_span": [float(ctr[s].mean()) for s in spans],
                                       "seconds": 0.0}
