@@ -28,6 +28,7 @@ EXAMPLES = re.compile(r'^flink_taskmanager_job_task_operator_freshrank_examples\
                       r"[^}]*\} (\S+)$", re.MULTILINE)
 # The newest closed interval's AUC in millionths (udfs.metrics_intervals.LATEST_INTERVAL_GAUGES).
 AUC = re.compile(r"^flink_\w+_freshrank_quality_interval_auc_micro\{[^}]*\} (\S+)$", re.MULTILINE)
+ITEMS = re.compile(r"^flink_\w+_freshrank_item_count\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 def _scrape(port: int) -> str | None:
@@ -51,6 +52,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
     seen: list[float] = []  # the examples counter at each scrape that had it
     quality = None
     auc: list[float] = []
+    items: list[float] = []  # the learner's item_count gauge (pushed after each call, udfs.gauges)
     exported: set[str] = set()  # metric names seen in any scrape
     listed: list[str] = []  # job names the REST API on --rest-port listed
     with open(tmp_path / "replay.log", "wb") as log:
@@ -69,8 +71,10 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
                     seen.append(sum(values))
                 quality = quality or re.search(r"^flink_\w+_freshrank_quality_examples_total\{", body, re.MULTILINE)
                 auc += [float(v) for v in AUC.findall(body)]
+                items += [float(v) for v in ITEMS.findall(body)]
             counted = [v for v in seen if v > 0]  # the first scrapes may come before the first example
-            if len(counted) >= 2 and counted[-1] > counted[0] and quality and any(v > 0 for v in auc) and listed:
+            if len(counted) >= 2 and counted[-1] > counted[0] and quality and any(v > 0 for v in auc) and listed \
+                    and any(v > 0 for v in items):
                 break
             time.sleep(0.5)
         process.wait(240)
@@ -89,6 +93,7 @@ def test_a_replay_exposes_its_counters_to_prometheus(tmp_path: Path) -> None:
                for name in re.findall(r"\bflink_\w+", target["expr"])}
     assert queried and queried <= exported, sorted(queried - exported)
     # -1 until an interval closes, then the interval's AUC in millionths
+    assert any(v > 0 for v in items), f"the learner's item_count gauge never showed items: {items}"
     assert auc and all(v == UNDEFINED_GAUGE or 0 <= v <= 1e6 for v in auc) and any(v > 0 for v in auc), auc
 
 
