@@ -15,7 +15,8 @@ State. Everything lives in Flink state, under the subtask's one shard key (job.r
   A block is removed once the retention of all its impressions is over;
 - `entries`: impression id -> the same, for entries that changed after their block was written (a
   click, a deferred positive learned) and for held clicks without an impression; removed when the
-  entry is forgotten. After a restore this version wins over the block's. Neither is written for a
+  entry is forgotten (retention timers are coarsened to forget buckets of FORGET_BUCKET_MS, so up to
+  a bucket later; an id seen again in between is already treated as new). After a restore this version wins over the block's. Neither is written for a
   negative decided by its deadline, nor removed when an entry's retention ends: `decided_until` in
   `meta` tells both apart (a PENDING entry whose deadline is at or before it was emitted as a
   negative; one whose retention ended by then was forgotten);
@@ -112,6 +113,9 @@ TITLE_MAP_KEY = -2
 FIT_EVERY = 2000
 FIT_MIN_UPDATES = 10
 FIT_MAX_ITEMS = 10_000
+# Decided entries wait for the end of their retention in buckets of this many ms of forget time, not in
+# the timer heap (see BatchJoinLearner.forget_queue).
+FORGET_BUCKET_MS = 60_000
 NO_WATERMARK = -(2**63)
 END_OF_INPUT = 2**63 - 1
 
@@ -194,6 +198,13 @@ class BatchJoinLearner:
         # id -> [JoinState, impression score or None, deferred learning, a version is in `entries` state]
         self.entries: dict[str, list] = {}
         self.due: list[tuple[int, str]] = []  # heap of (timer time, impression id)
+        # Retention timers, coarsened: decided entries by forget-time bucket, purged once the join
+        # watermark has passed a whole bucket. Until then an entry whose retention ended is treated as
+        # forgotten when its id comes up again (`_live_entry`), so labels are those of exact timers,
+        # while the heap holds only the deadlines still open (a seventh of the entries, at the default
+        # window and retention) and most impressions cost no second push and pop.
+        self.forget_queue: dict[int, list[str]] = {}
+        self.forget_buckets: list[int] = []  # heap of the keys of `forget_queue`
         self.blocks: list[tuple[int, int]] = []  # heap of (when its last retention ends, block number)
         meta = state.meta.value()
         self.meta: dict[str, Any] = pickle.loads(meta) if meta is not None else {
@@ -231,6 +242,8 @@ class BatchJoinLearner:
         for impression_id, entry in self.entries.items():
             for due in self._timers_of(entry):
                 self.due.append((due, impression_id))
+            if entry[0].status == DECIDED and entry[0].impression is not None:
+                self.queue_forget(impression_id, entry[0].impression)
         heapq.heapify(self.due)
 
     def _restore_entry(self, impression_id: str, fields: list, decided_until: int, keyed: bool) -> None:
@@ -249,6 +262,20 @@ class BatchJoinLearner:
         """The watermark at which the join forgets an impression (its retention timer)."""
         return impression[IMP_TIME] + self.join.window_ms + self.join.retention_ms
 
+    def queue_forget(self, impression_id: str, impression: tuple) -> None:
+        key = self.forget_time(impression) // FORGET_BUCKET_MS
+        ids = self.forget_queue.get(key)
+        if ids is None:
+            ids = self.forget_queue[key] = []
+            heapq.heappush(self.forget_buckets, key)
+        ids.append(impression_id)
+
+    def expired(self, entry: list, watermark: int) -> bool:
+        """Whether an entry's retention timer would have fired at `watermark` (forgotten: its id is new again)."""
+        state = entry[0]
+        return state.status == DECIDED and state.impression is not None and self.forget_time(
+            state.impression) <= watermark
+
     def _timers_of(self, entry: list) -> list[int]:
         state, _, deferred, _ = entry
         window = self.join.window_ms
@@ -256,7 +283,7 @@ class BatchJoinLearner:
             return [click[CLK_TIME] + window + 1 for click in state.held_clicks]
         if state.status == PENDING or deferred:
             return [self.join.deadline(state.impression)]
-        return [self.forget_time(state.impression)]
+        return []  # a decided entry's retention timer is in the forget queue
 
     # Model rows ---------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int:
@@ -528,7 +555,8 @@ class _BatchRun:
         while due and due[0][0] <= watermark:
             timestamp, impression_id = heapq.heappop(due)
             entry = learner.entries.get(impression_id)
-            if entry is None:
+            # Forgotten before this timer: exact timers would have popped its retention timer first.
+            if entry is None or learner.expired(entry, timestamp - 1):
                 continue
             state, score, deferred, _ = entry
             if deferred and state.impression is not None and timestamp >= learner.join.deadline(state.impression):
@@ -540,6 +568,36 @@ class _BatchRun:
             # after a restore (BatchJoinLearner._restore_entries), which saves one of the three state
             # writes (arrival, decision, forgetting) of most impressions.
             self._apply(impression_id, entry, effects, persist=not (by_deadline and effects.examples))
+        self._purge_forgotten(learner.meta["decided_until"])
+
+    def _purge_forgotten(self, decided_until: int) -> None:
+        """Drop the entries of every forget bucket the watermark has passed as a whole."""
+        learner = self.learner
+        buckets, queue, entries = learner.forget_buckets, learner.forget_queue, learner.entries
+        while buckets and (buckets[0] + 1) * FORGET_BUCKET_MS - 1 <= decided_until:
+            for impression_id in queue.pop(heapq.heappop(buckets)):
+                entry = entries.get(impression_id)
+                if entry is not None and learner.expired(entry, decided_until):
+                    self._forget(impression_id, entry)
+
+    def _forget(self, impression_id: str, entry: list) -> None:
+        self.learner.entries.pop(impression_id, None)
+        self.changed_entries.discard(impression_id)
+        if entry[3]:
+            self.removed_entries.add(impression_id)
+
+    def _live_entry(self, impression_id: str) -> list:
+        """The entry of an arriving event's id: a new one if there is none or its retention has ended."""
+        learner = self.learner
+        entry = learner.entries.get(impression_id)
+        if entry is not None and learner.expired(entry, learner.meta.get("decided_until", NO_WATERMARK)):
+            self._forget(impression_id, entry)
+            entry = None
+        if entry is None:
+            entry = [JoinState(), None, False, False]
+            learner.entries[impression_id] = entry
+            self.new_entries.add(impression_id)
+        return entry
 
     def _in_warm_up(self, impression: tuple) -> bool:
         if self.at_impression:  # negatives are learned as they are shown: no positive runs ahead of them
@@ -553,11 +611,7 @@ class _BatchRun:
         if meta["warm_up_until"] is None:
             meta["warm_up_until"] = impression[IMP_TIME] + learner.join.window_ms
         impression_id = impression[IMP_ID]
-        entry = learner.entries.get(impression_id)
-        if entry is None:
-            entry = [JoinState(), None, False, False]
-            learner.entries[impression_id] = entry
-            self.new_entries.add(impression_id)
+        entry = self._live_entry(impression_id)
         state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
         if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
             # (and in impression mode, learn it as a negative at once: fake-negative weighting)
@@ -570,11 +624,7 @@ class _BatchRun:
     def on_click(self, click: tuple) -> None:
         learner = self.learner
         impression_id = click[0]
-        entry = learner.entries.get(impression_id)
-        if entry is None:
-            entry = [JoinState(), None, False, False]
-            learner.entries[impression_id] = entry
-            self.new_entries.add(impression_id)
+        entry = self._live_entry(impression_id)
         state, effects = learner.join.on_click(entry[0], click, learner.meta["watermark"])
         self._apply(impression_id, entry, effects)
 
@@ -595,13 +645,16 @@ class _BatchRun:
             else:
                 op = self._learn(impression, label)
             self.examples.append((op, entry, impression, label, click_time))
-        for timestamp in effects.timers:
-            heapq.heappush(learner.due, (timestamp, impression_id))
+        if effects.timers:
+            impression = entry[0].impression
+            forget_at = None if impression is None or entry[0].status != DECIDED else learner.forget_time(impression)
+            for timestamp in effects.timers:
+                if timestamp == forget_at:
+                    learner.queue_forget(impression_id, impression)
+                else:
+                    heapq.heappush(learner.due, (timestamp, impression_id))
         if effects.clear or entry[0].impression is None and not entry[0].held_clicks:
-            learner.entries.pop(impression_id, None)
-            self.changed_entries.discard(impression_id)
-            if entry[3]:
-                self.removed_entries.add(impression_id)
+            self._forget(impression_id, entry)
         elif persist:
             self.changed_entries.add(impression_id)
         for kind, record in effects.events:
