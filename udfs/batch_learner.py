@@ -16,10 +16,11 @@ State. Everything lives in Flink state, under the subtask's one shard key (job.r
 - `entries`: impression id -> the same, for entries that changed after their block was written (a
   click, a deferred positive learned) and for held clicks without an impression; removed when the
   entry is forgotten (retention timers are coarsened to forget buckets of FORGET_BUCKET_MS, so up to
-  a bucket later; an id seen again in between is already treated as new). After a restore this version wins over the block's. Neither is written for a
-  negative decided by its deadline, nor removed when an entry's retention ends: `decided_until` in
-  `meta` tells both apart (a PENDING entry whose deadline is at or before it was emitted as a
-  negative; one whose retention ended by then was forgotten);
+  a bucket later; an id seen again in between is already treated as new). After a restore this
+  version wins over the block's. Neither is written for a negative decided by its deadline, nor
+  removed when an entry's retention ends: `decided_until` in `meta` tells both apart (a PENDING
+  entry whose deadline is at or before it was emitted as a negative; one whose retention ended by
+  then was forgotten);
 - `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
 - `biases`: position -> bias row bytes, GLOBAL_KEY for the global bias, TEXT_KEY for the two text
   terms (query-title weight, search bias) and TITLE_MAP_KEY for the learned title map;
@@ -82,7 +83,7 @@ from udfs.learner_kernel import (
 )
 from udfs.learner_math import IMPRESSION_MODE, LearnerConfig, UserCodec
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
-from udfs.model_guard import GuardConfig, ModelGuard
+from udfs.model_guard import GuardConfig, ModelGuard, arrival_bucket
 from udfs.model_store import (
     GLOBAL,
     ITEM,
@@ -185,6 +186,10 @@ class BatchJoinLearner:
         # Items started in this call: written to state even if not learned yet, because a start from the
         # title map depends on when it happened (the map keeps learning), so it cannot be redone later.
         self.started_items: set[str] = set()
+        # Keys this learner wrote to `dirty` since the last published snapshot: an entity learned in
+        # many calls between two snapshots is written there once (starts empty after a restore, which
+        # only writes a key again).
+        self.dirty_written: set[str] = set()
         self.config = config
         self.replica = replica
         self.state = state
@@ -401,10 +406,12 @@ class BatchJoinLearner:
                     run.advance(decide_until)
             if kind == IMPRESSION:
                 run.events += 1
+                run.arrived(event[-1], 0)
                 run.on_impression(impression_of(event))
             elif kind == CLICK:
                 run.events += 1
                 run.clicks += 1
+                run.arrived(event[-1], 1)
                 run.on_click(click_of(event))
             elif kind == ITEM_PARAMS:
                 run.merge_item_params(event[1], now_ms)
@@ -488,6 +495,7 @@ class BatchJoinLearner:
             return []
         meta["version"] = version
         self.state.dirty.clear()
+        self.dirty_written = set()
         self.state.meta.update(pickle.dumps(meta))
         return records
 
@@ -522,7 +530,10 @@ class _BatchRun:
         self.at_impression = learner.config.learning_mode == IMPRESSION_MODE
         self.scored_ids: set[int] = set()  # entries whose impression is scored in this call
         self.searches_learned = False
-        self.clicks = 0  # of which clicks (the guard compares arriving clicks per impression)
+        self.clicks = 0  # of which clicks
+        # Arriving [impressions, clicks] for the guard: near the join watermark, and by bucket further ahead.
+        self.arrivals_now = [0, 0]
+        self.arrivals_ahead: dict[int, list[int]] = {}
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
         self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
         self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
@@ -546,6 +557,17 @@ class _BatchRun:
         self.loop_staleness: list[int] = []
 
     # Join ---------------------------------------------------------------------------------------
+    def arrived(self, event_time: int, kind: int) -> None:
+        """Count an impression (kind 0) or click (kind 1) for the guard."""
+        bucket = arrival_bucket(event_time, self.learner.meta["watermark"])
+        if bucket is None:
+            self.arrivals_now[kind] += 1
+            return
+        counts = self.arrivals_ahead.get(bucket)
+        if counts is None:
+            counts = self.arrivals_ahead[bucket] = [0, 0]
+        counts[kind] += 1
+
     def advance(self, watermark: int) -> None:
         learner = self.learner
         learner.meta["watermark"] = watermark
@@ -670,8 +692,13 @@ class _BatchRun:
     def _op(self, kind: int, impression: tuple, label: int) -> int:
         learner = self.learner
         user_id, item_id, position = impression[IMP_USER], impression[IMP_ITEM], impression[IMP_POSITION]
-        self.ops.append((kind, learner._user_row(user_id), learner._item_row(item_id),
-                         learner._position_row(position), label))
+        model = learner.model  # cached rows first: the method calls only for rows not in the cache
+        user = model.user_rows.get(user_id)
+        item = model.item_rows.get(item_id)
+        term = model.position_rows.get(position)
+        self.ops.append((kind, learner._user_row(user_id) if user is None else user,
+                         learner._item_row(item_id) if item is None else item,
+                         learner._position_row(position) if term is None else term, label))
         self.op_texts.append((impression[IMP_QUERY], item_id))
         if kind != OP_SCORE:
             self.global_changed = True
@@ -781,23 +808,27 @@ class _BatchRun:
         self._fit_title_map()
         learned = time.perf_counter()
 
+        scores = scores.tolist() if scores is not None else []  # Python floats: cheaper to index
         for op, entry in self.scored:
-            entry[1] = float(scores[op])
+            entry[1] = scores[op]
         out = self.out
         buckets = learner.buckets
         window_ms = learner.join.window_ms
         version = meta["version"]
         by_interval: dict[int, tuple[IntervalStats, list[float], list[int]]] = {}
+        append = out.examples.append
+        newest = meta["max_event_time"]
+        last_decided, last_pending = None, None
         for op, entry, impression, label, click_time in self.examples:
-            score = entry[1] if entry[1] is not None else float(scores[op])
-            impression_time = impression[IMP_TIME]
-            out.examples.append({
-                "impression_id": impression[IMP_ID],
-                "request_id": impression[IMP_REQUEST],
-                "user_id": impression[IMP_USER],
-                "item_id": impression[IMP_ITEM],
-                "query": impression[IMP_QUERY],
-                "position": impression[IMP_POSITION],
+            score = entry[1] if entry[1] is not None else scores[op]
+            impression_id, request_id, user_id, item_id, query, position, impression_time = impression
+            append({
+                "impression_id": impression_id,
+                "request_id": request_id,
+                "user_id": user_id,
+                "item_id": item_id,
+                "query": query,
+                "position": position,
                 "label": label,
                 "score": score,
                 "impression_time": impression_time,
@@ -805,20 +836,25 @@ class _BatchRun:
                 "model_version": version,
             })
             decided_at = decision_time(label, impression_time, click_time, window_ms)
-            stats, _ = buckets.bucket(decided_at)
-            pending = by_interval.get(id(stats))
-            if pending is None:
-                pending = by_interval[id(stats)] = (stats, [], [])
-            pending[1].append(score)
-            pending[2].append(label)
-            meta["max_event_time"] = max(meta["max_event_time"], decided_at if label else impression_time)
+            if decided_at != last_decided:  # negatives decided together share their decision time
+                stats, _ = buckets.bucket(decided_at)
+                last_pending = by_interval.get(id(stats))
+                if last_pending is None:
+                    last_pending = by_interval[id(stats)] = (stats, [], [])
+                last_decided = decided_at
+            last_pending[1].append(score)
+            last_pending[2].append(label)
+            event_time = decided_at if label else impression_time
+            if event_time > newest:
+                newest = event_time
+        meta["max_event_time"] = newest
         for stats, scores, labels in by_interval.values():
             stats.add_examples(scores, labels)
         until = meta["warm_up_until"]
+        learner.guard.arrive(self.arrivals_now, self.arrivals_ahead, meta["watermark"])
         if until is not None and meta["watermark"] >= until + window_ms:  # past a cold start's warm-up
             learner.guard.observe([score for _, scores, _ in by_interval.values() for score in scores],
-                                  [label for _, _, labels in by_interval.values() for label in labels],
-                                  self.events - self.clicks, self.clicks)
+                                  [label for _, _, labels in by_interval.values() for label in labels])
         if self.loop_staleness:
             stats, _ = buckets.bucket(max(meta["watermark"], 0))
             for staleness in self.loop_staleness:
@@ -905,8 +941,10 @@ class _BatchRun:
             biases[TITLE_MAP_KEY] = learner.title_map.to_array().tobytes()
         if biases:
             state.biases.put_all(biases)
+        new_dirty -= learner.dirty_written
         if new_dirty:
             state.dirty.put_all(dict.fromkeys(new_dirty, b""))
+            learner.dirty_written |= new_dirty
         if self.catalog:
             state.catalog.put_all(self.catalog)
         state.meta.update(pickle.dumps(learner.meta))

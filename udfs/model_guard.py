@@ -12,10 +12,16 @@ publishes a snapshot version it asks the guard, which checks
   Per class, because which examples a period decides depends on the watermark (a positive is
   decided at its click, a negative a window after its impression): a period of mostly negatives or
   mostly positives says nothing bad about the model;
-- the feedback itself: clicks per impression arriving in the period within `ctr_factor` of the
-  baseline, judged while impressions arrive (at least a quarter as many as the period decided). A burst
-  of corrupted labels is held while it lasts, even once the model has adapted to it; after it, the
-  negatives' logloss holds the model until it has recovered.
+- the feedback itself: clicks per impression within `ctr_factor` of the baseline, judged while
+  impressions arrive (at least a quarter as many as the period decided). A burst of corrupted labels
+  is held while it lasts, even once the model has adapted to it; after it, the negatives' logloss
+  holds the model until it has recovered. Arrivals count by event time: an impression or click at
+  most ARRIVAL_AHEAD_MS ahead of the join watermark counts at once; one further ahead waits in its
+  event-time bucket of ARRIVAL_AHEAD_MS and counts as the watermark passes through the bucket (pro
+  rata). The ratio must not depend on how the two inputs are read: a replay reads its small clicks
+  file far ahead of its impressions, and counted as they arrived, its later periods had no clicks at
+  all (every version after the first was held). Live traffic arrives near the watermark, so a
+  burst counts as it arrives.
 
 A period is judged once it has `min_examples` examples, `min_class_examples` of each class among
 them; until then the last verdict stands. The baselines are exponential averages of the periods
@@ -43,6 +49,9 @@ from udfs.metrics_math import EPS, BinnedAUC
 
 # A coarse histogram: the period's AUC is a guard rail, not a report, and it is stored every call.
 _AUC_BINS = 240
+# How far ahead of the join watermark an arrival may be and still count at once; the width of the
+# event-time buckets further arrivals wait in (a replay's clicks: at most one per minute of its span).
+ARRIVAL_AHEAD_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -78,19 +87,47 @@ class ModelGuard:
         state.setdefault("baseline", {})  # name -> value: positive_loss, negative_loss, auc, ctr
         state.setdefault("problem", None)  # why the last judged period failed (None: it passed)
         state.setdefault("held", 0)  # versions held back since the job started
+        state.setdefault("arrivals", {})  # event-time bucket -> [impressions, clicks] ahead of the watermark
 
     @property
     def held(self) -> int:
         return self.state["held"]
 
-    def observe(self, scores: list[float], labels: list[int], impressions: int, clicks: int) -> None:
-        """One learner call: the examples it decided (with the scores they had before learning), and the
-        impressions and clicks that arrived in it."""
+    def arrive(self, now: list[int], ahead: dict[int, list[int]], watermark: int) -> None:
+        """One learner call's arriving [impressions, clicks]: `now` near the join watermark, `ahead` by
+        `arrival_bucket` (see the module doc); `watermark` is the join watermark after the call."""
+        if not self.config.enabled:
+            return
+        state = self.state
+        period, pending = state["period"], state["arrivals"]
+        period["impressions"] += now[0]
+        period["clicks"] += now[1]
+        for bucket, (impressions, clicks) in ahead.items():
+            counts = pending.setdefault(bucket, [0.0, 0.0])
+            counts[0] += impressions
+            counts[1] += clicks
+        # What of each waiting bucket the watermark has passed since the last call counts now.
+        since = state.get("released_until")
+        for bucket in [bucket for bucket in pending if bucket * ARRIVAL_AHEAD_MS <= watermark]:
+            start, end = bucket * ARRIVAL_AHEAD_MS, (bucket + 1) * ARRIVAL_AHEAD_MS
+            passed_from = start if since is None else max(start, since)
+            if watermark + 1 >= end:
+                share = 1.0
+            else:
+                share = (watermark - passed_from) / (end - passed_from) if watermark > passed_from else 0.0
+            counts = pending[bucket]
+            for index, key in enumerate(("impressions", "clicks")):
+                period[key] += counts[index] * share
+                counts[index] -= counts[index] * share
+            if share == 1.0:
+                del pending[bucket]
+        state["released_until"] = watermark if since is None else max(since, watermark)
+
+    def observe(self, scores: list[float], labels: list[int]) -> None:
+        """One learner call's decided examples, with the scores they had before learning."""
         if not self.config.enabled:
             return
         period = self.state["period"]
-        period["impressions"] += impressions
-        period["clicks"] += clicks
         if not scores:
             return
         # A NaN score (inputs are guarded so none should arise) counts as 0.5, as in the metrics' AUC.
@@ -148,6 +185,11 @@ class ModelGuard:
             baseline[name] = value if base is None else (1 - weight) * base + weight * value
         state["problem"] = problem
         return problem
+
+
+def arrival_bucket(event_time: int, watermark: int) -> int | None:
+    """None if an arrival of this event time counts at once, else the bucket it waits in (`arrive`)."""
+    return None if event_time <= watermark + ARRIVAL_AHEAD_MS else event_time // ARRIVAL_AHEAD_MS
 
 
 def _parameter_problem(records: list[dict[str, Any]], max_norm: float) -> str | None:
