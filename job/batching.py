@@ -29,9 +29,9 @@ watermark (the click-stall guard, udfs.click_stall, holds decisions there).
 
 from __future__ import annotations
 
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
@@ -53,6 +53,28 @@ def event_row_type() -> TypeInformation:
 def batch_row_type() -> TypeInformation:
     """What the learner gets: Row(shard, batch), batch = list of "[join watermark, event]" JSON strings."""
     return Types.ROW_NAMED(["shard", "batch"], [Types.STRING(), Types.OBJECT_ARRAY(Types.STRING())])
+
+
+def keyed_batch_row_type() -> TypeInformation:
+    """A batch row with its shard in front, Row(shard, Row(shard, batch)): what PyFlink's keyed operators
+    read (the key, then the record)."""
+    return Types.ROW_NAMED(["shard_key", "batch_row"], [Types.STRING(), batch_row_type()])
+
+
+def keyed_by_shard(batched: DataStream) -> KeyedStream:
+    """The learner's input keyed by shard in the JVM. PyFlink's `key_by` would add a Python operator
+    that turns every batch row (thousands of events) into Python objects and back just to put its key
+    in front; here the JVM batches come keyed already (`batches`), and only the rare rows made in
+    Python (catalog updates, the Kafka item loop) get their key in Python."""
+    gateway = get_gateway()
+    j_keyed = batched._j_data_stream.keyBy(gateway.jvm.KeyByKeySelector(),
+                                           Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, batch_row_type(), batched)
+
+
+def with_key(rows: DataStream) -> DataStream:
+    """Batch rows made in Python, keyed as `batches` keys its own (low volume: one row per update)."""
+    return rows.map(lambda row: Row(row[0], row), output_type=keyed_batch_row_type())
 
 
 def _event_schema(watermark: str) -> Schema:
@@ -148,7 +170,8 @@ def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataSt
 
 def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, events: DataStream,
             batch_ms: int, bounded: bool) -> DataStream:
-    """Row(shard, batch) every `batch_ms` of wall-clock time per shard that had events (see module doc).
+    """Row(shard, Row(shard, batch)) every `batch_ms` of wall-clock time per shard that had events (see
+    module doc), the shard in front for `keyed_by_shard`.
 
     Bounded inputs cut batches by ingestion time, so the end of the input flushes the last ones.
     Unbounded inputs cut them by processing time: a window closes on time even when no row follows
@@ -184,7 +207,8 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
         schema = schema.column_by_expression("t", "PROCTIME()")
     cut = t_env.from_data_stream(stamped_rows, schema.build())
     grouped = t_env.sql_query(
-        f"SELECT shard, ARRAY_AGG(item) AS batch FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
+        f"SELECT shard, CAST(ROW(shard, ARRAY_AGG(item)) AS ROW<shard STRING, batch ARRAY<STRING>>)"
+        f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )
-    return t_env.to_append_stream(grouped, batch_row_type())
+    return t_env.to_append_stream(grouped, keyed_batch_row_type())

@@ -23,7 +23,15 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, OutputTag
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batch_row_type, batches, clicks_with_ticks, event_row_type, with_event_time
+from job.batching import (
+    batch_row_type,
+    batches,
+    clicks_with_ticks,
+    event_row_type,
+    keyed_by_shard,
+    with_event_time,
+    with_key,
+)
 from job.catalog import Catalog
 from job.config import JobConfig
 from job.routing import routing_keys
@@ -105,7 +113,7 @@ def build_pipeline(
     events = parsed["impressions"].union(clicks)
     batched = batches(env, t_env, events, config.batch_ms, bounded=not inputs.unbounded)
     if inputs.item_loop is not None:
-        batched = batched.union(inputs.item_loop(shards))
+        batched = batched.union(with_key(inputs.item_loop(shards)))
     if inputs.catalog_updates is not None:
         updates = (
             inputs.catalog_updates
@@ -115,11 +123,11 @@ def build_pipeline(
             .uid("fan-out-catalog")
         )
         rejects.append(updates.get_side_output(dead_letter_tag))
-        batched = batched.union(updates)
+        batched = batched.union(with_key(updates))
 
     # join + learn, keyed by shard: encoded LabeledExample (scored on arrival), one per impression_id
     learned = (
-        batched.key_by(lambda row: row[0], key_type=Types.STRING())
+        keyed_by_shard(batched)
         .process(
             JoinAndLearn(ImpressionClickJoin(config.window_ms, config.retention_ms), config.learner,
                          config.snapshot_interval_ms, config.metrics_interval_ms, tags, encoder,
