@@ -201,6 +201,20 @@ def test_snapshot_publishes_changed_entities_once(rows):
     assert again.snapshot(now_ms=1_500)[0]["version"] == records[0]["version"] + 1
 
 
+def test_an_entity_learned_again_after_a_snapshot_is_published_again(rows):
+    """`dirty` is written once per entity between two snapshots (the learner remembers what it wrote);
+    once a snapshot has published and cleared it, learning the same entity must mark it again."""
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, new_state())
+    learner.process_batch(rows[:1000], now_ms=1_000)
+    learner.process_batch(rows[1000:2000], now_ms=1_100)  # users of both calls: written to `dirty` once
+    first = {r["entity_id"] for r in learner.snapshot(now_ms=2_000) if r["entity_type"] == "USER"}
+    learner.process_batch(rows[2000:4000], now_ms=3_000)
+    second = {r["entity_id"] for r in learner.snapshot(now_ms=4_000) if r["entity_type"] == "USER"}
+    learned_again = {event[3] for _, event in rows[2000:4000] if event[0] == IMPRESSION} & first
+    assert learned_again, "the second stretch should bring back users of the first"
+    assert learned_again <= second
+
+
 def test_item_loop_records_are_averaged_in(rows):
     state = new_state()
     learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
