@@ -4,7 +4,8 @@ Per-record Python is what a PyFlink job pays for; so the events are parsed once,
 stamped and grouped entirely in JVM operators (checkpointed state only), and the learner gets one
 row per shard and batch:
 
-    parsed events (shard, event_time, event JSON), one stream per source
+    parsed events (shard, event_time, event JSON), one stream per source (files: parsed a batch of
+    raw lines per call, see `line_batches`; Kafka: a record per call)
       ─ event-time watermarks per source (file mode; Kafka sources bring their own)
       ─ union ─ keyBy(shard) in the JVM
       ─ stamp: the join watermark as this event passed (CURRENT_WATERMARK after the shuffle, so the
@@ -33,7 +34,7 @@ from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
-from pyflink.table import DataTypes, Schema, StreamTableEnvironment
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 
 from udfs.records import NO_WATERMARK, TICK
 
@@ -41,6 +42,7 @@ from udfs.records import NO_WATERMARK, TICK
 # TIMESTAMPDIFF returns INT, so whole minutes, which last until the year 6053, not seconds).
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
+_INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # the wall clock as a row is handled
 LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
 EVENT_COLUMNS = ("shard", "event_time", "event")
 
@@ -180,20 +182,29 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
     keyed = _key_by_shard(env, events)
     stamped = t_env.from_data_stream(keyed, _event_schema("SOURCE_WATERMARK()"))
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
-    ingest_ms = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")
     stamped = t_env.sql_query(
         f"SELECT shard, '[' || CAST(COALESCE({watermark_ms}, {NO_WATERMARK}) AS STRING) || ',' || event || ']' AS item,"
-        f" {ingest_ms} AS ingest FROM {stamped}"
+        f" {_INGEST_MS} AS ingest FROM {stamped}"
     )
     stamped_rows = t_env.to_append_stream(
         stamped, Types.ROW_NAMED(["shard", "item", "ingest"], [Types.STRING(), Types.STRING(), Types.LONG()])
     )
-    schema = (
-        Schema.new_builder()
-        .column("shard", DataTypes.STRING())
-        .column("item", DataTypes.STRING())
-        .column("ingest", DataTypes.BIGINT())
+    cut = _batch_clock(t_env, stamped_rows, ["shard", "item"], bounded)
+    grouped = t_env.sql_query(
+        f"SELECT shard, CAST(ROW(shard, ARRAY_AGG(item)) AS ROW<shard STRING, batch ARRAY<STRING>>)"
+        f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
+        f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )
+    return t_env.to_append_stream(grouped, keyed_batch_row_type())
+
+
+def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: list[str], bounded: bool) -> Table:
+    """`rows` (string `columns`, then `ingest` ms) as a table with the time attribute `t` that batch
+    windows are cut by: ingestion time for bounded inputs, processing time for unbounded ones."""
+    schema = Schema.new_builder()
+    for column in columns:
+        schema = schema.column(column, DataTypes.STRING())
+    schema = schema.column("ingest", DataTypes.BIGINT())
     if bounded:
         # No row may be late, or its window is already fired and the row dropped with a slice of the
         # input. Ingestion times are the wall clock, which grows per subtask only up to clock
@@ -205,10 +216,50 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
             "t", f"t - INTERVAL '{LATE_INGEST_MS / 1000:.3f}' SECOND")
     else:
         schema = schema.column_by_expression("t", "PROCTIME()")
-    cut = t_env.from_data_stream(stamped_rows, schema.build())
+    return t_env.from_data_stream(rows, schema.build())
+
+
+def line_batch_type() -> TypeInformation:
+    """Raw lines of a bounded input, batched for the parse: Row(lines)."""
+    return Types.ROW_NAMED(["lines"], [Types.OBJECT_ARRAY(Types.STRING())])
+
+
+def parsed_batch_type() -> TypeInformation:
+    """What a batch parse emits: Row(events), each event "shard<TAB>event_time<TAB>event JSON" (one
+    string, not a row: PyFlink hands every row of an array to the JVM in one reused object)."""
+    return Types.ROW_NAMED(["events"], [Types.OBJECT_ARRAY(Types.STRING())])
+
+
+def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int) -> DataStream:
+    """The raw lines of a bounded input (files) as Row(lines) per `batch_ms` of ingestion time, in the
+    order read, for a parse that takes one batch per call (udfs.parse.ParseEventBatches).
+
+    Parsing one record per call cost the replay more interpreter time than the whole parse's work:
+    each call crosses from the JVM into Python and back, while the learner wants the interpreter
+    (thread mode: one per JVM). Batches are cut like the learner's (`batches`): ingestion time, so
+    the end of the input flushes the last one. Before the parse there are no event times yet, so the
+    windows span the whole input stream (one window operator; the parse runs at the job's parallelism,
+    each subtask with its own event-time progress, as per-record parsing had).
+    """
+    table = t_env.from_data_stream(lines)
+    stamped = t_env.sql_query(f"SELECT f0 AS line, {_INGEST_MS} AS ingest FROM {table}")
+    rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["line", "ingest"], [Types.STRING(), Types.LONG()]))
+    cut = _batch_clock(t_env, rows, ["line"], bounded=True)
     grouped = t_env.sql_query(
-        f"SELECT shard, CAST(ROW(shard, ARRAY_AGG(item)) AS ROW<shard STRING, batch ARRAY<STRING>>)"
-        f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
-        f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
-    )
-    return t_env.to_append_stream(grouped, keyed_batch_row_type())
+        f"SELECT ARRAY_AGG(line) AS lines FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
+        f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY window_start, window_end")
+    return t_env.to_append_stream(grouped, line_batch_type())
+
+
+def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream) -> DataStream:
+    """A batch parse's output as parsed events again, Row(shard, event_time, event), in the JVM.
+
+    The batch windows' ingestion-time watermarks end here: event-time watermarks are assigned to these
+    rows next (`with_event_time`), and a watermark of the wall clock must not pass on to them."""
+    parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks())
+    table = t_env.from_data_stream(parsed)
+    tab = "U&'\\0009'"
+    flat = t_env.sql_query(
+        f"SELECT SPLIT_INDEX(e.s, {tab}, 0) AS shard, CAST(SPLIT_INDEX(e.s, {tab}, 1) AS BIGINT) AS event_time,"
+        f" SPLIT_INDEX(e.s, {tab}, 2) AS event FROM {table} CROSS JOIN UNNEST({table}.events) AS e(s)")
+    return t_env.to_append_stream(flat, event_row_type())

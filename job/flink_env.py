@@ -45,10 +45,12 @@ CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
 # A local run is its own cluster (a MiniCluster in the gateway JVM), which reads its server settings
 # from the job's configuration: it keeps these, so that its REST endpoint, RPC and blob servers bind
 # to loopback like the standalone cluster's (without them the REST endpoint, which accepts job
-# submissions, listens on every interface). Ports, slots and memory stay the MiniCluster's own (a
-# free port each; as many slots as the job needs), so local runs and a cluster can run side by side.
+# submissions, listens on every interface), and the network buffers' size and memory (the job's
+# throughput depends on them, see config.yaml). Ports, slots and other memory stay the MiniCluster's
+# own (a free port each; as many slots as the job needs), so local runs and a cluster can run side by side.
 LOCAL_CLUSTER_KEYS = ("rest.address", "rest.bind-address", "jobmanager.bind-host", "taskmanager.bind-host",
-                      "taskmanager.host")
+                      "taskmanager.host", "taskmanager.memory.segment-size", "taskmanager.memory.network.min",
+                      "taskmanager.memory.network.max")
 
 
 def under_flink_client() -> bool:

@@ -1,6 +1,6 @@
 """The freshrank dataflow, independent of connectors: raw events in, six output streams out.
 
-    impressions ─ parse ─┐                                      (Python, per record)
+    impressions ─ parse ─┐                 (Python, per record; files: per batch of raw lines)
                          ├─ watermarks, keyBy shard, stamp,      (JVM, job.batching)
     clicks ────── parse ─┘  batch per shard every batch_ms
       (unbounded: + ticks, stamped with the clicks' own watermark for the click-stall guard)
@@ -29,6 +29,9 @@ from job.batching import (
     clicks_with_ticks,
     event_row_type,
     keyed_by_shard,
+    line_batches,
+    parsed_batch_type,
+    unnest_events,
     with_event_time,
     with_key,
 )
@@ -40,7 +43,7 @@ from udfs.join_learn import JoinAndLearn
 from udfs.join_logic import ImpressionClickJoin
 from udfs.metrics import ComputeMetrics, partial_metrics_type
 from udfs.model_store import ModelStore
-from udfs.parse import FanOutCatalog, ParseEvents
+from udfs.parse import FanOutCatalog, ParseEventBatches, ParseEvents
 from udfs.records import parse_json
 
 # A sink takes an output stream and its name ("examples", "snapshots", ...).
@@ -66,6 +69,9 @@ class PipelineInputs:
     catalog_updates: DataStream | None = None
     # Unbounded inputs get ticks (job.batching.ticks), so quiet shards move on, and processing-time batches.
     unbounded: bool = False
+    # Bounded inputs without timestamps (files) are parsed a batch of raw records per call
+    # (job.batching.line_batches): watermarks come after the parse anyway.
+    parse_in_batches: bool = False
 
 
 def build_pipeline(
@@ -93,16 +99,21 @@ def build_pipeline(
     # parse: Row(shard, event_time, event JSON); rejects to the dead letter
     parsed = {}
     rejects = []
+    if inputs.parse_in_batches and (inputs.unbounded or inputs.timestamps_assigned):
+        raise ValueError("only bounded inputs without timestamps (files) can be parsed in batches")
     for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
-        stream = (
-            getattr(inputs, source)
-            .process(ParseEvents(source, schema, dead_letter_tag, encoder, shards, inputs.decode,
-                                 config.max_event_ahead_ms, config.dead_letter_max_bytes),
-                     output_type=event_row_type())
-            .name(f"parse-{source}")
-            .uid(f"parse-{source}")
-        )
+        parse_args = (source, schema, dead_letter_tag, encoder, shards, inputs.decode, config.max_event_ahead_ms,
+                      config.dead_letter_max_bytes)
+        raw = getattr(inputs, source)
+        if inputs.parse_in_batches:
+            stream = (line_batches(t_env, raw, config.batch_ms)
+                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type()))
+        else:
+            stream = raw.process(ParseEvents(*parse_args), output_type=event_row_type())
+        stream = stream.name(f"parse-{source}").uid(f"parse-{source}")
         rejects.append(stream.get_side_output(dead_letter_tag))
+        if inputs.parse_in_batches:
+            stream = unnest_events(t_env, stream)
         parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
                                                                                     config.max_disorder_ms)
 

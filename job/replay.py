@@ -103,7 +103,8 @@ def run_replay(
     # A replay is a batch of work: a failure should surface, not restart forever.
     env = make_environment({"parallelism.default": str(config.parallelism), "restart-strategy.type": "none"},
                            checkpoint_dir, prometheus_ports, rest_port)
-    inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"))
+    inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"),
+                            parse_in_batches=True)
     sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
     build_pipeline(inputs, sinks, config, JsonLinesEncoder(), catalog, initial_model)
     started = time.time()

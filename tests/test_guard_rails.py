@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import re
 import time
 
 import fastavro
@@ -30,6 +31,7 @@ from udfs.metrics_math import BinnedAUC
 from udfs.parse import (
     DEAD_LETTER_MAX_BYTES,
     MAX_EVENT_TIME,
+    ParseEventBatches,
     ParseEvents,
     dead_letter,
     event_time_bound,
@@ -165,6 +167,49 @@ def test_the_first_event_is_bounded_by_the_wall_clock() -> None:
                                 line(impression_id="now", event_time=now)])
     assert [row[1] for row in accepted] == [now]
     assert len(dead) == 1 and "beyond the bound" in dead[0]["reason"]
+
+
+def unaged(reason: str) -> str:
+    return re.sub(r"the bound \d+", "the bound B", reason)
+
+
+def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
+    """The batch parse over `batches` of raw lines, without Flink: (events as (shard, event_time, event)
+    in order, dead letters, the accepted counter)."""
+    parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], parse_json, DAY_MS)
+    context = _Context()
+    parse.open(context)
+    accepted, dead = [], []
+    for batch in batches:
+        for out in parse.process_element([batch], None):
+            if isinstance(out, tuple) and out[0] == DEAD:
+                dead.append(orjson.loads(out[1]))
+            else:
+                for event in out[0]:
+                    shard, event_time, text = event.split("\t")
+                    accepted.append((shard, int(event_time), text))
+    return accepted, dead, context.group.counters["accepted"].count
+
+
+def test_a_batch_parse_accepts_and_rejects_exactly_what_the_record_parse_does() -> None:
+    t0 = SAMPLES["Impression"]["event_time"]
+    values = [line(impression_id="a", event_time=t0), b"not json",
+              line(impression_id="future", event_time=YEAR_9999_MS),
+              line(impression_id="b\tc", query="tab\tand\nnewline", event_time=t0 + 1), b"",
+              line(impression_id="neg", position=-1), line(impression_id="d", event_time=t0 + DAY_MS // 2),
+              orjson.dumps({**impression(impression_id="extra"), "surprise": 1}),
+              line(impression_id="tomorrow", event_time=t0 + DAY_MS // 2 + DAY_MS + 60_000)]
+    accepted, dead = run_parse(values)
+    for split in ([values], [values[:3], values[3:7], values[7:]], [[value] for value in values]):
+        batch_accepted, batch_dead, counted = run_batch_parse([[v.decode() for v in batch] for batch in split])
+        assert batch_accepted == [tuple(row) for row in accepted]
+        # (a bound quoted in a reason ages with the wall clock: milliseconds apart between the runs)
+        assert [(unaged(d["reason"]), d["payload"]) for d in batch_dead] == [(unaged(d["reason"]), d["payload"])
+                                                                              for d in dead]
+        assert counted == len(accepted)
+    # the record with a tab and a newline in its strings survived the batch's tab-separated form
+    assert [orjson.loads(row[2])[1] for row in accepted] == ["a", "b\tc", "d"]
+    assert len(dead) == 6
 
 
 # --- dead-letter payloads ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, LearnerState
 from udfs.encoding import RecordEncoder
 from udfs.gauges import PushedGauges
-from udfs.interpreter import tune_garbage_collector
+from udfs.interpreter import limit_native_threads, tune_garbage_collector
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
 from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
@@ -80,6 +80,7 @@ class JoinAndLearn(KeyedProcessFunction):
         if encoder is not None:  # load the model now, not in the first batch (2-3 s for `use`)
             encoder.encode(["freshrank"])
         tune_garbage_collector()
+        limit_native_threads()
         # Values are bytes the learner encodes itself; PICKLED_BYTE_ARRAY because PyFlink 2.2's embedded
         # converter fails on a missing value of a PRIMITIVE_ARRAY state.
         raw = Types.PICKLED_BYTE_ARRAY()

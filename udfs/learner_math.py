@@ -277,9 +277,14 @@ class UserCodec:
         return int(state[2 * self.dim])
 
 
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """a . b of two vectors (BLAS: its summation order depends on the CPU's vector width)."""
+    return float(a @ b)
+
+
 def logit(user_vector: np.ndarray, item: ItemParams, position: Bias, global_bias: Bias) -> float:
     """The logit of a recommendation request: every term but the text terms."""
-    return float(user_vector @ item.vector) + item.bias.value + position.value + global_bias.value
+    return dot(user_vector, item.vector) + item.bias.value + position.value + global_bias.value
 
 
 def predict(user_vector: np.ndarray, item: ItemParams, position: Bias, global_bias: Bias) -> float:
@@ -364,7 +369,7 @@ class OnlineRanker:
         dim = cfg.dim
         user = user_state[:dim]
         user_accum = user_state[dim : 2 * dim]
-        score = sigmoid(float(user @ hint))
+        score = sigmoid(dot(user, hint))
         user_grad = cfg.query_hint_weight * (score - 1.0) * hint + cfg.l2 * user
         user_accum += user_grad * user_grad
         user -= cfg.learning_rate * user_grad / (cfg.vector_damping + np.sqrt(user_accum))
