@@ -42,7 +42,7 @@ from udfs.records import NO_WATERMARK, TICK
 # TIMESTAMPDIFF returns INT, so whole minutes, which last until the year 6053, not seconds).
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
-_INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # the wall clock as a row is handled
+_INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # when a row passes, epoch ms
 LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
 EVENT_COLUMNS = ("shard", "event_time", "event")
 
