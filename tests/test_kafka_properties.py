@@ -245,6 +245,19 @@ def test_local_runs_bind_to_loopback_and_cluster_submissions_carry_no_cluster_ke
     assert not [key for key in cluster if key.startswith(flink_env.CLUSTER_KEY_PREFIXES)]
 
 
+def test_local_runs_get_the_network_buffers_that_let_the_upstream_run_ahead_of_the_learner() -> None:
+    # 32 KB buffers (Flink's default, 10 per channel) made the batch window block mid-row whenever the
+    # learner was busy (README, Performance); a MiniCluster reads its network settings from the job's.
+    settings = flink_env.flink_settings()
+    local = flink_env.job_settings(settings, local=True)
+    for key in ("taskmanager.memory.segment-size", "taskmanager.memory.network.min",
+                "taskmanager.memory.network.max"):
+        assert local[key] == settings[key], key
+    assert local["taskmanager.memory.segment-size"] == "1mb"
+    # Under `flink run` they are the cluster's (its TaskManagers read them from config.yaml).
+    assert "taskmanager.memory.segment-size" not in flink_env.job_settings(settings)
+
+
 def test_state_dirs_are_private_and_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     default = flink_env.state_dirs()
