@@ -383,3 +383,22 @@ def test_ftrl_state_travels_in_snapshots_for_a_hot_start(rows):
         assert after[ITEM_BIAS] == before[ITEM_BIAS] and after[ITEM_BIAS_Z] == before[ITEM_BIAS_Z]
         dead_zone += before[ITEM_BIAS] == 0.0 and before[ITEM_BIAS_Z] != 0.0
     assert dead_zone > 0  # the case a derived z would get wrong is there
+
+
+def test_the_worker_interpreter_runs_blas_on_one_thread() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from udfs import interpreter
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    saved = blas_threads()
+    assert saved, "numpy's BLAS is loaded, so threadpoolctl must see it"
+    threadpool_limits(limits=2, user_api="blas")  # as OpenBLAS starts on a machine with two cores
+    try:
+        assert max(blas_threads()) == 2
+        interpreter.limit_native_threads()
+        assert blas_threads() == [1] * len(saved)
+    finally:
+        threadpool_limits(limits=max(saved), user_api="blas")
