@@ -139,11 +139,11 @@ def test_join_state_keeps_only_what_retention_needs(rows):
     keyed = [pickle.loads(data) for data in state.entries.data.values()]
     assert blocks and keyed
     assert len(blocks) <= -(-half // 50), "more than one block per call"
-    assert all(expiry > decided_until for expiry, _ in blocks), "a block outlived all its impressions' retention"
+    assert all(expiry > decided_until for expiry, *_ in blocks), "a block outlived all its impressions' retention"
     # (retention timers are coarsened to forget buckets: an entry may stay in state one bucket longer)
     assert all(entry[0] is None or entry[0][IMP_TIME] > forgotten_by - batch_learner.FORGET_BUCKET_MS
                for entry in keyed)
-    block_entries = [entry for _, stored in blocks for _, entry in stored]
+    block_entries = [entry for _, *stored in blocks for _, entry in batch_learner._block_entries(stored)]
     assert any(entry[1] == PENDING and entry[0][IMP_TIME] + WINDOW_MS < decided_until for entry in block_entries), \
         "some negatives were decided without a write"
     clicks = sum(1 for _, event in rows[:half] if event[0] != IMPRESSION)
@@ -311,7 +311,7 @@ def test_ticks_carry_the_watermark_to_a_quiet_shard(rows):
     out = learner.process_batch(ticks, now_ms=0)
     assert {e["impression_id"] for e in out.examples} == pending
     assert not learner.state.entries.data and not learner.state.entry_blocks.data
-    assert not learner.entries and not learner.forget_queue
+    assert learner.live_entries() == 0
     counted = sum(stats.cost_events for _, stats in first.partials + out.partials)
     assert counted == len(head)  # impressions and clicks; the ticks add nothing
 

@@ -209,13 +209,11 @@ def test_a_search_teaches_its_user_what_the_query_asks_for(learned, stream) -> N
         config = replace(CONFIG, query_hint_weight=weight)
         twin = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), config, 30_000, 0, copy,
                                 text=learner.text)
-        twin._load_global()  # the title map, from state
-        run_ = batch_learner._BatchRun(twin)
-        for _, event in shown:
-            run_.on_impression(batch_learner.impression_of(event))
-        assert [op[0] for op in run_.ops].count(batch_learner.OP_QUERY_HINT) == (1 if weight else 0)
-        twin.entries.clear()  # the dry run above only counted ops
+        ran = []
+        run_ops = twin.model.run
+        twin.model.run = lambda ops, *args, ran=ran, run_ops=run_ops: ran.append(ops.copy()) or run_ops(ops, *args)
         twin.process_batch(shown, now_ms=0)
+        assert list(ran[0][:, 0]).count(batch_learner.OP_QUERY_HINT) == (1 if weight else 0)
         users[weight] = twin.model.users[twin.model.user_rows["u-search"]].copy()
         assert "u-search" in copy.users.data
     dim = CONFIG.dim

@@ -46,21 +46,57 @@ from typing import Any, Protocol
 import numpy as np
 
 from udfs.click_stall import ClickStallGuard
+from udfs.join_kernel import (
+    C_CLICK_BASE,
+    C_DECIDED_UNTIL,
+    C_EVENTS,
+    C_EXAMPLES,
+    C_FORGOTTEN,
+    C_LISTED,
+    C_NEXT_SEQ,
+    C_OPS,
+    C_RELEASED,
+    C_WARM_UP_SET,
+    C_WARM_UP_UNTIL,
+    C_WATERMARK,
+    EV_NONE,
+    EVENT_WIDTH,
+    J_DUPLICATE_IMPRESSION,
+    J_EARLY_CLICK,
+    J_LATE_CLICK,
+    J_ORPHAN_CLICK,
+    S_CHANGED,
+    S_DEFERRED,
+    S_HAS_IMP,
+    S_HAS_SCORE,
+    S_IMP_EVENT,
+    S_IMP_TIME,
+    S_KEYED,
+    S_LABEL,
+    S_LISTED,
+    S_LIVE,
+    S_NEW,
+    S_SCORE_OP,
+    S_SEQ,
+    S_STATUS,
+    X_CLICK_TIME,
+    X_IMPRESSION_TIME,
+    X_LABEL,
+    X_SCORE_OP,
+    JoinColumns,
+)
 from udfs.join_logic import (
     CLK_TIME,
     DECIDED,
-    IMP_ID,
     IMP_ITEM,
     IMP_POSITION,
     IMP_QUERY,
     IMP_REQUEST,
     IMP_TIME,
     IMP_USER,
-    LATE_CLICK,
-    ORPHAN_CLICK,
+    JOIN_EVENT_KINDS,
     PENDING,
     ImpressionClickJoin,
-    JoinState,
 )
 from udfs.learner_kernel import (
     BIAS_ACCUM,
@@ -72,8 +108,6 @@ from udfs.learner_kernel import (
     ITEM_BIAS_ACCUM,
     ITEM_BIAS_Z,
     ITEM_UPDATES,
-    OP_LEARN,
-    OP_LEARN_FN,
     OP_QUERY_HINT,
     OP_SCORE,
     OP_WIDTH,
@@ -82,7 +116,7 @@ from udfs.learner_kernel import (
     ModelArrays,
 )
 from udfs.learner_math import IMPRESSION_MODE, LearnerConfig, UserCodec
-from udfs.metrics_intervals import IntervalBuckets, IntervalStats, decision_time
+from udfs.metrics_intervals import IntervalBuckets, IntervalStats
 from udfs.model_guard import GuardConfig, ModelGuard, arrival_bucket
 from udfs.model_store import (
     GLOBAL,
@@ -96,7 +130,7 @@ from udfs.model_store import (
     ModelStore,
     snapshot_problem,
 )
-from udfs.records import CATALOG_ITEM, CLICK, IMPRESSION, ITEM_PARAMS, TICK, click_of, impression_of
+from udfs.records import CATALOG_ITEM, CLICK, IMPRESSION, ITEM_PARAMS, TICK
 from udfs.snapshots import next_version
 from udfs.text_features import TextFeatures, TitleMap
 
@@ -200,16 +234,15 @@ class BatchJoinLearner:
         # cache starts over at least every half TTL.
         self.cache_lifetime_ms = state_ttl_ms // 2 if state_ttl_ms > 0 else None
         self.cache_since_ms: int | None = None
-        # id -> [JoinState, impression score or None, deferred learning, a version is in `entries` state]
-        self.entries: dict[str, list] = {}
-        self.due: list[tuple[int, str]] = []  # heap of (timer time, impression id)
-        # Retention timers, coarsened: decided entries by forget-time bucket, purged once the join
-        # watermark has passed a whole bucket. Until then an entry whose retention ended is treated as
-        # forgotten when its id comes up again (`_live_entry`), so labels are those of exact timers,
-        # while the heap holds only the deadlines still open (a seventh of the entries, at the default
-        # window and retention) and most impressions cost no second push and pop.
-        self.forget_queue: dict[int, list[str]] = {}
-        self.forget_buckets: list[int] = []  # heap of the keys of `forget_queue`
+        # The join entries (udfs.join_kernel): id -> slot, and per slot its id and impression tuple;
+        # held clicks by handle (the kernel knows clicks by handle only).
+        self.columns = JoinColumns(join.window_ms, join.retention_ms, FORGET_BUCKET_MS,
+                                   config.learning_mode == IMPRESSION_MODE)
+        self.slot_of: dict[str, int] = {}
+        self.slot_ids: list[str | None] = []
+        self.slot_impressions: list[tuple | None] = []
+        self.held: dict[int, tuple] = {}
+        self.next_handle = 0
         self.blocks: list[tuple[int, int]] = []  # heap of (when its last retention ends, block number)
         meta = state.meta.value()
         self.meta: dict[str, Any] = pickle.loads(meta) if meta is not None else {
@@ -235,27 +268,62 @@ class BatchJoinLearner:
         """Join entries and their timers come back from state (timers are derived from the entries):
         the blocks' versions first, then the per-entry versions over them (see the module doc)."""
         decided_until = self.meta.get("decided_until", NO_WATERMARK)
+        restored: dict[str, tuple[list, bool]] = {}
         for block, data in self.state.entry_blocks.items():
-            expiry, stored = pickle.loads(data)
+            expiry, *stored = pickle.loads(data)
             self.blocks.append((expiry, block))
-            for impression_id, fields in stored:
+            for impression_id, fields in _block_entries(stored):
                 if self.forget_time(fields[0]) > decided_until:  # else its retention ended: forgotten
-                    self._restore_entry(impression_id, fields, decided_until, keyed=False)
+                    restored[impression_id] = (fields, False)
         heapq.heapify(self.blocks)
         for impression_id, data in self.state.entries.items():
-            self._restore_entry(impression_id, pickle.loads(data), decided_until, keyed=True)
-        for impression_id, entry in self.entries.items():
-            for due in self._timers_of(entry):
-                self.due.append((due, impression_id))
-            if entry[0].status == DECIDED and entry[0].impression is not None:
-                self.queue_forget(impression_id, entry[0].impression)
-        heapq.heapify(self.due)
+            restored[impression_id] = (pickle.loads(data), True)
+        # Entries from before sequence numbers (a legacy savepoint) get them in restore order.
+        next_seq = self.meta.get("next_seq", 0)
+        columns, window = self.columns, self.join.window_ms
+        due: list[tuple[int, int]] = []
+        forget: list[int] = []
+        for impression_id, (fields, keyed) in restored.items():
+            impression, status, label, held, score, deferred, *seq = fields
+            if not seq:
+                seq, next_seq = [next_seq], next_seq + 1
+            if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
+                status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
+            slot = self._slot(impression_id)
+            slots = columns.slots
+            slots[slot, [S_LIVE, S_HAS_IMP, S_IMP_TIME, S_STATUS, S_LABEL, S_DEFERRED, S_KEYED, S_HAS_SCORE, S_SEQ]] = (
+                1, impression is not None, 0 if impression is None else impression[IMP_TIME], status, label,
+                bool(deferred), keyed, score is not None, seq[0])
+            columns.scores[slot] = 0.0 if score is None else score
+            self.slot_impressions[slot] = impression
+            for click in held:
+                handle = self.next_handle
+                self.next_handle += 1
+                self.held[handle] = tuple(click)
+                columns.hold(slot, handle, click[CLK_TIME])
+                due.append((click[CLK_TIME] + window + 1, slot))
+            if impression is not None and (status == PENDING or deferred):
+                due.append((self.join.deadline(impression), slot))
+            if status == DECIDED and impression is not None:
+                forget.append(slot)
+        columns.load_timers(due, forget)
+        self.meta["next_seq"] = next_seq
 
-    def _restore_entry(self, impression_id: str, fields: list, decided_until: int, keyed: bool) -> None:
-        impression, status, label, held, score, deferred = fields
-        if status == PENDING and impression is not None and self.join.deadline(impression) <= decided_until:
-            status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
-        self.entries[impression_id] = [JoinState(impression, status, label, list(held)), score, deferred, keyed]
+    def _slot(self, impression_id: str) -> int:
+        """The slot of an id, a new one if it has none."""
+        slot = self.slot_of.get(impression_id)
+        if slot is None:
+            slot = self.slot_of[impression_id] = self.columns.new_slot()
+            if slot == len(self.slot_ids):
+                self.slot_ids.append(impression_id)
+                self.slot_impressions.append(None)
+            else:
+                self.slot_ids[slot] = impression_id
+        return slot
+
+    def live_entries(self) -> int:
+        """How many join entries this learner holds (ids within retention and held clicks)."""
+        return len(self.slot_of)
 
     def _add_to_catalog(self, item_id: str, title: str, embedding: list[float] | None) -> None:
         if title and self.text is not None:
@@ -266,29 +334,6 @@ class BatchJoinLearner:
     def forget_time(self, impression: tuple) -> int:
         """The watermark at which the join forgets an impression (its retention timer)."""
         return impression[IMP_TIME] + self.join.window_ms + self.join.retention_ms
-
-    def queue_forget(self, impression_id: str, impression: tuple) -> None:
-        key = self.forget_time(impression) // FORGET_BUCKET_MS
-        ids = self.forget_queue.get(key)
-        if ids is None:
-            ids = self.forget_queue[key] = []
-            heapq.heappush(self.forget_buckets, key)
-        ids.append(impression_id)
-
-    def expired(self, entry: list, watermark: int) -> bool:
-        """Whether an entry's retention timer would have fired at `watermark` (forgotten: its id is new again)."""
-        state = entry[0]
-        return state.status == DECIDED and state.impression is not None and self.forget_time(
-            state.impression) <= watermark
-
-    def _timers_of(self, entry: list) -> list[int]:
-        state, _, deferred, _ = entry
-        window = self.join.window_ms
-        if state.impression is None:
-            return [click[CLK_TIME] + window + 1 for click in state.held_clicks]
-        if state.status == PENDING or deferred:
-            return [self.join.deadline(state.impression)]
-        return []  # a decided entry's retention timer is in the forget queue
 
     # Model rows ---------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int:
@@ -385,43 +430,14 @@ class BatchJoinLearner:
             self.title_map.load_array(self.initial_model.title_map_array())
         self._global_loaded = True
 
-    # One batch ----------------------------------------------------------------------------------
+    # One batch ---------------------------------------------------------------------------------
     def process_batch(self, rows: list, now_ms: int) -> BatchOutput:
         """Run one batch of [join watermark, event] rows (arrival order) and write the state back."""
         started = time.perf_counter()
         self._load_global()
         run = _BatchRun(self)
-        meta = self.meta
-        guard = self.click_stall
-        last = None
-        for watermark, event in rows:
-            kind = event[0]
-            if kind == TICK and len(event) > 1:  # a tick of an unbounded run brings the clicks' watermark
-                guard.observe(event[1], now_ms)
-                last = None
-            if watermark != last:
-                last = watermark
-                decide_until = guard.effective(watermark, now_ms)
-                if decide_until > meta["watermark"]:
-                    run.advance(decide_until)
-            if kind == IMPRESSION:
-                run.events += 1
-                run.arrived(event[-1], 0)
-                run.on_impression(impression_of(event))
-            elif kind == CLICK:
-                run.events += 1
-                run.clicks += 1
-                run.arrived(event[-1], 1)
-                run.on_click(click_of(event))
-            elif kind == ITEM_PARAMS:
-                run.merge_item_params(event[1], now_ms)
-            elif kind == CATALOG_ITEM:
-                _, item_id, title, embedding = event
-                self._add_to_catalog(item_id, title, embedding)
-                run.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
-            # TICK: its watermark was all it carried
-        joined = time.perf_counter()
-        out = run.finish(started, joined)
+        run.join(run.prepare(rows, now_ms), rows)
+        out = run.finish(started, time.perf_counter())
         self._bound_cache(now_ms)
         return out
 
@@ -441,7 +457,7 @@ class BatchJoinLearner:
         started = time.perf_counter()
         self._load_global()
         run = _BatchRun(self)
-        run.advance(watermark)
+        run.join(np.array([[EV_NONE, 0, 0, watermark]], dtype=np.int64), [])
         return run.finish(started, time.perf_counter())
 
     # Snapshots ----------------------------------------------------------------------------------
@@ -517,7 +533,7 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
 
 
 class _BatchRun:
-    """The bookkeeping of one call: learning operations in order, and what changed."""
+    """The bookkeeping of one call: the compiled join, learning operations in order, and what changed."""
 
     def __init__(self, learner: BatchJoinLearner) -> None:
         self.learner = learner
@@ -527,19 +543,13 @@ class _BatchRun:
         self.hinted_requests: set[tuple[str, str]] = set()  # (user, request): one hint per search
         self.hints_on = (learner.text is not None and learner.use_title_map and learner.title_map.ready
                          and learner.config.query_hint_weight > 0)
-        self.at_impression = learner.config.learning_mode == IMPRESSION_MODE
-        self.scored_ids: set[int] = set()  # entries whose impression is scored in this call
         self.searches_learned = False
-        self.clicks = 0  # of which clicks
         # Arriving [impressions, clicks] for the guard: near the join watermark, and by bucket further ahead.
         self.arrivals_now = [0, 0]
         self.arrivals_ahead: dict[int, list[int]] = {}
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
-        self.scored: list[tuple[int, list]] = []  # (op index, entry whose impression score it is)
-        self.examples: list[tuple[int, list, tuple, int, int | None]] = []  # op, entry, impression, label, click t
-        self.changed_entries: set[str] = set()
-        self.new_entries: set[str] = set()  # made in this call: they go to this call's block
-        self.removed_entries: set[str] = set()  # forgotten, with a version in `entries` state
+        self.rows: list = []
+        self.op_of: list[int] = []  # the kernel's op index -> index in `ops` (hints go in between)
         self.touched_users: set[str] = set()
         self.touched_items: set[str] = set()
         self.touched_positions: set[int] = set()
@@ -557,136 +567,110 @@ class _BatchRun:
         self.loop_staleness: list[int] = []
 
     # Join ---------------------------------------------------------------------------------------
-    def arrived(self, event_time: int, kind: int) -> None:
-        """Count an impression (kind 0) or click (kind 1) for the guard."""
-        bucket = arrival_bucket(event_time, self.learner.meta["watermark"])
-        if bucket is None:
-            self.arrivals_now[kind] += 1
-            return
-        counts = self.arrivals_ahead.get(bucket)
-        if counts is None:
-            counts = self.arrivals_ahead[bucket] = [0, 0]
-        counts[kind] += 1
-
-    def advance(self, watermark: int) -> None:
+    def prepare(self, rows: list, now_ms: int) -> np.ndarray:
+        """The batch as kernel events (udfs.join_kernel E_* columns): ids mapped to slots, and before each
+        event the watermark to advance to, if any (the click-stall guard may hold it back). Item-side
+        records and catalog items are taken here, in arrival order."""
         learner = self.learner
-        learner.meta["watermark"] = watermark
-        # Every deadline up to here is decided (the END_OF_INPUT run leaves `watermark` lower, this not).
-        learner.meta["decided_until"] = max(watermark, learner.meta.get("decided_until", NO_WATERMARK))
-        due = learner.due
-        while due and due[0][0] <= watermark:
-            timestamp, impression_id = heapq.heappop(due)
-            entry = learner.entries.get(impression_id)
-            # Forgotten before this timer: exact timers would have popped its retention timer first.
-            if entry is None or learner.expired(entry, timestamp - 1):
+        guard = learner.click_stall
+        slot_of, new_slot = learner.slot_of, learner._slot
+        watermark = learner.meta["watermark"]
+        arrivals_now, arrivals_ahead = self.arrivals_now, self.arrivals_ahead
+        flat: list[int] = []
+        add = flat.extend
+        last = None
+        events = 0
+        for row_watermark, event in rows:
+            kind = event[0]
+            if kind == TICK and len(event) > 1:  # a tick of an unbounded run brings the clicks' watermark
+                guard.observe(event[1], now_ms)
+                last = None
+            advance = NO_WATERMARK
+            if row_watermark != last:
+                last = row_watermark
+                decide_until = guard.effective(row_watermark, now_ms)
+                if decide_until > watermark:
+                    watermark = advance = decide_until
+            if kind == IMPRESSION or kind == CLICK:
+                events += 1
+                slot = slot_of.get(event[1])
+                if slot is None:
+                    slot = new_slot(event[1])
+                event_time = event[-1]
+                add((kind, slot, event_time, advance))  # EV_IMPRESSION, EV_CLICK are IMPRESSION, CLICK
+                bucket = arrival_bucket(event_time, watermark)
+                if bucket is None:
+                    arrivals_now[kind] += 1
+                else:
+                    counts = arrivals_ahead.get(bucket)
+                    if counts is None:
+                        counts = arrivals_ahead[bucket] = [0, 0]
+                    counts[kind] += 1
                 continue
-            state, score, deferred, _ = entry
-            if deferred and state.impression is not None and timestamp >= learner.join.deadline(state.impression):
-                self._learn(state.impression, 1)
-                entry[2] = False
-            by_deadline = state.status == PENDING and state.impression is not None
-            state, effects = learner.join.on_timer(state, timestamp)
-            # A negative decided by its deadline is not written back: `decided_until` tells it apart
-            # after a restore (BatchJoinLearner._restore_entries), which saves one of the three state
-            # writes (arrival, decision, forgetting) of most impressions.
-            self._apply(impression_id, entry, effects, persist=not (by_deadline and effects.examples))
-        self._purge_forgotten(learner.meta["decided_until"])
+            add((EV_NONE, 0, 0, advance))
+            if kind == ITEM_PARAMS:
+                self.merge_item_params(event[1], now_ms)
+            elif kind == CATALOG_ITEM:
+                _, item_id, title, embedding = event
+                learner._add_to_catalog(item_id, title, embedding)
+                self.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
+            # TICK: its watermark was all it carried
+        self.events = events
+        return np.array(flat, dtype=np.int64).reshape(-1, EVENT_WIDTH)
 
-    def _purge_forgotten(self, decided_until: int) -> None:
-        """Drop the entries of every forget bucket the watermark has passed as a whole."""
-        learner = self.learner
-        buckets, queue, entries = learner.forget_buckets, learner.forget_queue, learner.entries
-        while buckets and (buckets[0] + 1) * FORGET_BUCKET_MS - 1 <= decided_until:
-            for impression_id in queue.pop(heapq.heappop(buckets)):
-                entry = entries.get(impression_id)
-                if entry is not None and learner.expired(entry, decided_until):
-                    self._forget(impression_id, entry)
-
-    def _forget(self, impression_id: str, entry: list) -> None:
-        self.learner.entries.pop(impression_id, None)
-        self.changed_entries.discard(impression_id)
-        if entry[3]:
-            self.removed_entries.add(impression_id)
-
-    def _live_entry(self, impression_id: str) -> list:
-        """The entry of an arriving event's id: a new one if there is none or its retention has ended."""
-        learner = self.learner
-        entry = learner.entries.get(impression_id)
-        if entry is not None and learner.expired(entry, learner.meta.get("decided_until", NO_WATERMARK)):
-            self._forget(impression_id, entry)
-            entry = None
-        if entry is None:
-            entry = [JoinState(), None, False, False]
-            learner.entries[impression_id] = entry
-            self.new_entries.add(impression_id)
-        return entry
-
-    def _in_warm_up(self, impression: tuple) -> bool:
-        if self.at_impression:  # negatives are learned as they are shown: no positive runs ahead of them
-            return False
-        until = self.learner.meta["warm_up_until"]
-        return until is not None and impression[IMP_TIME] < until
-
-    def on_impression(self, impression: tuple) -> None:
+    def join(self, events: np.ndarray, rows: list) -> None:
+        """Run the compiled join over the batch, then turn what it reports into learning ops, join events
+        and the held clicks' bookkeeping."""
         learner = self.learner
         meta = learner.meta
-        if meta["warm_up_until"] is None:
-            meta["warm_up_until"] = impression[IMP_TIME] + learner.join.window_ms
-        impression_id = impression[IMP_ID]
-        entry = self._live_entry(impression_id)
-        state, effects = learner.join.on_impression(entry[0], impression, meta["watermark"])
-        if entry[1] is None and state.impression is impression:  # the kept copy: score it on arrival
-            # (and in impression mode, learn it as a negative at once: fake-negative weighting)
-            if self.hints_on and impression[IMP_QUERY]:
+        columns = learner.columns
+        sc = columns.scalars
+        sc[C_WATERMARK] = meta["watermark"]
+        sc[C_DECIDED_UNTIL] = meta.get("decided_until", NO_WATERMARK)
+        warm_up = meta["warm_up_until"]
+        sc[C_WARM_UP_SET], sc[C_WARM_UP_UNTIL] = (0, 0) if warm_up is None else (1, warm_up)
+        sc[C_NEXT_SEQ] = meta.get("next_seq", 0)
+        click_base = sc[C_CLICK_BASE] = learner.next_handle
+        learner.next_handle += len(events)
+        columns.run(events)
+        meta["watermark"] = int(sc[C_WATERMARK])
+        meta["decided_until"] = int(sc[C_DECIDED_UNTIL])
+        if sc[C_WARM_UP_SET]:
+            meta["warm_up_until"] = int(sc[C_WARM_UP_UNTIL])
+        meta["next_seq"] = int(sc[C_NEXT_SEQ])
+        self.rows = rows
+        impressions = learner.slot_impressions
+
+        # Learning ops, in the kernel's order; a search's query hint before its impression's own op.
+        op_of = self.op_of
+        hints_on = self.hints_on
+        for kind, ref, label, arrival in columns.ops[: sc[C_OPS]].tolist():
+            impression = rows[ref][1][1:] if ref >= 0 else impressions[-ref - 1]
+            if arrival and hints_on and impression[IMP_QUERY]:
                 self._hint(impression)
-            self.scored.append((self._op(OP_LEARN_FN if self.at_impression else OP_SCORE, impression, 0), entry))
-            self.scored_ids.add(id(entry))
-        self._apply(impression_id, entry, effects)
+            op_of.append(self._op(kind, impression, label))
 
-    def on_click(self, click: tuple) -> None:
-        learner = self.learner
-        impression_id = click[0]
-        entry = self._live_entry(impression_id)
-        state, effects = learner.join.on_click(entry[0], click, learner.meta["watermark"])
-        self._apply(impression_id, entry, effects)
-
-    def _apply(self, impression_id: str, entry: list, effects, persist: bool = True) -> None:
-        learner = self.learner
-        for impression, label, click_time in effects.examples:
-            defer = bool(label) and self._in_warm_up(impression)
-            if defer:
-                entry[2] = True
-                heapq.heappush(learner.due, (learner.join.deadline(impression), impression_id))
-                op = self._op(OP_SCORE, impression, 0)
-            elif self.at_impression:
-                # The negative was learned when the impression was shown; a click is learned again as a
-                # positive (its fake negative stays: the weights of both correct for it).
-                scored = entry[1] is not None or id(entry) in self.scored_ids
-                op = self._op(OP_LEARN_FN, impression, 1) if label else (
-                    -1 if scored else self._op(OP_SCORE, impression, 0))
+        # Join events: counted, and late and orphan clicks to their outputs.
+        held = learner.held
+        out = self.out
+        buckets = learner.buckets
+        for kind_index, ref in columns.events_out[: sc[C_EVENTS]].tolist():
+            kind = JOIN_EVENT_KINDS[kind_index]
+            if kind_index == J_DUPLICATE_IMPRESSION:
+                record = rows[ref][1][1:]
             else:
-                op = self._learn(impression, label)
-            self.examples.append((op, entry, impression, label, click_time))
-        if effects.timers:
-            impression = entry[0].impression
-            forget_at = None if impression is None or entry[0].status != DECIDED else learner.forget_time(impression)
-            for timestamp in effects.timers:
-                if timestamp == forget_at:
-                    learner.queue_forget(impression_id, impression)
-                else:
-                    heapq.heappush(learner.due, (timestamp, impression_id))
-        if effects.clear or entry[0].impression is None and not entry[0].held_clicks:
-            self._forget(impression_id, entry)
-        elif persist:
-            self.changed_entries.add(impression_id)
-        for kind, record in effects.events:
-            self.out.join_events[kind] = self.out.join_events.get(kind, 0) + 1
-            stats, _ = learner.buckets.bucket(record[-1])
+                record = tuple(rows[ref - click_base][1][1:]) if ref >= click_base else held[ref]
+                if kind_index == J_EARLY_CLICK:
+                    held[ref] = record
+                elif kind_index == J_LATE_CLICK:
+                    out.late_clicks.append(click_record(record))
+                elif kind_index == J_ORPHAN_CLICK:
+                    out.orphan_clicks.append(click_record(record))
+            out.join_events[kind] = out.join_events.get(kind, 0) + 1
+            stats, _ = buckets.bucket(record[-1])
             stats.events[kind] += 1
-            if kind == LATE_CLICK:
-                self.out.late_clicks.append(click_record(record))
-            elif kind == ORPHAN_CLICK:
-                self.out.orphan_clicks.append(click_record(record))
+        for handle in columns.released[: sc[C_RELEASED]].tolist():
+            held.pop(handle, None)
 
     # Learn --------------------------------------------------------------------------------------
     def _op(self, kind: int, impression: tuple, label: int) -> int:
@@ -707,9 +691,6 @@ class _BatchRun:
             self.touched_items.add(item_id)
             self.touched_positions.add(position)
         return len(self.ops) - 1
-
-    def _learn(self, impression: tuple, label: int) -> int:
-        return self._op(OP_LEARN, impression, label)
 
     def _hint(self, impression: tuple) -> None:
         """The user's vector learns from the query of a search, once per request in this call (a
@@ -808,53 +789,32 @@ class _BatchRun:
         self._fit_title_map()
         learned = time.perf_counter()
 
-        scores = scores.tolist() if scores is not None else []  # Python floats: cheaper to index
-        for op, entry in self.scored:
-            entry[1] = scores[op]
+        self.final_scores = scores if scores is not None else np.zeros(0)
+        columns = learner.columns
+        n_examples = int(columns.scalars[C_EXAMPLES])
+        decided = columns.examples[:n_examples]
+        example_scores = columns.example_scores[:n_examples].copy()
+        by_op = decided[:, X_SCORE_OP] >= 0  # scored in this call, else a score kept in its entry
+        example_scores[by_op] = self.final_scores[np.asarray(self.op_of, dtype=np.int64)[decided[by_op, X_SCORE_OP]]]
+        labels = decided[:, X_LABEL]
+        self._emit_examples(decided.tolist(), example_scores.tolist())
         out = self.out
         buckets = learner.buckets
         window_ms = learner.join.window_ms
-        version = meta["version"]
-        by_interval: dict[int, tuple[IntervalStats, list[float], list[int]]] = {}
-        append = out.examples.append
-        newest = meta["max_event_time"]
-        last_decided, last_pending = None, None
-        for op, entry, impression, label, click_time in self.examples:
-            score = entry[1] if entry[1] is not None else scores[op]
-            impression_id, request_id, user_id, item_id, query, position, impression_time = impression
-            append({
-                "impression_id": impression_id,
-                "request_id": request_id,
-                "user_id": user_id,
-                "item_id": item_id,
-                "query": query,
-                "position": position,
-                "label": label,
-                "score": score,
-                "impression_time": impression_time,
-                "click_time": click_time,
-                "model_version": version,
-            })
-            decided_at = decision_time(label, impression_time, click_time, window_ms)
-            if decided_at != last_decided:  # negatives decided together share their decision time
-                stats, _ = buckets.bucket(decided_at)
-                last_pending = by_interval.get(id(stats))
-                if last_pending is None:
-                    last_pending = by_interval[id(stats)] = (stats, [], [])
-                last_decided = decided_at
-            last_pending[1].append(score)
-            last_pending[2].append(label)
-            event_time = decided_at if label else impression_time
-            if event_time > newest:
-                newest = event_time
-        meta["max_event_time"] = newest
-        for stats, scores, labels in by_interval.values():
-            stats.add_examples(scores, labels)
+        if n_examples:
+            impression_times = decided[:, X_IMPRESSION_TIME]
+            decided_at = np.where(labels == 1, decided[:, X_CLICK_TIME], impression_times + window_ms + 1)
+            newest = int(np.where(labels == 1, decided_at, impression_times).max())
+            meta["max_event_time"] = max(meta["max_event_time"], newest)
+            # Metrics count each example in the interval of the event time its label became known.
+            starts = np.maximum(decided_at, buckets.closed_until) // buckets.interval_ms * buckets.interval_ms
+            for start in np.unique(starts).tolist():
+                chosen = starts == start
+                buckets.bucket(start)[0].add_examples(example_scores[chosen], labels[chosen])
         until = meta["warm_up_until"]
         learner.guard.arrive(self.arrivals_now, self.arrivals_ahead, meta["watermark"])
         if until is not None and meta["watermark"] >= until + window_ms:  # past a cold start's warm-up
-            learner.guard.observe([score for _, scores, _ in by_interval.values() for score in scores],
-                                  [label for _, _, labels in by_interval.values() for label in labels])
+            learner.guard.observe(example_scores, labels)
         if self.loop_staleness:
             stats, _ = buckets.bucket(max(meta["watermark"], 0))
             for staleness in self.loop_staleness:
@@ -884,6 +844,28 @@ class _BatchRun:
         out.partials = buckets.pop_until(meta["watermark"])
         learner.state.buckets.update(pickle.dumps(buckets))
         return out
+
+    def _emit_examples(self, decided: list[list[int]], scores: list[float]) -> None:
+        """The labeled examples of this call, as records, in decision order."""
+        rows, impressions = self.rows, self.learner.slot_impressions
+        version = self.learner.meta["version"]
+        append = self.out.examples.append
+        for (ref, label, click_time, has_click_time, _, _), score in zip(decided, scores, strict=True):
+            impression_id, request_id, user_id, item_id, query, position, impression_time = (
+                rows[ref][1][1:] if ref >= 0 else impressions[-ref - 1])
+            append({
+                "impression_id": impression_id,
+                "request_id": request_id,
+                "user_id": user_id,
+                "item_id": item_id,
+                "query": query,
+                "position": position,
+                "label": label,
+                "score": score,
+                "impression_time": impression_time,
+                "click_time": click_time if has_click_time else None,
+                "model_version": version,
+            })
 
     def _fit_title_map(self) -> None:
         """Refit the title map every FIT_EVERY learned examples, on the items learned since the last fit."""
@@ -916,11 +898,7 @@ class _BatchRun:
         learner = self.learner
         state = learner.state
         model = learner.model
-        # Removals first: an id forgotten and seen again in this call has a new entry to write.
-        for impression_id in self.removed_entries:
-            state.entries.remove(impression_id)
-        if self.changed_entries:
-            self._write_entries()
+        self._settle_slots()
         decided_until = learner.meta.get("decided_until", NO_WATERMARK)
         blocks = learner.blocks
         while blocks and blocks[0][0] <= decided_until:
@@ -950,30 +928,88 @@ class _BatchRun:
         state.meta.update(pickle.dumps(learner.meta))
 
 
-    def _write_entries(self) -> None:
-        """This call's new entries with an impression as one block; other changed entries one by one."""
+    def _settle_slots(self) -> None:
+        """The end of a call for the join entries: the impressions and scores of those it changed kept, their
+        state written, the entries it forgot removed from state and their slots freed."""
         learner = self.learner
-        entries = learner.entries
-        block, keyed = [], {}
-        expiry = NO_WATERMARK
-        for impression_id in self.changed_entries:
-            entry = entries[impression_id]
-            impression = entry[0].impression
-            if impression_id in self.new_entries and impression is not None:
-                block.append((impression_id, _stored_entry(entry)))
-                expiry = max(expiry, learner.forget_time(impression))
-            else:
-                entry[3] = True
-                keyed[impression_id] = pickle.dumps(_stored_entry(entry), protocol=pickle.HIGHEST_PROTOCOL)
-        if block:
+        columns = learner.columns
+        sc, slots, ids = columns.scalars, columns.slots, learner.slot_ids
+        impressions = learner.slot_impressions
+        forgotten = columns.forgotten[: sc[C_FORGOTTEN]]
+        # Removals first: an id forgotten and seen again in this call has a new entry to write.
+        for slot in forgotten[forgotten[:, 1] == 1, 0].tolist():
+            learner.state.entries.remove(ids[slot])
+        listed = columns.listed[: sc[C_LISTED]].copy()
+        if len(listed):
+            view = slots[listed]
+            live = view[:, S_LIVE] == 1
+            arrived = live & (view[:, S_IMP_EVENT] >= 0)
+            rows = self.rows
+            for slot, event in zip(listed[arrived].tolist(), view[arrived, S_IMP_EVENT].tolist(), strict=True):
+                impressions[slot] = tuple(rows[event][1][1:])
+            for slot in listed[live & (view[:, S_HAS_IMP] == 0)].tolist():  # forgotten, then held clicks again
+                impressions[slot] = None
+            scored = live & (view[:, S_SCORE_OP] >= 0)
+            if scored.any():
+                ops = np.asarray(self.op_of, dtype=np.int64)[view[scored, S_SCORE_OP]]
+                columns.scores[listed[scored]] = self.final_scores[ops]
+                slots[listed[scored], S_HAS_SCORE] = 1
+            changed = live & (view[:, S_CHANGED] == 1)
+            block = changed & (view[:, S_NEW] == 1) & (view[:, S_HAS_IMP] == 1)
+            keyed = changed & ~block
+            slots[listed[keyed], S_KEYED] = 1
+            slots[listed, S_SCORE_OP] = -1
+            slots[listed, S_IMP_EVENT] = -1
+            slots[listed, S_CHANGED] = 0
+            slots[listed, S_NEW] = 0
+            slots[listed, S_LISTED] = 0
+            self._write_entries(listed[block], listed[keyed])
+        if len(forgotten):
+            gone = np.unique(forgotten[:, 0])
+            for slot in gone[slots[gone, S_LIVE] == 0].tolist():
+                del learner.slot_of[ids[slot]]
+                ids[slot] = None
+                impressions[slot] = None
+                columns.release_slot(slot)
+
+    def _write_entries(self, block: np.ndarray, keyed: np.ndarray) -> None:
+        """This call's new entries with an impression as one block (columns); other changed entries one by one."""
+        learner = self.learner
+        columns = learner.columns
+        ids, impressions = learner.slot_ids, learner.slot_impressions
+        if len(block):
+            rows = columns.slots[block]
+            expiry = int(rows[:, S_IMP_TIME].max()) + learner.join.window_ms + learner.join.retention_ms
+            slots = block.tolist()
+            data = pickle.dumps((expiry, [ids[s] for s in slots], [impressions[s] for s in slots],
+                                 np.ascontiguousarray(rows[:, _BLOCK_COLUMNS]).tobytes(),
+                                 columns.scores[block].tobytes()), protocol=pickle.HIGHEST_PROTOCOL)
             number = learner.meta["next_block"] = learner.meta.get("next_block", 0) + 1
-            data = pickle.dumps((expiry, block), protocol=pickle.HIGHEST_PROTOCOL)
             learner.state.entry_blocks.put_all({number: data})
             heapq.heappush(learner.blocks, (expiry, number))
-        if keyed:
-            learner.state.entries.put_all(keyed)
+        if len(keyed):
+            stored = {}
+            for slot, (status, label, deferred, seq, has_score) in zip(
+                    keyed.tolist(), columns.slots[keyed][:, _BLOCK_COLUMNS].tolist(), strict=True):
+                held = [learner.held[handle] for handle in columns.held_handles(slot)]
+                score = float(columns.scores[slot]) if has_score else None
+                stored[ids[slot]] = pickle.dumps([impressions[slot], status, label, held, score, bool(deferred), seq],
+                                                 protocol=pickle.HIGHEST_PROTOCOL)
+            learner.state.entries.put_all(stored)
 
 
-def _stored_entry(entry: list) -> list:
-    state, score, deferred, _ = entry
-    return [state.impression, state.status, state.label, state.held_clicks, score, deferred]
+# A block's entries as columns: [status, label, deferred, sequence number, has a score] per entry.
+_BLOCK_COLUMNS = [S_STATUS, S_LABEL, S_DEFERRED, S_SEQ, S_HAS_SCORE]
+
+
+def _block_entries(stored: list) -> Iterable[tuple[str, list]]:
+    """(id, [impression, status, label, held clicks, score, deferred, sequence number]) of a block's entries
+    (blocks written before they were columns: (id, the same without the sequence number))."""
+    if len(stored) == 1:
+        yield from stored[0]
+        return
+    ids, impressions, columns, scores = stored
+    columns = np.frombuffer(columns, dtype=np.int64).reshape(len(ids), len(_BLOCK_COLUMNS)).tolist()
+    for impression_id, impression, (status, label, deferred, seq, has_score), score in zip(
+            ids, impressions, columns, np.frombuffer(scores, dtype=np.float64).tolist(), strict=True):
+        yield impression_id, [impression, status, label, [], score if has_score else None, bool(deferred), seq]

@@ -60,10 +60,9 @@ class IntervalStats:
 
     def add_examples(self, scores: list[float], labels: list[int]) -> None:
         """`add_example` for each pair in order; the AUC histogram in one numpy pass."""
-        add = self.examples.add
-        for score, label in zip(scores, labels, strict=True):
-            add(score, label)
-        self.auc.add_all(np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64))
+        scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+        self.examples.add_all(scores, labels)
+        self.auc.add_all(scores, labels)
 
     def merge(self, other: IntervalStats) -> None:
         self.examples.merge(other.examples)

@@ -128,7 +128,7 @@ class ModelGuard:
         if not self.config.enabled:
             return
         period = self.state["period"]
-        if not scores:
+        if len(scores) == 0:
             return
         # A NaN score (inputs are guarded so none should arise) counts as 0.5, as in the metrics' AUC.
         p = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.5), EPS, 1 - EPS)
