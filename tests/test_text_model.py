@@ -168,11 +168,11 @@ def test_search_scores_use_the_query(learned, stream) -> None:
     """Two searches that differ only in the query: the one naming the item's words scores higher."""
     _, _, _, learner = learned
     item = stream.items[0]
-    run_ = batch_learner._BatchRun(learner)
-    for query in (item["title"], "zzz qqq"):
-        run_._op(batch_learner.OP_SCORE, ("imp", "req", "u-new", item["item_id"], query, 1, 0), 0)
-    sims = learner.text.similarities([q for q, _ in run_.op_texts], [i for _, i in run_.op_texts])
-    scores = learner.model.run(np.array(run_.ops), sims)
+    queries = [item["title"], "zzz qqq"]
+    op = (batch_learner.OP_SCORE, learner._user_row("u-new"), learner._item_row(item["item_id"]),
+          learner._position_row(1), 0)
+    sims = learner.text.similarities(queries, [item["item_id"]] * 2)
+    scores = learner.model.run(np.array([op, op]), sims)
     assert sims[0] > 0.9 and sims[1] == 0.0
     assert scores[0] > scores[1]
 

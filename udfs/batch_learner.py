@@ -41,6 +41,8 @@ import pickle
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -59,6 +61,9 @@ from udfs.join_kernel import (
     C_WARM_UP_SET,
     C_WARM_UP_UNTIL,
     C_WATERMARK,
+    E_ADVANCE,
+    E_KIND,
+    E_TIME,
     EV_NONE,
     EVENT_WIDTH,
     J_DUPLICATE_IMPRESSION,
@@ -117,7 +122,7 @@ from udfs.learner_kernel import (
 )
 from udfs.learner_math import IMPRESSION_MODE, LearnerConfig, UserCodec
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats
-from udfs.model_guard import GuardConfig, ModelGuard, arrival_bucket
+from udfs.model_guard import GuardConfig, ModelGuard, arrivals
 from udfs.model_store import (
     GLOBAL,
     ITEM,
@@ -240,7 +245,7 @@ class BatchJoinLearner:
                                    config.learning_mode == IMPRESSION_MODE)
         self.slot_of: dict[str, int] = {}
         self.slot_ids: list[str | None] = []
-        self.slot_impressions: list[tuple | None] = []
+        self.slot_impressions: list[list | None] = []  # the impression events (udfs.records layout)
         self.held: dict[int, tuple] = {}
         self.next_handle = 0
         self.blocks: list[tuple[int, int]] = []  # heap of (when its last retention ends, block number)
@@ -295,7 +300,7 @@ class BatchJoinLearner:
                 1, impression is not None, 0 if impression is None else impression[IMP_TIME], status, label,
                 bool(deferred), keyed, score is not None, seq[0])
             columns.scores[slot] = 0.0 if score is None else score
-            self.slot_impressions[slot] = impression
+            self.slot_impressions[slot] = None if impression is None else [IMPRESSION, *impression]
             for click in held:
                 handle = self.next_handle
                 self.next_handle += 1
@@ -532,13 +537,27 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
     }
 
 
+# Fields of an impression event (udfs.records.impression_event).
+_USER, _ITEM, _QUERY, _POSITION = (itemgetter(IMP_USER + 1), itemgetter(IMP_ITEM + 1), itemgetter(IMP_QUERY + 1),
+                                   itemgetter(IMP_POSITION + 1))
+_REQUEST_AT = IMP_REQUEST + 1
+
+
+def _rows(keys: list, cached: dict, load: Any) -> list[int]:
+    """The model rows of `keys`: from the cache, else loaded (from state, or new)."""
+    rows = list(map(cached.get, keys))
+    if None in rows:
+        rows = [load(key) if row is None else row for key, row in zip(keys, rows, strict=True)]
+    return rows
+
+
 class _BatchRun:
     """The bookkeeping of one call: the compiled join, learning operations in order, and what changed."""
 
     def __init__(self, learner: BatchJoinLearner) -> None:
         self.learner = learner
-        self.ops: list[tuple[int, int, int, int, int]] = []
-        self.op_texts: list[tuple[str | None, str]] = []  # (query, item id) of each op, for the text terms
+        self.ops = np.zeros((0, OP_WIDTH), dtype=np.int64)  # udfs.learner_kernel op rows
+        self.op_texts: tuple[list[str | None], list[str]] = ([], [])  # each op's query and item id, for the text terms
         self.hint_queries: list[str] = []  # the query of each OP_QUERY_HINT op, by its hint row
         self.hinted_requests: set[tuple[str, str]] = set()  # (user, request): one hint per search
         self.hints_on = (learner.text is not None and learner.use_title_map and learner.title_map.ready
@@ -549,7 +568,7 @@ class _BatchRun:
         self.arrivals_ahead: dict[int, list[int]] = {}
         self.events = 0  # impressions and clicks in the batch: what the stage costs are per
         self.rows: list = []
-        self.op_of: list[int] = []  # the kernel's op index -> index in `ops` (hints go in between)
+        self.op_of = np.zeros(0, dtype=np.int64)  # the kernel's op index -> index in `ops` (hints go in between)
         self.touched_users: set[str] = set()
         self.touched_items: set[str] = set()
         self.touched_positions: set[int] = set()
@@ -575,11 +594,9 @@ class _BatchRun:
         guard = learner.click_stall
         slot_of, new_slot = learner.slot_of, learner._slot
         watermark = learner.meta["watermark"]
-        arrivals_now, arrivals_ahead = self.arrivals_now, self.arrivals_ahead
         flat: list[int] = []
         add = flat.extend
         last = None
-        events = 0
         for row_watermark, event in rows:
             kind = event[0]
             if kind == TICK and len(event) > 1:  # a tick of an unbounded run brings the clicks' watermark
@@ -591,21 +608,9 @@ class _BatchRun:
                 decide_until = guard.effective(row_watermark, now_ms)
                 if decide_until > watermark:
                     watermark = advance = decide_until
-            if kind == IMPRESSION or kind == CLICK:
-                events += 1
+            if kind == IMPRESSION or kind == CLICK:  # EV_IMPRESSION, EV_CLICK
                 slot = slot_of.get(event[1])
-                if slot is None:
-                    slot = new_slot(event[1])
-                event_time = event[-1]
-                add((kind, slot, event_time, advance))  # EV_IMPRESSION, EV_CLICK are IMPRESSION, CLICK
-                bucket = arrival_bucket(event_time, watermark)
-                if bucket is None:
-                    arrivals_now[kind] += 1
-                else:
-                    counts = arrivals_ahead.get(bucket)
-                    if counts is None:
-                        counts = arrivals_ahead[bucket] = [0, 0]
-                    counts[kind] += 1
+                add((kind, new_slot(event[1]) if slot is None else slot, event[-1], advance))
                 continue
             add((EV_NONE, 0, 0, advance))
             if kind == ITEM_PARAMS:
@@ -615,8 +620,14 @@ class _BatchRun:
                 learner._add_to_catalog(item_id, title, embedding)
                 self.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
             # TICK: its watermark was all it carried
-        self.events = events
-        return np.array(flat, dtype=np.int64).reshape(-1, EVENT_WIDTH)
+        events = np.array(flat, dtype=np.int64).reshape(-1, EVENT_WIDTH)
+        joined = events[:, E_KIND] != EV_NONE
+        self.events = int(np.count_nonzero(joined))
+        # The join watermark each event arrives at: the latest advance before it.
+        watermarks = np.maximum.accumulate(np.maximum(events[:, E_ADVANCE], learner.meta["watermark"]))
+        self.arrivals_now, self.arrivals_ahead = arrivals(events[joined, E_TIME], events[joined, E_KIND],
+                                                          watermarks[joined])
+        return events
 
     def join(self, events: np.ndarray, rows: list) -> None:
         """Run the compiled join over the batch, then turn what it reports into learning ops, join events
@@ -639,16 +650,8 @@ class _BatchRun:
             meta["warm_up_until"] = int(sc[C_WARM_UP_UNTIL])
         meta["next_seq"] = int(sc[C_NEXT_SEQ])
         self.rows = rows
-        impressions = learner.slot_impressions
 
-        # Learning ops, in the kernel's order; a search's query hint before its impression's own op.
-        op_of = self.op_of
-        hints_on = self.hints_on
-        for kind, ref, label, arrival in columns.ops[: sc[C_OPS]].tolist():
-            impression = rows[ref][1][1:] if ref >= 0 else impressions[-ref - 1]
-            if arrival and hints_on and impression[IMP_QUERY]:
-                self._hint(impression)
-            op_of.append(self._op(kind, impression, label))
+        self._learning_ops(rows)
 
         # Join events: counted, and late and orphan clicks to their outputs.
         held = learner.held
@@ -673,37 +676,63 @@ class _BatchRun:
             held.pop(handle, None)
 
     # Learn --------------------------------------------------------------------------------------
-    def _op(self, kind: int, impression: tuple, label: int) -> int:
+    def _learning_ops(self, rows: list) -> None:
+        """The kernel's learning steps as op rows of udfs.learner_kernel (entity rows looked up, a search's
+        query hint before its impression's own op), and what they change."""
         learner = self.learner
-        user_id, item_id, position = impression[IMP_USER], impression[IMP_ITEM], impression[IMP_POSITION]
-        model = learner.model  # cached rows first: the method calls only for rows not in the cache
-        user = model.user_rows.get(user_id)
-        item = model.item_rows.get(item_id)
-        term = model.position_rows.get(position)
-        self.ops.append((kind, learner._user_row(user_id) if user is None else user,
-                         learner._item_row(item_id) if item is None else item,
-                         learner._position_row(position) if term is None else term, label))
-        self.op_texts.append((impression[IMP_QUERY], item_id))
-        if kind != OP_SCORE:
-            self.global_changed = True
-            self.searches_learned = self.searches_learned or bool(impression[IMP_QUERY])
-            self.touched_users.add(user_id)
-            self.touched_items.add(item_id)
-            self.touched_positions.add(position)
-        return len(self.ops) - 1
-
-    def _hint(self, impression: tuple) -> None:
-        """The user's vector learns from the query of a search, once per request in this call (a
-        request split over two calls counts twice: rare, and only its weight changes)."""
-        user_id = impression[IMP_USER]
-        key = (user_id, impression[IMP_REQUEST])
-        if key in self.hinted_requests:
+        columns = learner.columns
+        n = int(columns.scalars[C_OPS])
+        if not n:
             return
-        self.hinted_requests.add(key)
-        self.ops.append((OP_QUERY_HINT, self.learner._user_row(user_id), len(self.hint_queries), 0, 0))
-        self.op_texts.append((None, ""))
-        self.hint_queries.append(impression[IMP_QUERY])
-        self.touched_users.add(user_id)
+        kernel_ops = columns.ops[:n]
+        impressions = learner.slot_impressions
+        events = [rows[ref][1] if ref >= 0 else impressions[-ref - 1] for ref in kernel_ops[:, 1].tolist()]
+        users = list(map(_USER, events))
+        items = list(map(_ITEM, events))
+        positions = list(map(_POSITION, events))
+        queries = list(map(_QUERY, events))
+        model = learner.model
+        user_rows = _rows(users, model.user_rows, learner._user_row)
+        item_rows = _rows(items, model.item_rows, learner._item_row)
+        position_rows = _rows(positions, model.position_rows, learner._position_row)
+        kinds = kernel_ops[:, 0]
+        ops = np.column_stack((kinds, user_rows, item_rows, position_rows, kernel_ops[:, 2]))
+        learned = (kinds != OP_SCORE).tolist()
+        if any(learned):
+            self.global_changed = True
+            self.touched_users.update(compress(users, learned))
+            self.touched_items.update(compress(items, learned))
+            self.touched_positions.update(compress(positions, learned))
+            self.searches_learned = any(compress(queries, learned))
+        hint_at = self._hints(kernel_ops[:, 3], events, users, user_rows, queries) if self.hints_on else []
+        if hint_at:  # hint ops go in before the ops at these indexes
+            hint_rows = [(OP_QUERY_HINT, user_rows[k], h, 0, 0) for h, k in enumerate(hint_at)]
+            ops = np.insert(ops, hint_at, hint_rows, axis=0)
+            for k in reversed(hint_at):
+                queries.insert(k, None)
+                items.insert(k, "")
+        self.op_of = np.arange(n) + np.searchsorted(np.array(hint_at, dtype=np.int64), np.arange(n), side="right")
+        self.ops = ops
+        self.op_texts = (queries, items)
+
+    def _hints(self, arrivals: np.ndarray, events: list, users: list[str], user_rows: list[int],
+               queries: list[str | None]) -> list[int]:
+        """The ops before which a query hint goes: a search's first impression in this call. The user's
+        vector learns from the query once per request in the call (a request split over two calls counts
+        twice: rare, and only its weight changes)."""
+        hint_at = []
+        for k in np.flatnonzero(arrivals).tolist():
+            query = queries[k]
+            if not query:
+                continue
+            key = (users[k], events[k][_REQUEST_AT])
+            if key in self.hinted_requests:
+                continue
+            self.hinted_requests.add(key)
+            hint_at.append(k)
+            self.hint_queries.append(query)
+            self.touched_users.add(users[k])
+        return hint_at
 
     def merge_item_params(self, record: dict[str, Any], now_ms: int) -> None:
         """Kafka loop: average another replica's item-side record into this replica (gossip averaging;
@@ -777,15 +806,15 @@ class _BatchRun:
         learner = self.learner
         meta = learner.meta
         scores = None
-        if self.ops:
+        if len(self.ops):
             similarity = None
             if learner.text is not None:
-                queries, items = zip(*self.op_texts, strict=True)
+                queries, items = self.op_texts
                 similarity = learner.text.similarities(queries, items)
             hints = None
             if self.hint_queries:  # the queries in item space, by the map as it was before this call's fit
                 hints = learner.query_hints(self.hint_queries)
-            scores = learner.model.run(np.array(self.ops, dtype=np.int64).reshape(-1, OP_WIDTH), similarity, hints)
+            scores = learner.model.run(self.ops, similarity, hints)
         self._fit_title_map()
         learned = time.perf_counter()
 
@@ -795,7 +824,7 @@ class _BatchRun:
         decided = columns.examples[:n_examples]
         example_scores = columns.example_scores[:n_examples].copy()
         by_op = decided[:, X_SCORE_OP] >= 0  # scored in this call, else a score kept in its entry
-        example_scores[by_op] = self.final_scores[np.asarray(self.op_of, dtype=np.int64)[decided[by_op, X_SCORE_OP]]]
+        example_scores[by_op] = self.final_scores[self.op_of[decided[by_op, X_SCORE_OP]]]
         labels = decided[:, X_LABEL]
         self._emit_examples(decided.tolist(), example_scores.tolist())
         out = self.out
@@ -851,8 +880,8 @@ class _BatchRun:
         version = self.learner.meta["version"]
         append = self.out.examples.append
         for (ref, label, click_time, has_click_time, _, _), score in zip(decided, scores, strict=True):
-            impression_id, request_id, user_id, item_id, query, position, impression_time = (
-                rows[ref][1][1:] if ref >= 0 else impressions[-ref - 1])
+            _, impression_id, request_id, user_id, item_id, query, position, impression_time = (
+                rows[ref][1] if ref >= 0 else impressions[-ref - 1])
             append({
                 "impression_id": impression_id,
                 "request_id": request_id,
@@ -876,7 +905,7 @@ class _BatchRun:
         pending = learner.meta.setdefault("fit", {"learned": 0, "items": set()})
         if len(pending["items"]) < FIT_MAX_ITEMS:
             pending["items"].update(self.touched_items)
-        pending["learned"] += sum(1 for op in self.ops if op[0] != OP_SCORE and op[0] != OP_QUERY_HINT)
+        pending["learned"] += int(np.count_nonzero((self.ops[:, 0] != OP_SCORE) & (self.ops[:, 0] != OP_QUERY_HINT)))
         if pending["learned"] < FIT_EVERY:
             return
         model, text, dim = learner.model, learner.text, learner.config.dim
@@ -946,12 +975,12 @@ class _BatchRun:
             arrived = live & (view[:, S_IMP_EVENT] >= 0)
             rows = self.rows
             for slot, event in zip(listed[arrived].tolist(), view[arrived, S_IMP_EVENT].tolist(), strict=True):
-                impressions[slot] = tuple(rows[event][1][1:])
+                impressions[slot] = rows[event][1]
             for slot in listed[live & (view[:, S_HAS_IMP] == 0)].tolist():  # forgotten, then held clicks again
                 impressions[slot] = None
             scored = live & (view[:, S_SCORE_OP] >= 0)
             if scored.any():
-                ops = np.asarray(self.op_of, dtype=np.int64)[view[scored, S_SCORE_OP]]
+                ops = self.op_of[view[scored, S_SCORE_OP]]
                 columns.scores[listed[scored]] = self.final_scores[ops]
                 slots[listed[scored], S_HAS_SCORE] = 1
             changed = live & (view[:, S_CHANGED] == 1)
@@ -993,7 +1022,9 @@ class _BatchRun:
                     keyed.tolist(), columns.slots[keyed][:, _BLOCK_COLUMNS].tolist(), strict=True):
                 held = [learner.held[handle] for handle in columns.held_handles(slot)]
                 score = float(columns.scores[slot]) if has_score else None
-                stored[ids[slot]] = pickle.dumps([impressions[slot], status, label, held, score, bool(deferred), seq],
+                impression = impressions[slot]
+                stored[ids[slot]] = pickle.dumps([None if impression is None else tuple(impression[1:]), status, label,
+                                                  held, score, bool(deferred), seq],
                                                  protocol=pickle.HIGHEST_PROTOCOL)
             learner.state.entries.put_all(stored)
 
@@ -1008,8 +1039,8 @@ def _block_entries(stored: list) -> Iterable[tuple[str, list]]:
     if len(stored) == 1:
         yield from stored[0]
         return
-    ids, impressions, columns, scores = stored
+    ids, events, columns, scores = stored  # the impressions as events (udfs.records.impression_event)
     columns = np.frombuffer(columns, dtype=np.int64).reshape(len(ids), len(_BLOCK_COLUMNS)).tolist()
-    for impression_id, impression, (status, label, deferred, seq, has_score), score in zip(
-            ids, impressions, columns, np.frombuffer(scores, dtype=np.float64).tolist(), strict=True):
-        yield impression_id, [impression, status, label, [], score if has_score else None, bool(deferred), seq]
+    for impression_id, event, (status, label, deferred, seq, has_score), score in zip(
+            ids, events, columns, np.frombuffer(scores, dtype=np.float64).tolist(), strict=True):
+        yield impression_id, [tuple(event[1:]), status, label, [], score if has_score else None, bool(deferred), seq]

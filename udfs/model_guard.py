@@ -95,7 +95,7 @@ class ModelGuard:
 
     def arrive(self, now: list[int], ahead: dict[int, list[int]], watermark: int) -> None:
         """One learner call's arriving [impressions, clicks]: `now` near the join watermark, `ahead` by
-        `arrival_bucket` (see the module doc); `watermark` is the join watermark after the call."""
+        `arrivals` (see the module doc); `watermark` is the join watermark after the call."""
         if not self.config.enabled:
             return
         state = self.state
@@ -187,9 +187,22 @@ class ModelGuard:
         return problem
 
 
-def arrival_bucket(event_time: int, watermark: int) -> int | None:
-    """None if an arrival of this event time counts at once, else the bucket it waits in (`arrive`)."""
-    return None if event_time <= watermark + ARRIVAL_AHEAD_MS else event_time // ARRIVAL_AHEAD_MS
+def arrivals(event_times: np.ndarray, kinds: np.ndarray, watermarks: np.ndarray
+             ) -> tuple[list[int], dict[int, list[int]]]:
+    """Arriving events for `ModelGuard.arrive`: [impressions, clicks] (kinds 0 and 1) that count at once,
+    being at most ARRIVAL_AHEAD_MS ahead of the join watermark at their arrival, and the others by the
+    event-time bucket they wait in."""
+    now = event_times <= watermarks + ARRIVAL_AHEAD_MS
+    counted = [int(np.count_nonzero(now & (kinds == kind))) for kind in (0, 1)]
+    ahead: dict[int, list[int]] = {}
+    if not now.all():
+        buckets = event_times[~now] // ARRIVAL_AHEAD_MS
+        clicks = kinds[~now] == 1
+        for bucket in np.unique(buckets).tolist():
+            chosen = buckets == bucket
+            n_clicks = int(np.count_nonzero(chosen & clicks))
+            ahead[bucket] = [int(np.count_nonzero(chosen)) - n_clicks, n_clicks]
+    return counted, ahead
 
 
 def _parameter_problem(records: list[dict[str, Any]], max_norm: float) -> str | None:
