@@ -46,7 +46,7 @@ class DictValueState:
 
 def new_state() -> LearnerState:
     return LearnerState(DictMapState(), DictMapState(), DictMapState(), DictMapState(), DictMapState(),
-                        DictMapState(), DictValueState(), DictValueState(), DictMapState())
+                        DictMapState(), DictValueState(), DictMapState(), DictMapState())
 
 
 def copy_state(state: LearnerState) -> LearnerState:

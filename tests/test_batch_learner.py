@@ -402,3 +402,28 @@ def test_the_worker_interpreter_runs_blas_on_one_thread() -> None:
         assert blas_threads() == [1] * len(saved)
     finally:
         threadpool_limits(limits=max(saved), user_api="blas")
+
+
+def test_metric_intervals_come_back_from_state(rows):
+    """Open metric intervals are in state, one entry per interval: a learner rebuilt from state after every
+    call closes the same intervals with the same counts and sums as one that ran straight through."""
+
+    def partials(restore: bool) -> list:
+        state = new_state()
+        learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+        closed = []
+        for start in range(0, len(rows), 97):
+            closed += learner.process_batch(rows[start:start + 97], now_ms=0).partials
+            if restore:
+                learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+        closed += learner.advance_to(END_OF_INPUT).partials
+        assert len(state.intervals.data) <= 1, "only the interval at the end of time stays open"
+        return [(start, {name: value for name, value in stats.values().items() if not name.startswith("cost_")})
+                for start, stats in closed]
+
+    straight = partials(restore=False)
+    assert len(straight) > 3 and sum(values["examples"] for _, values in straight) > 1000
+    restored = partials(restore=True)
+    assert [start for start, _ in restored] == [start for start, _ in straight]
+    for (_, mine), (_, theirs) in zip(restored, straight, strict=True):
+        assert mine == pytest.approx(theirs, rel=1e-9, nan_ok=True)

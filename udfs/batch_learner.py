@@ -25,7 +25,8 @@ State. Everything lives in Flink state, under the subtask's one shard key (job.r
 - `biases`: position -> bias row bytes, GLOBAL_KEY for the global bias, TEXT_KEY for the two text
   terms (query-title weight, search bias) and TITLE_MAP_KEY for the learned title map;
 - `dirty`: entities changed since the last snapshot; `meta`: version, watermarks, warm-up;
-  `buckets`: the open metric intervals;
+  `intervals`: interval start -> the stats of an open metric interval (a replay whose clicks are read
+  ahead of its impressions keeps many open: each call writes only those it changed);
 - `catalog`: item id -> (title, embedding) of the items published while the job runs (the catalog
   read at start travels with the job itself).
 Python dicts and arrays are only a cache of that state: every change of a batch is written back
@@ -184,7 +185,7 @@ class LearnerState:
     biases: MapStateLike
     dirty: MapStateLike
     meta: ValueStateLike
-    buckets: ValueStateLike
+    intervals: MapStateLike
     catalog: MapStateLike
 
 
@@ -259,9 +260,10 @@ class BatchJoinLearner:
         }
         self.click_stall = ClickStallGuard(click_stall_limit_ms, click_stall_report_ms, self.meta)
         self.guard = ModelGuard(guard or GuardConfig(), self.meta.setdefault("guard", {}))
-        stored = state.buckets.value()
-        self.buckets: IntervalBuckets = pickle.loads(stored) if stored is not None else IntervalBuckets(
-            metrics_interval_ms)
+        self.buckets = IntervalBuckets(metrics_interval_ms)
+        self.buckets.closed_until = self.meta.get("metrics_closed_until", self.buckets.closed_until)
+        for start, data in state.intervals.items():
+            self.buckets.open[start] = pickle.loads(data)
         self._restore_entries()
         for item_id, data in state.catalog.items():
             self._add_to_catalog(item_id, *pickle.loads(data))
@@ -871,7 +873,13 @@ class _BatchRun:
         stats.add_costs(costs, self.events)
         learner.costs = dict.fromkeys(costs, 0.0)
         out.partials = buckets.pop_until(meta["watermark"])
-        learner.state.buckets.update(pickle.dumps(buckets))
+        meta["metrics_closed_until"] = buckets.closed_until
+        touched = buckets.take_touched()
+        for start, _ in out.partials:
+            learner.state.intervals.remove(start)
+        learner.state.intervals.put_all({start: pickle.dumps(buckets.open[start], protocol=pickle.HIGHEST_PROTOCOL)
+                                         for start in touched if start in buckets.open})
+        learner.state.meta.update(pickle.dumps(meta))
         return out
 
     def _emit_examples(self, decided: list[list[int]], scores: list[float]) -> None:
@@ -954,7 +962,7 @@ class _BatchRun:
             learner.dirty_written |= new_dirty
         if self.catalog:
             state.catalog.put_all(self.catalog)
-        state.meta.update(pickle.dumps(learner.meta))
+        # `meta` goes last, in finish (it holds the metric intervals' bookkeeping too)
 
 
     def _settle_slots(self) -> None:

@@ -92,7 +92,7 @@ class JoinAndLearn(KeyedProcessFunction):
             biases=runtime_context.get_map_state(MapStateDescriptor("biases", Types.LONG(), raw)),
             dirty=runtime_context.get_map_state(MapStateDescriptor("dirty", Types.STRING(), raw)),
             meta=runtime_context.get_state(ValueStateDescriptor("meta", raw)),
-            buckets=runtime_context.get_state(ValueStateDescriptor("buckets", raw)),
+            intervals=runtime_context.get_map_state(MapStateDescriptor("metric_intervals", Types.LONG(), raw)),
             catalog=runtime_context.get_map_state(MapStateDescriptor("catalog", Types.STRING(), raw)),
         )
         self.replica = subtask_index(runtime_context)

@@ -42,5 +42,5 @@ class MemoryValueState:
 
 def memory_state() -> LearnerState:
     """Fresh, empty handles for one learner."""
-    return LearnerState(*(MemoryMapState() for _ in range(6)), MemoryValueState(), MemoryValueState(),
+    return LearnerState(*(MemoryMapState() for _ in range(6)), MemoryValueState(), MemoryMapState(),
                         MemoryMapState())

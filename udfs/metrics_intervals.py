@@ -114,15 +114,22 @@ class IntervalBuckets:
         self.interval_ms = interval_ms
         self.open: dict[int, IntervalStats] = {}
         self.closed_until = -(2**63)
+        self.touched: set[int] = set()  # starts of the intervals handed out since `take_touched`
 
     def bucket(self, event_time: int) -> tuple[IntervalStats, int | None]:
         """The stats of the interval holding `event_time`, and its end if it was just opened."""
         start = max(event_time, self.closed_until) // self.interval_ms * self.interval_ms
+        self.touched.add(start)
         stats = self.open.get(start)
         if stats is not None:
             return stats, None
         stats = self.open[start] = IntervalStats()
         return stats, start + self.interval_ms
+
+    def take_touched(self) -> set[int]:
+        """The starts of the intervals that may have changed since the last call (open or closed since)."""
+        touched, self.touched = self.touched, set()
+        return touched
 
     def pop_until(self, watermark: int) -> list[tuple[int, IntervalStats]]:
         """Remove and return (start, stats) of every interval ending at or before `watermark`, oldest first."""
