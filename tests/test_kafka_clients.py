@@ -171,7 +171,8 @@ def test_producer_rejects_invalid_records_with_the_reason(kafka_broker: str) -> 
 
 def test_fast_validation_never_accepts_what_validate_record_rejects() -> None:
     stream = generate(GeneratorConfig(n_users=5, n_items=12, n_impressions=20, seed=2))
-    odd_values = (None, "", "x", 0, -1, 7, 1.5, True, 2**40, 2**70, [], [1.0, 2], ["a"], {"a": 1})
+    odd_values = (None, "", "x", 0, -1, 7, 1.5, True, 2**40, 2**70, [], [1.0, 2], ["a"], {"a": 1}, 2**31, -(2**31) - 1,
+                  "\ufeffu-1", "u\ufffd1", "u\ud8001", [1e300], [float("nan")], [True])
     click = {"impression_id": "imp-1", "user_id": "u-1", "item_id": "it-1", "event_time": 1_000}
     for schema, record in (("Impression", stream.impressions[0]), ("Click", click), ("Item", stream.items[0])):
         fast = fast_validator(schema)

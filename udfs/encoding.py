@@ -42,7 +42,7 @@ class JsonLinesEncoder:
         """One string of many lines (the sink ends it with the last newline)."""
         if not records:
             return []
-        return ["\n".join(orjson.dumps(record, default=json_default).decode() for record in records)]
+        return [b"\n".join([orjson.dumps(record, default=json_default) for record in records]).decode()]
 
 
 class AvroWireEncoder:
