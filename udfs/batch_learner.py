@@ -1,18 +1,20 @@
-"""The batched join-and-learn core of one learner subtask, as plain Python over plain state handles.
+"""The batched join-and-learn core of one learner subtask, over plain state handles.
 
 One call per batch (`process_batch`): the batch's events, each with the join watermark it carries
 (see job.batching), go through the join in arrival order; every event-time decision due at or before
 an event's watermark is taken before that event, exactly as a per-event operator's timers would fire.
-The learning steps this produces (score an impression when it arrives; score-then-learn an example
-when its label is decided) are collected as one ordered list of operations and run in one compiled
-call (udfs.learner_kernel), so every example is scored before it is learned and sees every update
-before it.
+The join runs compiled over columns (udfs.join_kernel: the rules of udfs.join_logic), with ids mapped
+to entry slots here before the call and its results turned into records after it. The learning steps
+it produces (score an impression when it arrives; score-then-learn an example when its label is
+decided) run in order in one compiled call (udfs.learner_kernel), so every example is scored before
+it is learned and sees every update before it.
 
 State. Everything lives in Flink state, under the subtask's one shard key (job.routing):
 - `entry_blocks`: block number -> the join entries (udfs.join_logic.JoinState fields, the
-  impression-time score, whether a warm-up positive still has to be learned) of the impressions that
-  arrived in one batch, as they stood at its end: one state write per batch, not one per impression.
-  A block is removed once the retention of all its impressions is over;
+  impression-time score, whether a warm-up positive still has to be learned, the entry's sequence
+  number, which orders timers of the same time) of the impressions that arrived in one batch, as they
+  stood at its end, as columns: one state write per batch, not one per impression. A block is
+  removed once the retention of all its impressions is over;
 - `entries`: impression id -> the same, for entries that changed after their block was written (a
   click, a deferred positive learned) and for held clicks without an impression; removed when the
   entry is forgotten (retention timers are coarsened to forget buckets of FORGET_BUCKET_MS, so up to

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from udfs.join_logic import DECIDED, PENDING
-from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE
+from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE, cached_cfunc, cached_njit
 from udfs.records import CLICK, IMPRESSION
 
 # Slot columns.
@@ -63,15 +63,7 @@ assert (OP_SCORE, OP_LEARN, OP_LEARN_FN) == (_SCORE, _LEARN, _LEARN_FN)
 assert (PENDING, DECIDED) == (0, 1)
 
 
-def _njit(function):
-    # See udfs.learner_kernel._njit: cached on disk when it can be.
-    try:
-        return numba.njit(cache=True)(function)
-    except RuntimeError:
-        return numba.njit()(function)
-
-
-@_njit
+@cached_njit
 def _less(heap, a, b, width):
     for column in range(width):
         if heap[a, column] != heap[b, column]:
@@ -79,13 +71,13 @@ def _less(heap, a, b, width):
     return False
 
 
-@_njit
+@cached_njit
 def _swap(heap, a, b):
     for column in range(heap.shape[1]):
         heap[a, column], heap[b, column] = heap[b, column], heap[a, column]
 
 
-@_njit
+@cached_njit
 def _push(heap, n, key_width, c0, c1, c2, c3):
     """Push a row onto a binary min-heap of n rows (ordered by its first `key_width` columns); returns n + 1."""
     heap[n, 0] = c0
@@ -103,7 +95,7 @@ def _push(heap, n, key_width, c0, c1, c2, c3):
     return n + 1
 
 
-@_njit
+@cached_njit
 def _pop(heap, n, key_width):
     """Move the smallest row to index n - 1 (read it there) and restore the heap of n - 1 rows."""
     last = n - 1
@@ -123,13 +115,13 @@ def _pop(heap, n, key_width):
     return last
 
 
-@_njit
+@cached_njit
 def _ref(slots, s):
     event = slots[s, S_IMP_EVENT]
     return event if event >= 0 else -(s + 1)
 
 
-@_njit
+@cached_njit
 def _mark_changed(slots, s, sc, listed):
     slots[s, S_CHANGED] = 1
     if slots[s, S_LISTED] == 0:
@@ -138,7 +130,7 @@ def _mark_changed(slots, s, sc, listed):
         sc[C_LISTED] += 1
 
 
-@_njit
+@cached_njit
 def _release_held(slots, s, pool, sc, released):
     node = slots[s, S_HELD]
     while node >= 0:
@@ -151,7 +143,7 @@ def _release_held(slots, s, pool, sc, released):
     slots[s, S_HELD] = -1
 
 
-@_njit
+@cached_njit
 def _forget(slots, s, pool, sc, forgotten, released):
     forgotten[sc[C_FORGOTTEN], 0] = s
     forgotten[sc[C_FORGOTTEN], 1] = slots[s, S_KEYED]
@@ -167,13 +159,13 @@ def _forget(slots, s, pool, sc, forgotten, released):
     slots[s, S_IMP_EVENT] = -1
 
 
-@_njit
+@cached_njit
 def _expired(slots, s, watermark, kept_ms):
     return (slots[s, S_STATUS] == DECIDED and slots[s, S_HAS_IMP] == 1
             and slots[s, S_IMP_TIME] + kept_ms <= watermark)
 
 
-@_njit
+@cached_njit
 def _add_op(ops, sc, kind, ref, label, arrival):
     n = sc[C_OPS]
     ops[n, 0] = kind
@@ -184,7 +176,7 @@ def _add_op(ops, sc, kind, ref, label, arrival):
     return n
 
 
-@_njit
+@cached_njit
 def _decide(slots, scores, s, label, click_time, has_click_time, sc, due, forget_heap, ops, examples,
             example_scores, window, kept_ms, bucket_ms, impression_mode):
     """join_logic._decide and what BatchJoinLearner does with the example (its learning op)."""
@@ -223,7 +215,7 @@ def _decide(slots, scores, s, label, click_time, has_click_time, sc, due, forget
     sc[C_EXAMPLES] = n + 1
 
 
-@_njit
+@cached_njit
 def _join_event(events_out, sc, kind, ref):
     n = sc[C_EVENTS]
     events_out[n, 0] = kind
@@ -231,7 +223,7 @@ def _join_event(events_out, sc, kind, ref):
     sc[C_EVENTS] = n + 1
 
 
-@_njit
+@cached_njit
 def _advance(watermark, slots, scores, sc, due, forget_heap, pool, ops, examples, example_scores, events_out,
              forgotten, released, listed, window, kept_ms, bucket_ms, impression_mode):
     sc[C_WATERMARK] = watermark
@@ -289,7 +281,7 @@ def _advance(watermark, slots, scores, sc, due, forget_heap, pool, ops, examples
             _forget(slots, s, pool, sc, forgotten, released)
 
 
-@_njit
+@cached_njit
 def _live(slots, s, sc, pool, forgotten, released, kept_ms):
     """The entry of an arriving event's slot: a new one if there is none or its retention has ended."""
     if slots[s, S_LIVE] == 1 and _expired(slots, s, sc[C_DECIDED_UNTIL], kept_ms):
@@ -301,7 +293,7 @@ def _live(slots, s, sc, pool, forgotten, released, kept_ms):
         sc[C_NEXT_SEQ] += 1
 
 
-@_njit
+@cached_njit
 def join_batch(events, slots, scores, due, forget_heap, pool, sc, ops, examples, example_scores, events_out,
                forgotten, released, listed, window, retention, bucket_ms, impression_mode):
     """Run a batch of events (E_* columns) in order; see the module doc for what it reports."""
@@ -400,14 +392,7 @@ _SIGNATURE = numba.types.void(_I64P, _I64, _I64P, _I64, _F64P, _I64P, _I64, _I64
                               _I64P, _I64P, _F64P, _I64P, _I64P, _I64P, _I64P, _I64, _I64, _I64, _I64, _I64)
 
 
-def _cfunc(function):
-    try:
-        return numba.cfunc(_SIGNATURE, cache=True)(function)
-    except RuntimeError:
-        return numba.cfunc(_SIGNATURE)(function)
-
-
-@_cfunc
+@cached_cfunc(_SIGNATURE)
 def _join_native(events_p, n_events, slots_p, n_slots, scores_p, due_p, due_rows, forget_p, forget_rows, pool_p,
                  pool_rows, sc_p, ops_p, examples_p, example_scores_p, events_out_p, forgotten_p, released_p,
                  listed_p, out_rows, window, retention, bucket_ms, impression_mode):

@@ -12,8 +12,9 @@ How it works (all times are event times in ms, W = attribution window):
 - After a decision the impression id is remembered for `retention_ms` more, to drop duplicates
   and classify late clicks; after that the id is forgotten.
 
-The logic is plain Python over plain state so it can be tested without Flink; `udfs.batch_learner`
-runs it for a batch of events (state written back to Flink state, timers from a heap) and
+The logic is plain Python over plain state, the statement of the rules: `udfs.join_kernel` runs the
+same rules compiled, for a whole batch over columns (tests/test_join_kernel.py holds the two to the
+same examples, join events and learning order), `udfs.batch_learner` hosts it with Flink state, and
 `udfs.join_learn` is the Flink shell around that.
 """
 

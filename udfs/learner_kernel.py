@@ -101,7 +101,7 @@ def item_row_width(dim: int) -> int:
     return 2 * dim + 4
 
 
-def _njit(function):
+def cached_njit(function):
     """`njit` with an on-disk cache, so a second process loads the machine code instead of compiling.
 
     numba caches next to the source (`__pycache__`) or, if that is read-only, in the user-wide cache
@@ -117,7 +117,17 @@ def _njit(function):
         return numba.njit()(function)
 
 
-@_njit
+def cached_cfunc(signature):
+    """`cfunc` with the on-disk cache of `cached_njit`: a native entry point over raw pointers, for ctypes."""
+    def compile_(function):
+        try:
+            return numba.cfunc(signature, cache=True)(function)
+        except RuntimeError:
+            return numba.cfunc(signature)(function)
+    return compile_
+
+
+@cached_njit
 def _sigmoid(z: float) -> float:
     # As learner_math.sigmoid: exp of a non-positive number only, so it never overflows.
     if z >= 0:
@@ -126,10 +136,10 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-_ftrl_z = _njit(ftrl_z)
+_ftrl_z = cached_njit(ftrl_z)
 
 
-@_njit
+@cached_njit
 def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
     # One step of a scalar at row[at] (value), row[at + 1] (accum), row[z_at] (z): AdaGrad, or
     # FTRL-Proximal per coordinate (McMahan et al. 2013) with alpha = rate. Under AdaGrad, z follows the
@@ -150,7 +160,7 @@ def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
         row[z_at] = _ftrl_z(row[at], accum, rate, beta, l1, l2)
 
 
-@_njit
+@cached_njit
 def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores, i):
     # The user half of OP_LEARN for label 1 against `hint` as the item vector (no biases: they are the
     # same for every candidate of the request, so they say nothing about what this user wants).
@@ -168,7 +178,7 @@ def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores,
         user[k] = u - learning_rate * grad / (damping + math.sqrt(accum))
 
 
-@_njit
+@cached_njit
 def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
                l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores):
     # The update itself, without checks (callers check the batch first).
@@ -241,14 +251,7 @@ _NATIVE_SIGNATURE = numba.types.void(
 )
 
 
-def _cfunc(function):
-    try:
-        return numba.cfunc(_NATIVE_SIGNATURE, cache=True)(function)
-    except RuntimeError:
-        return numba.cfunc(_NATIVE_SIGNATURE)(function)
-
-
-@_cfunc
+@cached_cfunc(_NATIVE_SIGNATURE)
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
                     n_positions, global_p, text_p, similarity_p, hints_p, n_hints, learning_rate, bias_learning_rate,
                     l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores_p):
