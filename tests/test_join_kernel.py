@@ -11,6 +11,7 @@ import pytest
 from join_simulator import EXAMPLE, JoinSimulator
 
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner
+from udfs.join_kernel import C_OPS, EV_IMPRESSION, S_LIVE, JoinColumns
 from udfs.join_logic import ImpressionClickJoin
 from udfs.learner_kernel import OP_LEARN_FN, OP_QUERY_HINT
 from udfs.learner_math import LearnerConfig
@@ -113,3 +114,15 @@ def test_decided_mode_gives_the_same_examples_in_the_same_order():
     want_examples, _, _ = expected(events)
     got_examples, _, _ = joined(events, 4, LearnerConfig(learning_mode="decided"))
     assert got_examples == want_examples
+
+
+def test_the_kernel_refuses_events_it_could_not_index():
+    """The native call cannot raise and must never index outside its arrays: bad events stop before it."""
+    columns = JoinColumns(WINDOW_MS, RETENTION_MS, 60_000, impression_mode=True)
+    slot = columns.new_slot()
+    for bad in ([EV_IMPRESSION, slot + 1, 5, 0], [EV_IMPRESSION, -1, 5, 0], [7, slot, 5, 0]):
+        with pytest.raises(ValueError):
+            columns.run(np.array([bad]))
+    assert columns.scalars[C_OPS] == 0
+    columns.run(np.array([[EV_IMPRESSION, slot, 5, 0]]))
+    assert columns.scalars[C_OPS] == 1 and columns.slots[slot, S_LIVE] == 1

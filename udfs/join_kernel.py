@@ -399,7 +399,8 @@ def _join_native(events_p, n_events, slots_p, n_slots, scores_p, due_p, due_rows
     # Raw pointers through ctypes, as udfs.learner_kernel._run_ops_native and for the same reason: numba's
     # array holders take the interpreter lock on release, which hangs under PyFlink's thread mode.
     sc = numba.carray(sc_p, (SCALARS,))
-    # Capacity: every row the call can add must fit (the caller sizes the arrays; see JoinColumns.reserve).
+    # Capacity: every row the call can add must fit (JoinColumns.run sizes the arrays; a bug there
+    # must not write out of bounds).
     need_due = sc[C_DUE] + 2 * n_events
     need_forget = sc[C_FORGET] + n_events + sc[C_DUE]
     need_out = 3 * n_events + 2 * sc[C_DUE] + sc[C_POOL_TOP] + n_slots + 16
@@ -419,15 +420,14 @@ _NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _P, _P, _N, _P, _N, _P, _
                                  _N, _N, _N, _N)(_join_native.address)
 
 
-def _grown(array: np.ndarray, rows: int, fill: int | None = None) -> np.ndarray:
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with at least `rows` rows: capacity doubles, existing rows are copied."""
     if rows <= array.shape[0]:
         return array
     capacity = max(16, array.shape[0])
     while capacity < rows:
         capacity *= 2
     grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-    if fill is not None:
-        grown[array.shape[0]:] = fill
     grown[: array.shape[0]] = array
     return grown
 
@@ -438,7 +438,7 @@ class JoinColumns:
     def __init__(self, window_ms: int, retention_ms: int, bucket_ms: int, impression_mode: bool) -> None:
         self.window_ms, self.retention_ms, self.bucket_ms = window_ms, retention_ms, bucket_ms
         self.impression_mode = impression_mode
-        self.slots = self._new_slots(0, 16)
+        self.slots = self._new_slots(16)
         self.scores = np.zeros(16)
         self.n_slots = 0  # slots in use (live, or forgotten in the call now ending); free ones below in `free`
         self.free: list[int] = []
@@ -456,7 +456,7 @@ class JoinColumns:
         self.listed = np.zeros(16, dtype=np.int64)
 
     @staticmethod
-    def _new_slots(start: int, rows: int) -> np.ndarray:
+    def _new_slots(rows: int) -> np.ndarray:
         slots = np.zeros((rows, SLOT_WIDTH), dtype=np.int64)
         slots[:, S_HELD] = -1
         slots[:, S_SCORE_OP] = -1
@@ -469,7 +469,7 @@ class JoinColumns:
         slot = self.n_slots
         self.n_slots += 1
         if slot >= self.slots.shape[0]:
-            grown = self._new_slots(0, 2 * self.slots.shape[0])
+            grown = self._new_slots(2 * self.slots.shape[0])
             grown[: self.slots.shape[0]] = self.slots
             self.slots = grown
             self.scores = _grown(self.scores, grown.shape[0])
@@ -531,6 +531,13 @@ class JoinColumns:
         `scalars` (C_OPS ... C_LISTED), all reset at the start of the call."""
         events = np.ascontiguousarray(events, dtype=np.int64)
         n = events.shape[0]
+        # The kernel cannot raise: what it indexes by is checked here, before it touches anything.
+        if events.ndim != 2 or events.shape[1] != EVENT_WIDTH:
+            raise ValueError(f"events must have shape (n, {EVENT_WIDTH}), got {events.shape}")
+        slots = events[events[:, E_KIND] != EV_NONE, E_SLOT]
+        if not np.isin(events[:, E_KIND], (EV_IMPRESSION, EV_CLICK, EV_NONE)).all() or (
+                len(slots) and not (0 <= slots.min() and slots.max() < self.n_slots)):
+            raise ValueError("event kind or slot out of range")
         sc = self.scalars
         sc[C_OPS:C_ERROR + 1] = 0
         due, forget, pool_top = int(sc[C_DUE]), int(sc[C_FORGET]), int(sc[C_POOL_TOP])
