@@ -158,7 +158,7 @@ FIT_EVERY = 2000
 FIT_MIN_UPDATES = 10
 FIT_MAX_ITEMS = 10_000
 # Decided entries wait for the end of their retention in buckets of this many ms of forget time, not in
-# the timer heap (see BatchJoinLearner.forget_queue).
+# the deadline heap (udfs.join_kernel: the retention heap, popped a whole bucket at a time).
 FORGET_BUCKET_MS = 60_000
 NO_WATERMARK = -(2**63)
 END_OF_INPUT = 2**63 - 1
