@@ -18,6 +18,7 @@ from udfs.records import (
     InvalidRecord,
     catalog_item_event,
     click_event,
+    fast_validator,
     impression_event,
     parse_json,
 )
@@ -167,7 +168,31 @@ class ParseEventBatches(ParseEvents):
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
         events = []
+        # The common case inline (`_event_or_reason` without its layers of calls): a record the fast
+        # validator passes, within the event-time bound. Anything else takes the full path below, which
+        # gives the reasons; the outcome is the same either way.
+        fast = fast_validator(self.schema_name) if self.decode is parse_json else None
+        to_event, shards = TO_EVENT[self.schema_name], self.shards
+        single = shards[0] if len(shards) == 1 else None
         for line in value[0]:
+            if fast is not None and self.progress_ms is not None:
+                try:
+                    record = orjson.loads(line)
+                except (orjson.JSONDecodeError, TypeError):  # the full path says why
+                    record = None
+                if type(record) is dict and fast(record):
+                    event_time = record["event_time"]
+                    within = event_time <= self.progress_ms
+                    if not within:
+                        now_ms = int(time.time() * 1000)
+                        within = event_time <= event_time_bound(self.progress_ms, self.progress_wall_ms, now_ms,
+                                                                self.max_event_ahead_ms)
+                        if within:
+                            self.progress_ms, self.progress_wall_ms = event_time, now_ms
+                    if within:
+                        shard = single or shard_of(record["user_id"], shards)
+                        events.append(f"{shard}\t{event_time}\t{orjson.dumps(to_event(record)).decode()}")
+                        continue
             parsed = self._event_or_reason(line)
             if isinstance(parsed, str):
                 yield self._reject(parsed, line)
