@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from udfs.join_logic import DECIDED, PENDING
-from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE, cached_cfunc, cached_njit
+from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE, cached_cfunc, cached_njit, grown_rows
 from udfs.records import CLICK, IMPRESSION
 
 # Slot columns.
@@ -420,18 +420,6 @@ _NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _P, _P, _N, _P, _N, _P, _
                                  _N, _N, _N, _N)(_join_native.address)
 
 
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
-    """`array` with at least `rows` rows: capacity doubles, existing rows are copied."""
-    if rows <= array.shape[0]:
-        return array
-    capacity = max(16, array.shape[0])
-    while capacity < rows:
-        capacity *= 2
-    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-    grown[: array.shape[0]] = array
-    return grown
-
-
 class JoinColumns:
     """Every join entry of one learner as columns, and the timers; one `run` per batch."""
 
@@ -472,7 +460,7 @@ class JoinColumns:
             grown = self._new_slots(2 * self.slots.shape[0])
             grown[: self.slots.shape[0]] = self.slots
             self.slots = grown
-            self.scores = _grown(self.scores, grown.shape[0])
+            self.scores = grown_rows(self.scores, grown.shape[0])
         return slot
 
     def release_slot(self, slot: int) -> None:
@@ -481,7 +469,7 @@ class JoinColumns:
     def hold(self, slot: int, handle: int, click_time: int) -> None:
         """A held click restored from state, appended to the slot's held clicks."""
         sc = self.scalars
-        self.pool = _grown(self.pool, int(sc[C_POOL_TOP]) + 1)
+        self.pool = grown_rows(self.pool, int(sc[C_POOL_TOP]) + 1)
         node = int(sc[C_POOL_FREE])
         if node >= 0:
             sc[C_POOL_FREE] = self.pool[node, 2]
@@ -514,7 +502,7 @@ class JoinColumns:
             times, rows = np.array(due, dtype=np.int64).reshape(-1, 2).T
             heap = np.stack([times, slots[rows, S_SEQ], rows, slots[rows, S_GEN]], axis=1)
             heap = heap[np.lexsort((heap[:, 1], heap[:, 0]))]
-            self.due = _grown(self.due, len(heap))
+            self.due = grown_rows(self.due, len(heap))
             self.due[: len(heap)] = heap
             sc[C_DUE] = len(heap)
         if forget:
@@ -522,7 +510,7 @@ class JoinColumns:
             kept = self.window_ms + self.retention_ms
             heap = np.stack([(slots[rows, S_IMP_TIME] + kept) // self.bucket_ms, rows, slots[rows, S_GEN]], axis=1)
             heap = heap[np.argsort(heap[:, 0], kind="stable")]
-            self.forget_heap = _grown(self.forget_heap, len(heap))
+            self.forget_heap = grown_rows(self.forget_heap, len(heap))
             self.forget_heap[: len(heap)] = heap
             sc[C_FORGET] = len(heap)
 
@@ -541,18 +529,18 @@ class JoinColumns:
         sc = self.scalars
         sc[C_OPS:C_ERROR + 1] = 0
         due, forget, pool_top = int(sc[C_DUE]), int(sc[C_FORGET]), int(sc[C_POOL_TOP])
-        self.due = _grown(self.due, due + 2 * n)
-        self.forget_heap = _grown(self.forget_heap, forget + n + due)
-        self.pool = _grown(self.pool, pool_top + n)
+        self.due = grown_rows(self.due, due + 2 * n)
+        self.forget_heap = grown_rows(self.forget_heap, forget + n + due)
+        self.pool = grown_rows(self.pool, pool_top + n)
         out_rows = 3 * n + 2 * due + pool_top + self.slots.shape[0] + 16
         if out_rows > self.ops.shape[0]:
-            self.ops = _grown(self.ops, out_rows)
-            self.examples = _grown(self.examples, out_rows)
-            self.example_scores = _grown(self.example_scores, out_rows)
-            self.events_out = _grown(self.events_out, out_rows)
-            self.forgotten = _grown(self.forgotten, out_rows)
-            self.released = _grown(self.released, out_rows)
-            self.listed = _grown(self.listed, out_rows)
+            self.ops = grown_rows(self.ops, out_rows)
+            self.examples = grown_rows(self.examples, out_rows)
+            self.example_scores = grown_rows(self.example_scores, out_rows)
+            self.events_out = grown_rows(self.events_out, out_rows)
+            self.forgotten = grown_rows(self.forgotten, out_rows)
+            self.released = grown_rows(self.released, out_rows)
+            self.listed = grown_rows(self.listed, out_rows)
         rows = events if n else np.zeros((1, EVENT_WIDTH), dtype=np.int64)  # a valid address even when empty
         _NATIVE_CALL(rows.ctypes.data, n, self.slots.ctypes.data, self.slots.shape[0], self.scores.ctypes.data,
                      self.due.ctypes.data, self.due.shape[0], self.forget_heap.ctypes.data, self.forget_heap.shape[0],

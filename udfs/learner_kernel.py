@@ -289,14 +289,14 @@ def compile_kernel() -> float:
     return time.perf_counter() - started
 
 
-def _grow(array: np.ndarray, needed: int) -> np.ndarray:
-    """`array` with at least `needed` rows: capacity doubles, existing rows are copied."""
+def grown_rows(array: np.ndarray, needed: int) -> np.ndarray:
+    """`array` with at least `needed` rows (same dtype and row shape): capacity doubles, rows are copied."""
     if needed <= array.shape[0]:
         return array
     capacity = max(1, array.shape[0])
     while capacity < needed:
         capacity *= 2
-    grown = np.zeros((capacity, array.shape[1]))
+    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
 
@@ -383,7 +383,7 @@ class ModelArrays:
             raise KeyError(f"user {user_id!r} already has row {self.user_rows[user_id]}")
         row = self._checked_row(row, self.users.shape[1], "user")
         index = self.n_users
-        self.users = _grow(self.users, index + 1)
+        self.users = grown_rows(self.users, index + 1)
         self.users[index] = row
         self.n_users = index + 1
         self.user_rows[user_id] = index
@@ -395,7 +395,7 @@ class ModelArrays:
             raise KeyError(f"item {item_id!r} already has row {self.item_rows[item_id]}")
         row = self._checked_row(row, self.items.shape[1], "item")
         index = self.n_items
-        self.items = _grow(self.items, index + 1)
+        self.items = grown_rows(self.items, index + 1)
         self.items[index] = row
         self.n_items = index + 1
         self.item_rows[item_id] = index
@@ -407,7 +407,7 @@ class ModelArrays:
             raise KeyError(f"position {position!r} already has row {self.position_rows[position]}")
         row = self._checked_row(row, BIAS_WIDTH, "position")
         index = self.n_positions
-        self.positions = _grow(self.positions, index + 1)
+        self.positions = grown_rows(self.positions, index + 1)
         self.positions[index] = row
         self.n_positions = index + 1
         self.position_rows[position] = index
