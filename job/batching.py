@@ -35,6 +35,7 @@ from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
+from pyflink.table.types import DataType
 
 from udfs.records import NO_WATERMARK, TICK
 
@@ -157,12 +158,17 @@ def clicks_with_ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnviron
 
 def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataStream:
     """A JVM keyBy on the `shard` field (PyFlink's key_by would call Python for every record)."""
+    return _key_by_field(env, events, EVENT_COLUMNS.index("shard"))
+
+
+def _key_by_field(env: StreamExecutionEnvironment, rows: DataStream, field: int) -> DataStream:
+    """A JVM keyBy on field number `field` of a row stream."""
     gateway = get_gateway()
     jvm = gateway.jvm
-    j_stream = events._j_data_stream
+    j_stream = rows._j_data_stream
     type_info = j_stream.getType()
     fields = gateway.new_array(jvm.int, 1)
-    fields[0] = EVENT_COLUMNS.index("shard")
+    fields[0] = field
     keys = jvm.org.apache.flink.api.common.operators.Keys.ExpressionKeys(fields, type_info)
     selector = jvm.org.apache.flink.streaming.util.keys.KeySelectorUtil.getSelectorForKeys(
         keys, type_info, env._j_stream_execution_environment.getConfig()
@@ -189,7 +195,7 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
     stamped_rows = t_env.to_append_stream(
         stamped, Types.ROW_NAMED(["shard", "item", "ingest"], [Types.STRING(), Types.STRING(), Types.LONG()])
     )
-    cut = _batch_clock(t_env, stamped_rows, ["shard", "item"], bounded)
+    cut = _batch_clock(t_env, stamped_rows, {"shard": DataTypes.STRING(), "item": DataTypes.STRING()}, bounded)
     grouped = t_env.sql_query(
         f"SELECT shard, CAST(ROW(shard, ARRAY_AGG(item)) AS ROW<shard STRING, batch ARRAY<STRING>>)"
         f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
@@ -198,12 +204,13 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
     return t_env.to_append_stream(grouped, keyed_batch_row_type())
 
 
-def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: list[str], bounded: bool) -> Table:
-    """`rows` (string `columns`, then `ingest` ms) as a table with the time attribute `t` that batch
-    windows are cut by: ingestion time for bounded inputs, processing time for unbounded ones."""
+def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType],
+                 bounded: bool) -> Table:
+    """`rows` (`columns`, then `ingest` ms) as a table with the time attribute `t` that batch windows
+    are cut by: ingestion time for bounded inputs, processing time for unbounded ones."""
     schema = Schema.new_builder()
-    for column in columns:
-        schema = schema.column(column, DataTypes.STRING())
+    for column, data_type in columns.items():
+        schema = schema.column(column, data_type)
     schema = schema.column("ingest", DataTypes.BIGINT())
     if bounded:
         # No row may be late, or its window is already fired and the row dropped with a slice of the
@@ -224,10 +231,19 @@ def line_batch_type() -> TypeInformation:
     return Types.ROW_NAMED(["lines"], [Types.OBJECT_ARRAY(Types.STRING())])
 
 
-def parsed_batch_type() -> TypeInformation:
+def parsed_batch_type(with_watermark: bool = False) -> TypeInformation:
     """What a batch parse emits: Row(events), each event "shard<TAB>event_time<TAB>event JSON" (one
-    string, not a row: PyFlink hands every row of an array to the JVM in one reused object)."""
+    string, not a row: PyFlink hands every row of an array to the JVM in one reused object); with
+    `with_watermark`, Row(events, source_watermark), the watermark the raw batch carried (`message_batches`)."""
+    if with_watermark:
+        return Types.ROW_NAMED(["events", "source_watermark"], [Types.OBJECT_ARRAY(Types.STRING()), Types.LONG()])
     return Types.ROW_NAMED(["events"], [Types.OBJECT_ARRAY(Types.STRING())])
+
+
+def message_batch_type() -> TypeInformation:
+    """Raw messages of a source with its own watermarks, batched for the parse: Row(messages, source_watermark)."""
+    return Types.ROW_NAMED(["messages", "source_watermark"],
+                           [Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE())), Types.LONG()])
 
 
 def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int) -> DataStream:
@@ -244,22 +260,95 @@ def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int
     table = t_env.from_data_stream(lines)
     stamped = t_env.sql_query(f"SELECT f0 AS line, {_INGEST_MS} AS ingest FROM {table}")
     rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["line", "ingest"], [Types.STRING(), Types.LONG()]))
-    cut = _batch_clock(t_env, rows, ["line"], bounded=True)
+    cut = _batch_clock(t_env, rows, {"line": DataTypes.STRING()}, bounded=True)
     grouped = t_env.sql_query(
         f"SELECT ARRAY_AGG(line) AS lines FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY window_start, window_end")
     return t_env.to_append_stream(grouped, line_batch_type())
 
 
-def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream) -> DataStream:
+def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream, carried_watermarks: bool = False,
+                  idle_timeout_ms: int = 0) -> DataStream:
     """A batch parse's output as parsed events again, Row(shard, event_time, event), in the JVM.
 
-    The batch windows' ingestion-time watermarks end here: event-time watermarks are assigned to these
-    rows next (`with_event_time`), and a watermark of the wall clock must not pass on to them."""
+    The batch windows' ingestion-time watermarks end here. Without `carried_watermarks`, event-time
+    watermarks are assigned to these rows next (`with_event_time`). With it, the batches carry the
+    source's own watermark (`message_batches`), and it becomes the stream's watermark again: each
+    row's batch watermark, the newest one seen so far, and the stream idle after `idle_timeout_ms`
+    without rows (0: never), as the source's partitions were."""
     parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks())
     table = t_env.from_data_stream(parsed)
     tab = "U&'\\0009'"
+    carried = f", {table}.source_watermark" if carried_watermarks else ""
     flat = t_env.sql_query(
         f"SELECT SPLIT_INDEX(e.s, {tab}, 0) AS shard, CAST(SPLIT_INDEX(e.s, {tab}, 1) AS BIGINT) AS event_time,"
-        f" SPLIT_INDEX(e.s, {tab}, 2) AS event FROM {table} CROSS JOIN UNNEST({table}.events) AS e(s)")
-    return t_env.to_append_stream(flat, event_row_type())
+        f" SPLIT_INDEX(e.s, {tab}, 2) AS event{carried} FROM {table} CROSS JOIN UNNEST({table}.events) AS e(s)")
+    if not carried_watermarks:
+        return t_env.to_append_stream(flat, event_row_type())
+    rows = t_env.to_append_stream(flat, Types.ROW_NAMED(
+        [*EVENT_COLUMNS, "source_watermark"], [Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()]))
+    schema = (
+        Schema.new_builder()
+        .column("shard", DataTypes.STRING())
+        .column("event_time", DataTypes.BIGINT())
+        .column("event", DataTypes.STRING())
+        .column("source_watermark", DataTypes.BIGINT())
+        # NO_WATERMARK (no source watermark yet) would not fit a timestamp: the epoch holds nothing back either.
+        .column_by_expression("wt", "TO_TIMESTAMP_LTZ(GREATEST(source_watermark, 0), 3)")
+        .watermark("wt", "wt")
+        .build()
+    )
+    table = t_env.from_data_stream(rows, schema)
+    # The planner reads the idle timeout (a table option) when it translates the watermark assigner,
+    # i.e. in to_append_stream: set for this one, then put back.
+    config = t_env.get_config()
+    before = config.get("table.exec.source.idle-timeout", "0 ms")
+    config.set("table.exec.source.idle-timeout", f"{idle_timeout_ms} ms")
+    try:
+        return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]),
+                                      event_row_type())
+    finally:
+        config.set("table.exec.source.idle-timeout", before)
+
+
+def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: DataStream,
+                    batch_ms: int, bounded: bool) -> DataStream:
+    """The raw messages of a source that brings its own watermarks (Kafka: per partition, from the
+    record timestamps) as Row(messages, source_watermark) per `batch_ms`, in the order read, for a parse
+    that takes one batch per call (udfs.parse.ParseEventBatches).
+
+    The watermark must survive the batching: a window emits its batch after the watermarks that
+    passed while it was open, so downstream of the parse the watermark would run ahead of the events.
+    Instead every message is stamped with the source's watermark as it passes (where all source
+    subtasks meet: their minimum, as the learner's stamp is), each batch keeps the first (smallest)
+    stamp of its messages, and `unnest_events` makes the watermark from the batches again. It then
+    trails the source's by up to a batch, which only delays decisions: no event becomes late that was
+    not late at the source.
+    """
+    # One stamp point, all in the JVM: a keyBy of one key. The messages become rows first (chained to
+    # the source), as a null message (a tombstone, dead-lettered by the parse) cannot cross a network
+    # exchange, a null field can.
+    table = t_env.from_data_stream(messages)
+    keyed_rows = t_env.to_append_stream(
+        t_env.sql_query(f"SELECT '' AS k, f0 AS message FROM {table}"),
+        Types.ROW_NAMED(["k", "message"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    schema = (
+        Schema.new_builder()
+        .column("k", DataTypes.STRING())
+        .column("message", DataTypes.BYTES())
+        .column_by_expression("rt", "TO_TIMESTAMP_LTZ(0, 3)")  # only its watermark is read
+        .watermark("rt", "SOURCE_WATERMARK()")
+        .build()
+    )
+    table = t_env.from_data_stream(_key_by_field(env, keyed_rows, 0), schema)
+    watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
+    stamped = t_env.sql_query(
+        f"SELECT message, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark, {_INGEST_MS} AS ingest"
+        f" FROM {table}")
+    rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(
+        ["message", "source_watermark", "ingest"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG(), Types.LONG()]))
+    cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "source_watermark": DataTypes.BIGINT()}, bounded)
+    grouped = t_env.sql_query(
+        f"SELECT ARRAY_AGG(message) AS messages, MIN(source_watermark) AS source_watermark FROM TABLE(TUMBLE(TABLE {cut},"
+        f" DESCRIPTOR(t), INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY window_start, window_end")
+    return t_env.to_append_stream(grouped, message_batch_type())

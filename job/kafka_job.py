@@ -259,6 +259,8 @@ def build_kafka_job(
         kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
         decode=parse_wire,
         timestamps_assigned=True,
+        parse_in_batches=True,
+        idle_timeout_ms=int(idleness_s * 1000),
         item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
         catalog_updates=catalog_updates(env, bootstrap, topics.items, group_id, catalog.topic_ends, bounded,
                                         kafka_properties),

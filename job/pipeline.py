@@ -30,6 +30,7 @@ from job.batching import (
     event_row_type,
     keyed_by_shard,
     line_batches,
+    message_batches,
     parsed_batch_type,
     unnest_events,
     with_event_time,
@@ -69,9 +70,13 @@ class PipelineInputs:
     catalog_updates: DataStream | None = None
     # Unbounded inputs get ticks (job.batching.ticks), so quiet shards move on, and processing-time batches.
     unbounded: bool = False
-    # Bounded inputs without timestamps (files) are parsed a batch of raw records per call
-    # (job.batching.line_batches): watermarks come after the parse anyway.
+    # Parse a batch of raw records per call: files (job.batching.line_batches, watermarks come after
+    # the parse anyway) and sources with their own watermarks (job.batching.message_batches, the
+    # watermark carried through the parse by the batches).
     parse_in_batches: bool = False
+    # With timestamps_assigned: after how long without records a stream stops holding the watermark
+    # back (the sources' idleness, 0: never), once the batch parse has made the watermark again.
+    idle_timeout_ms: int = 0
 
 
 def build_pipeline(
@@ -99,13 +104,17 @@ def build_pipeline(
     # parse: Row(shard, event_time, event JSON); rejects to the dead letter
     parsed = {}
     rejects = []
-    if inputs.parse_in_batches and (inputs.unbounded or inputs.timestamps_assigned):
-        raise ValueError("only bounded inputs without timestamps (files) can be parsed in batches")
+    if inputs.parse_in_batches and inputs.unbounded and not inputs.timestamps_assigned:
+        raise ValueError("unbounded inputs parsed in batches need their own watermarks (as Kafka sources have)")
+    carried = inputs.parse_in_batches and inputs.timestamps_assigned
     for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
         parse_args = (source, schema, dead_letter_tag, encoder, shards, inputs.decode, config.max_event_ahead_ms,
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
-        if inputs.parse_in_batches:
+        if carried:
+            stream = (message_batches(env, t_env, raw, config.batch_ms, bounded=not inputs.unbounded)
+                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type(with_watermark=True)))
+        elif inputs.parse_in_batches:
             stream = (line_batches(t_env, raw, config.batch_ms)
                       .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type()))
         else:
@@ -113,7 +122,7 @@ def build_pipeline(
         stream = stream.name(f"parse-{source}").uid(f"parse-{source}")
         rejects.append(stream.get_side_output(dead_letter_tag))
         if inputs.parse_in_batches:
-            stream = unnest_events(t_env, stream)
+            stream = unnest_events(t_env, stream, carried, inputs.idle_timeout_ms)
         parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
                                                                                     config.max_disorder_ms)
 

@@ -212,6 +212,29 @@ def test_a_batch_parse_accepts_and_rejects_exactly_what_the_record_parse_does() 
     assert len(dead) == 6
 
 
+def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_watermark() -> None:
+    """Kafka batches (job.batching.message_batches): Avro messages, tombstones among them, and the
+    source watermark the batch carries, handed on with its events."""
+    t0 = SAMPLES["Impression"]["event_time"]
+    values = [encode("Impression", impression(impression_id="a", event_time=t0)), None, b"\x00garbage",
+              encode("Click", SAMPLES["Click"]), encode("Impression", impression(impression_id="b", position=-1)),
+              encode("Impression", impression(impression_id="far", event_time=YEAR_9999_MS)),
+              encode("Impression", impression(impression_id="c", event_time=t0 + 1))]
+    accepted, dead = run_parse(values, decode=parse_wire)
+    parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], parse_wire, DAY_MS)
+    parse.open(_Context())
+    outs = list(parse.process_element([values, 12_345], None))
+    batch_dead = [orjson.loads(out[1]) for out in outs if isinstance(out, tuple) and out[0] == DEAD]
+    rows = [out for out in outs if not (isinstance(out, tuple) and out[0] == DEAD)]
+    assert len(rows) == 1 and rows[0][1] == 12_345
+    assert [tuple(e.split("\t")) for e in rows[0][0]] == [(r[0], str(r[1]), r[2]) for r in accepted]
+    assert [orjson.loads(e.split("\t")[2])[1] for e in rows[0][0]] == ["a", "c"]
+    assert [unaged(d["reason"]) for d in batch_dead] == [unaged(d["reason"]) for d in dead]
+    assert len(dead) == 5 and "tombstone" in dead[0]["reason"]
+    # a batch without one valid record hands on nothing (its watermark waits for the next batch)
+    assert all(isinstance(out, tuple) for out in parse.process_element([[None, b"x"], 99], None))
+
+
 # --- dead-letter payloads ----------------------------------------------------------------------
 
 def test_dead_letter_keeps_a_bounded_payload_and_the_original_size() -> None:

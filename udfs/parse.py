@@ -164,7 +164,8 @@ class ParseEventBatches(ParseEvents):
     "shard<TAB>event_time<TAB>event JSON" (job.batching.unnest_events makes rows of them again);
     a bad record goes to `dead_letter_tag` with its reason, as with `ParseEvents`, record by record in
     the order of the batch. One call per batch: the per-record crossing between the JVM and Python
-    cost more interpreter time than the parse itself."""
+    cost more interpreter time than the parse itself. A batch of messages with the watermark it
+    carries (job.batching.message_batches, Row(messages, source_watermark)) gives Row(events, source_watermark)."""
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
         events = []
@@ -201,7 +202,7 @@ class ParseEventBatches(ParseEvents):
                 events.append("\t".join((parsed[0], str(parsed[1]), parsed[2])))
         if events:
             self.accepted.inc(len(events))
-            yield Row(events)
+            yield Row(events) if len(value) == 1 else Row(events, value[1])
 
 
 class FanOutCatalog(ProcessFunction):
