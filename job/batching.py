@@ -4,8 +4,9 @@ Per-record Python is what a PyFlink job pays for; so the events are parsed once,
 stamped and grouped entirely in JVM operators (checkpointed state only), and the learner gets one
 row per shard and batch:
 
-    parsed events (shard, event_time, event JSON), one stream per source (files: parsed a batch of
-    raw lines per call, see `line_batches`; Kafka: a record per call)
+    parsed events (shard, event_time, event JSON), one stream per source, parsed a batch of raw
+    records per call (files: `line_batches`; Kafka: `message_batches`, which carry the source's own
+    watermark through the parse)
       ─ event-time watermarks per source (file mode; Kafka sources bring their own)
       ─ union ─ keyBy(shard) in the JVM
       ─ stamp: the join watermark as this event passed (CURRENT_WATERMARK after the shuffle, so the
@@ -30,6 +31,9 @@ watermark (the click-stall guard, udfs.click_stall, holds decisions there).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
+
 from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
@@ -44,8 +48,36 @@ from udfs.records import NO_WATERMARK, TICK
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
 _INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # when a row passes, epoch ms
+_NO_MESSAGES = "ARRAY_SLICE(ARRAY[X'00'], 2, 1)"  # an empty ARRAY<BYTES>: Flink SQL has no empty array literal
 LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
 EVENT_COLUMNS = ("shard", "event_time", "event")
+
+
+# The planner options that `_planner_options` sets for a few operators, with Flink's defaults.
+_PLANNER_DEFAULTS = {"table.exec.resource.default-parallelism": "-1", "table.exec.source.idle-timeout": "0 ms"}
+
+
+@contextlib.contextmanager
+def _planner_options(t_env: StreamTableEnvironment, options: Mapping[str, str]) -> Iterator[None]:
+    """Table options for the operators planned inside the block (`to_append_stream` plans at once),
+    then the values from before set again, explicitly: planning copies the table options into the
+    environment's configuration, which the table environment falls back on (so removing them would
+    leave the block's values in force)."""
+    config = t_env.get_config()
+    live = config._j_table_config.getConfiguration()  # PyFlink's get_configuration() is a copy
+    before = {key: config.get(key, _PLANNER_DEFAULTS[key]) for key in options}
+    for key, value in options.items():
+        live.setString(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            live.setString(key, value)
+
+
+# One lane for a source that brings its own watermarks (`message_batches`): stamp, batches, parse and
+# the watermark made again all at parallelism 1 (see there).
+ONE_LANE = {"table.exec.resource.default-parallelism": "1"}
 
 
 def event_row_type() -> TypeInformation:
@@ -112,6 +144,17 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
     far-future watermark instead would let the join race ahead whenever every Kafka partition idles).
     The pause between ticks therefore spans several watermark intervals, however they are configured.
     """
+    tick_table = _tick_source(env, t_env)
+    # One branch per shard over the same source (a cross join with the shard list would plan a
+    # VALUES source that finishes at once, leaving the job never fully running).
+    table = t_env.sql_query(" UNION ALL ".join(
+        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
+        f" FROM {tick_table}" for shard in shards))
+    return _idle_channel(t_env.to_append_stream(table, event_row_type()), "ticks-idle")
+
+
+def _tick_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment) -> str:
+    """The table of ticks (about two rows a second, see `ticks`), created once per job: its name."""
     interval_ms = max(env.get_config().get_auto_watermark_interval(), 1)
     # Idleness needs two periodic checks in a row without a tick: a pause of three and a half intervals.
     rows_per_second = min(2, int(1000 / (3.5 * interval_ms)))
@@ -124,15 +167,15 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
           'rows-per-second' = '{rows_per_second}',
           'scan.parallelism' = '1'
         )""")
-    # One branch per shard over the same source (a cross join with the shard list would plan a
-    # VALUES source that finishes at once, leaving the job never fully running).
-    table = t_env.sql_query(" UNION ALL ".join(
-        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
-        " FROM freshrank_ticks" for shard in shards))
-    stream = t_env.to_append_stream(table, event_row_type())
-    return stream.assign_timestamps_and_watermarks(
+    return "freshrank_ticks"
+
+
+def _idle_channel(ticks: DataStream, uid: str) -> DataStream:
+    """`ticks` as a channel that never holds a watermark back: no watermarks of its own, and idle from
+    its first pause on (see `ticks`)."""
+    return ticks.assign_timestamps_and_watermarks(
         WatermarkStrategy.no_watermarks().with_idleness(Duration.of_millis(1))
-    ).name("ticks-idle").uid("ticks-idle")
+    ).name(uid).uid(uid)
 
 
 def clicks_with_ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, clicks: DataStream,
@@ -277,45 +320,43 @@ def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream, carried_wat
     row's batch watermark, the newest one seen so far, and the stream idle after `idle_timeout_ms`
     without rows (0: never), as the source's partitions were."""
     parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks())
+    if carried_watermarks:
+        parsed = parsed.set_parallelism(1)
     table = t_env.from_data_stream(parsed)
     tab = "U&'\\0009'"
-    carried = f", {table}.source_watermark" if carried_watermarks else ""
+    # A batch that carries a watermark but no event still gives a row (its event NULL), or the
+    # watermark could not move on without events: dropped once the watermark is assigned.
+    carried, join, on = ((f", {table}.source_watermark", "LEFT JOIN", " ON TRUE") if carried_watermarks
+                         else ("", "CROSS JOIN", ""))
     flat = t_env.sql_query(
         f"SELECT SPLIT_INDEX(e.s, {tab}, 0) AS shard, CAST(SPLIT_INDEX(e.s, {tab}, 1) AS BIGINT) AS event_time,"
-        f" SPLIT_INDEX(e.s, {tab}, 2) AS event{carried} FROM {table} CROSS JOIN UNNEST({table}.events) AS e(s)")
+        f" SPLIT_INDEX(e.s, {tab}, 2) AS event{carried} FROM {table} {join} UNNEST({table}.events) AS e(s){on}")
     if not carried_watermarks:
         return t_env.to_append_stream(flat, event_row_type())
-    rows = t_env.to_append_stream(flat, Types.ROW_NAMED(
-        [*EVENT_COLUMNS, "source_watermark"], [Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()]))
-    schema = (
-        Schema.new_builder()
-        .column("shard", DataTypes.STRING())
-        .column("event_time", DataTypes.BIGINT())
-        .column("event", DataTypes.STRING())
-        .column("source_watermark", DataTypes.BIGINT())
-        # NO_WATERMARK (no source watermark yet) would not fit a timestamp: the epoch holds nothing back either.
-        .column_by_expression("wt", "TO_TIMESTAMP_LTZ(GREATEST(source_watermark, 0), 3)")
-        .watermark("wt", "wt")
-        .build()
-    )
-    table = t_env.from_data_stream(rows, schema)
-    # The planner reads the idle timeout (a table option) when it translates the watermark assigner,
-    # i.e. in to_append_stream: set for this one, then put back.
-    config = t_env.get_config()
-    before = config.get("table.exec.source.idle-timeout", "0 ms")
-    config.set("table.exec.source.idle-timeout", f"{idle_timeout_ms} ms")
-    try:
-        return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]),
-                                      event_row_type())
-    finally:
-        config.set("table.exec.source.idle-timeout", before)
+    with _planner_options(t_env, {**ONE_LANE, "table.exec.source.idle-timeout": f"{idle_timeout_ms} ms"}):
+        rows = t_env.to_append_stream(flat, Types.ROW_NAMED(
+            [*EVENT_COLUMNS, "source_watermark"], [Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()]))
+        schema = (
+            Schema.new_builder()
+            .column("shard", DataTypes.STRING())
+            .column("event_time", DataTypes.BIGINT())
+            .column("event", DataTypes.STRING())
+            .column("source_watermark", DataTypes.BIGINT())
+            # NO_WATERMARK (no source watermark yet) would not fit a timestamp: the epoch holds nothing back either.
+            .column_by_expression("wt", "TO_TIMESTAMP_LTZ(GREATEST(source_watermark, 0), 3)")
+            .watermark("wt", "wt")
+            .build()
+        )
+        table = t_env.from_data_stream(rows, schema)
+        events = t_env.sql_query(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {table} WHERE event IS NOT NULL")
+        return t_env.to_append_stream(events, event_row_type())
 
 
 def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: DataStream,
-                    batch_ms: int, bounded: bool) -> DataStream:
+                    batch_ms: int, bounded: bool, name: str) -> DataStream:
     """The raw messages of a source that brings its own watermarks (Kafka: per partition, from the
     record timestamps) as Row(messages, source_watermark) per `batch_ms`, in the order read, for a parse
-    that takes one batch per call (udfs.parse.ParseEventBatches).
+    that takes one batch per call (udfs.parse.ParseEventBatches); `name` names the source.
 
     The watermark must survive the batching: a window emits its batch after the watermarks that
     passed while it was open, so downstream of the parse the watermark would run ahead of the events.
@@ -323,32 +364,49 @@ def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironme
     subtasks meet: their minimum, as the learner's stamp is), each batch keeps the first (smallest)
     stamp of its messages, and `unnest_events` makes the watermark from the batches again. It then
     trails the source's by up to a batch, which only delays decisions: no event becomes late that was
-    not late at the source.
+    not late at the source. Unbounded runs stamp ticks too (`ticks`, about twice a second), so the
+    watermark the source reaches after its last message still moves on when no message follows;
+    their batches may hold no message (`messages` NULL), only the watermark.
+
+    From the stamp to the watermark made again everything runs in one lane (parallelism 1: the
+    batches, their parse and the unnest). Spread over parallel parse subtasks, a subtask that got no
+    batch lately would hold the join watermark at its last stamp, without any partition being quiet.
     """
     # One stamp point, all in the JVM: a keyBy of one key. The messages become rows first (chained to
     # the source), as a null message (a tombstone, dead-lettered by the parse) cannot cross a network
-    # exchange, a null field can.
-    table = t_env.from_data_stream(messages)
-    keyed_rows = t_env.to_append_stream(
-        t_env.sql_query(f"SELECT '' AS k, f0 AS message FROM {table}"),
-        Types.ROW_NAMED(["k", "message"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
-    schema = (
-        Schema.new_builder()
-        .column("k", DataTypes.STRING())
-        .column("message", DataTypes.BYTES())
-        .column_by_expression("rt", "TO_TIMESTAMP_LTZ(0, 3)")  # only its watermark is read
-        .watermark("rt", "SOURCE_WATERMARK()")
-        .build()
-    )
-    table = t_env.from_data_stream(_key_by_field(env, keyed_rows, 0), schema)
+    # exchange, a null field can. (A table made from a stream drops the stream's watermarks unless its
+    # schema declares them.)
+    row_type = Types.ROW_NAMED(["k", "message", "tick"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                                                         Types.BOOLEAN()])
+    source_watermark = (Schema.new_builder().column_by_expression("rt", "TO_TIMESTAMP_LTZ(0, 3)")
+                        .watermark("rt", "SOURCE_WATERMARK()"))  # only rt's watermark is read
+    table = t_env.from_data_stream(messages, source_watermark.column("f0", DataTypes.BYTES()).build())
+    rows = t_env.to_append_stream(t_env.sql_query(f"SELECT '' AS k, f0 AS message, FALSE AS tick FROM {table}"),
+                                  row_type)
+    if not bounded:
+        ticks = t_env.sql_query(f"SELECT '' AS k, CAST(NULL AS BYTES) AS message, TRUE AS tick"
+                                f" FROM {_tick_source(env, t_env)}")
+        rows = rows.union(_idle_channel(t_env.to_append_stream(ticks, row_type), f"ticks-idle-{name}"))
+    source_watermark = (Schema.new_builder().column_by_expression("rt", "TO_TIMESTAMP_LTZ(0, 3)")
+                        .watermark("rt", "SOURCE_WATERMARK()"))
+    schema = (source_watermark.column("k", DataTypes.STRING()).column("message", DataTypes.BYTES())
+              .column("tick", DataTypes.BOOLEAN()).build())
+    table = t_env.from_data_stream(_key_by_field(env, rows, 0), schema)
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
     stamped = t_env.sql_query(
-        f"SELECT message, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark, {_INGEST_MS} AS ingest"
-        f" FROM {table}")
-    rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(
-        ["message", "source_watermark", "ingest"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG(), Types.LONG()]))
-    cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "source_watermark": DataTypes.BIGINT()}, bounded)
-    grouped = t_env.sql_query(
-        f"SELECT ARRAY_AGG(message) AS messages, MIN(source_watermark) AS source_watermark FROM TABLE(TUMBLE(TABLE {cut},"
-        f" DESCRIPTOR(t), INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY window_start, window_end")
-    return t_env.to_append_stream(grouped, message_batch_type())
+        f"SELECT message, tick, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark,"
+        f" {_INGEST_MS} AS ingest FROM {table}")
+    # Only the stamp subtask of the one key gets rows; the others must not hold the batch clock of a
+    # bounded run back (ingestion time: an idle input only ever delays batches, never drops a row).
+    with _planner_options(t_env, ONE_LANE):
+        rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["message", "tick", "source_watermark", "ingest"], [
+            Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BOOLEAN(), Types.LONG(), Types.LONG()]))
+        cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "tick": DataTypes.BOOLEAN(),
+                                         "source_watermark": DataTypes.BIGINT()}, bounded)
+        grouped = t_env.sql_query(
+            # (a batch of ticks only: an empty array, which PyFlink can hand to Python, unlike NULL)
+            f"SELECT COALESCE(ARRAY_AGG(message) FILTER (WHERE NOT tick), {_NO_MESSAGES}) AS messages,"
+            f" MIN(source_watermark) AS source_watermark"
+            f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t), INTERVAL '{batch_ms / 1000:.3f}' SECOND))"
+            f" GROUP BY window_start, window_end")
+        return t_env.to_append_stream(grouped, message_batch_type())

@@ -1,6 +1,7 @@
 """The freshrank dataflow, independent of connectors: raw events in, six output streams out.
 
-    impressions ─ parse ─┐                 (Python, per record; files: per batch of raw lines)
+    impressions ─ parse ─┐     (Python, a batch of raw records per call: files' lines, or Kafka
+                         │      messages with the source watermark they passed, job.batching)
                          ├─ watermarks, keyBy shard, stamp,      (JVM, job.batching)
     clicks ────── parse ─┘  batch per shard every batch_ms
       (unbounded: + ticks, stamped with the clicks' own watermark for the click-stall guard)
@@ -112,8 +113,9 @@ def build_pipeline(
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
         if carried:
-            stream = (message_batches(env, t_env, raw, config.batch_ms, bounded=not inputs.unbounded)
-                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type(with_watermark=True)))
+            stream = (message_batches(env, t_env, raw, config.batch_ms, not inputs.unbounded, source)
+                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type(with_watermark=True))
+                      .set_parallelism(1))  # one lane: see message_batches
         elif inputs.parse_in_batches:
             stream = (line_batches(t_env, raw, config.batch_ms)
                       .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type()))

@@ -7,10 +7,12 @@ with a window's end: the ingestion-time windows of a bounded run must not drop a
 from __future__ import annotations
 
 import pytest
+from pyflink.common import Types
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batches, event_row_type, with_event_time
+from job.batching import batches, event_row_type, message_batches, with_event_time
 from job.flink_env import make_environment
+from udfs.records import NO_WATERMARK
 
 pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
 
@@ -40,3 +42,34 @@ def test_a_fast_bounded_stream_loses_no_event_to_its_batches() -> None:
         sizes_seen = [(row[0], row[1]) for row in rows]
     assert len(sizes_seen) > len(SHARDS)  # several batches per shard, or the test proves nothing
     assert sum(size for _, size in sizes_seen) == ROWS
+
+
+
+def test_message_batches_carry_the_source_watermark() -> None:
+    """Kafka's batch parse (job.batching.message_batches): every message in exactly one batch, and each
+    batch stamped with a source watermark that had been reached before any of its messages passed."""
+    rows, disorder_ms = 60_000, 5
+    env = make_environment({"parallelism.default": "1"})
+    t_env = StreamTableEnvironment.create(env)
+    # growing times n * 10 with a bounded-disorder watermark (the minimum over several source subtasks
+    # is tested through Kafka: tests/test_flink_cluster.py)
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE messages (
+          n BIGINT, rt AS TO_TIMESTAMP_LTZ(n * 10, 3), WATERMARK FOR rt AS rt - INTERVAL '0.00{disorder_ms}' SECOND
+        ) WITH (
+          'connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rows // 2}',
+          'fields.n.kind' = 'sequence', 'fields.n.start' = '0', 'fields.n.end' = '{rows - 1}'
+        )""")
+    as_rows = t_env.to_append_stream(t_env.sql_query("SELECT CAST(CAST(n AS STRING) AS BYTES) FROM messages"),
+                                     Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    messages = as_rows.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
+    batched = message_batches(env, t_env, messages, batch_ms=20, bounded=True, name="test")
+    with batched.execute_and_collect() as results:
+        seen = [([int(bytes(m)) for m in row[0]], row[1]) for row in results]
+    assert sorted(n for numbers, _ in seen for n in numbers) == list(range(rows))
+    stamped = [(numbers, stamp) for numbers, stamp in seen if stamp != NO_WATERMARK]
+    assert len(stamped) >= len(seen) // 2 > 2  # the watermark reached the stamps (a table drops it unless declared)
+    for numbers, stamp in stamped:
+        # each source subtask's times grow, so its watermark stays below the times it has yet to send
+        assert stamp < min(numbers) * 10 - disorder_ms
+    assert [stamp for _, stamp in seen] == sorted(stamp for _, stamp in seen)

@@ -21,6 +21,7 @@ from udfs.records import (
     fast_validator,
     impression_event,
     parse_json,
+    quick_decoder,
 )
 
 DEAD_LETTER_MAX_BYTES = 64 * 1024  # --dead-letter-max-bytes
@@ -165,22 +166,22 @@ class ParseEventBatches(ParseEvents):
     a bad record goes to `dead_letter_tag` with its reason, as with `ParseEvents`, record by record in
     the order of the batch. One call per batch: the per-record crossing between the JVM and Python
     cost more interpreter time than the parse itself. A batch of messages with the watermark it
-    carries (job.batching.message_batches, Row(messages, source_watermark)) gives Row(events, source_watermark)."""
+    carries (job.batching.message_batches, Row(messages, source_watermark)) gives Row(events,
+    source_watermark), with or without events: the watermark must go on."""
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
         events = []
         # The common case inline (`_event_or_reason` without its layers of calls): a record the fast
         # validator passes, within the event-time bound. Anything else takes the full path below, which
         # gives the reasons; the outcome is the same either way.
-        fast = fast_validator(self.schema_name) if self.decode is parse_json else None
+        quick, fast = quick_decoder(self.decode, self.schema_name), fast_validator(self.schema_name)
+        if fast is None:
+            quick = None
         to_event, shards = TO_EVENT[self.schema_name], self.shards
         single = shards[0] if len(shards) == 1 else None
-        for line in value[0]:
-            if fast is not None and self.progress_ms is not None:
-                try:
-                    record = orjson.loads(line)
-                except (orjson.JSONDecodeError, TypeError):  # the full path says why
-                    record = None
+        for line in value[0] or ():  # (a batch of ticks only has no messages)
+            if quick is not None and self.progress_ms is not None:
+                record = quick(line)  # None where the full path must say why
                 if type(record) is dict and fast(record):
                     event_time = record["event_time"]
                     within = event_time <= self.progress_ms
@@ -200,9 +201,11 @@ class ParseEventBatches(ParseEvents):
             else:
                 # Neither a shard key nor JSON text (which escapes control characters) holds a tab.
                 events.append("\t".join((parsed[0], str(parsed[1]), parsed[2])))
-        if events:
-            self.accepted.inc(len(events))
-            yield Row(events) if len(value) == 1 else Row(events, value[1])
+        self.accepted.inc(len(events))
+        if len(value) > 1:  # a batch of messages: its watermark goes on, events or not
+            yield Row(events, value[1])
+        elif events:
+            yield Row(events)
 
 
 class FanOutCatalog(ProcessFunction):

@@ -205,6 +205,25 @@ def parse_json(schema_name: str, line: str | bytes | None) -> dict[str, Any]:
     return validate_record(schema_name, record)
 
 
+def _json_or_none(line: str | bytes | None) -> Any:
+    try:
+        return orjson.loads(line)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+
+
+def quick_decoder(decode: Callable[[str, Any], dict[str, Any]], schema_name: str) -> Callable[[Any], Any] | None:
+    """For a parse that takes records in batches: the decoding part of `decode` (parse_json or
+    parse_wire) for the common form of a record, without its checks and reasons; it returns None
+    where it cannot decode. What it returns must still pass `fast_validator`; anything else goes
+    through `decode`, which accepts or rejects it with the reason. None for other decoders."""
+    if decode is parse_json:
+        return _json_or_none
+    if decode is parse_wire:
+        return _wire_decoder(schema_name).decode_current
+    return None
+
+
 # Impressions and clicks travel as one stream of events, each a JSON array whose first element is its
 # kind: impressions [IMPRESSION, impression_id, request_id, user_id, item_id, query, position, event_time],
 # clicks [CLICK, impression_id, user_id, item_id, event_time] (after the kind: the join's tuples, see
@@ -246,15 +265,22 @@ def click_of(event: list) -> tuple:
 _WIRE_DECODERS: dict[str, Any] = {}
 
 
+def _wire_decoder(schema_name: str) -> Any:
+    decoder = _WIRE_DECODERS.get(schema_name)
+    if decoder is None:
+        from udfs.wire import WireDecoder
+
+        decoder = _WIRE_DECODERS[schema_name] = WireDecoder(schema_name)
+    return decoder
+
+
 def parse_wire(schema_name: str, message: bytes | None) -> dict[str, Any]:
     """Decode one Avro single-object message (udfs.wire) and apply the checks Avro cannot express."""
-    from udfs.wire import WireDecoder, WireError
+    from udfs.wire import WireError
 
     if message is None:
         raise InvalidRecord(TOMBSTONE_REASON)
-    decoder = _WIRE_DECODERS.get(schema_name)
-    if decoder is None:
-        decoder = _WIRE_DECODERS[schema_name] = WireDecoder(schema_name)
+    decoder = _wire_decoder(schema_name)
     try:
         record = decoder.decode(message)
     except WireError as error:
@@ -271,11 +297,7 @@ def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
     """
     from udfs.wire import WireError
 
-    decoder = _WIRE_DECODERS.get("ModelSnapshot")
-    if decoder is None:
-        from udfs.wire import WireDecoder
-
-        decoder = _WIRE_DECODERS["ModelSnapshot"] = WireDecoder("ModelSnapshot")
+    decoder = _wire_decoder("ModelSnapshot")
     try:
         record = decoder.decode(message)
     except WireError:
