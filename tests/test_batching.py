@@ -63,7 +63,7 @@ def test_message_batches_carry_the_source_watermark() -> None:
     as_rows = t_env.to_append_stream(t_env.sql_query("SELECT CAST(CAST(n AS STRING) AS BYTES) FROM messages"),
                                      Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
     messages = as_rows.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
-    batched = message_batches(env, t_env, messages, batch_ms=20, bounded=True, name="test")
+    batched = message_batches(env, t_env, messages, batch_ms=20)
     with batched.execute_and_collect() as results:
         seen = [([int(bytes(m)) for m in row[0]], row[1]) for row in results]
     assert sorted(n for numbers, _ in seen for n in numbers) == list(range(rows))
