@@ -14,7 +14,7 @@ from typing import Any
 
 from job.config import JobConfig
 from job.errors import UsageError
-from udfs.learner_math import LEARNING_MODES, OPTIMIZERS, LearnerConfig
+from udfs.learner_math import LEARNING_MODES, OPTIMIZERS, USER_UPDATES, LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.text_encoder import ENCODERS
 
@@ -82,7 +82,8 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
     group.add_argument("--dim", type=int, default=default("dim", learner.dim),
                        help="model dimension (default %(default)s)")
     group.add_argument("--learning-rate", type=float, default=default("learning_rate", learner.learning_rate),
-                       help="AdaGrad step size (default %(default)s)")
+                       help="AdaGrad step size of item vectors (and of user vectors with --user-update gradient) "
+                            "(default %(default)s)")
     group.add_argument("--l2", type=float, default=default("l2", learner.l2),
                        help="L2 penalty on vectors (default %(default)s)")
     group.add_argument("--learning-mode", choices=LEARNING_MODES,
@@ -98,6 +99,14 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                        default=default("vector_optimizer", learner.vector_optimizer),
                        help="optimizer of user and item vectors: adagrad, or ftrl (FTRL-Proximal with "
                             "--learning-rate as alpha and --ftrl-l2; no L1 for vectors) (default %(default)s)")
+    group.add_argument("--user-update", choices=USER_UPDATES, default=default("user_update", learner.user_update),
+                       help="how user vectors learn: newton (a Gaussian posterior per user, Newton steps, scores "
+                            "integrated over it) or gradient (the --vector-optimizer step, as item vectors) "
+                            "(default %(default)s)")
+    group.add_argument("--user-prior-variance", type=float,
+                       default=default("user_prior_variance", learner.user_prior_variance),
+                       help="newton users: variance of the prior over a new user's vector, per coordinate "
+                            "(default %(default)s)")
     group.add_argument("--ftrl-l1", type=float, default=default("ftrl_l1", learner.ftrl_l1),
                        help="FTRL-Proximal L1: scalars whose evidence stays below it are exactly 0 "
                             "(default %(default)s)")
@@ -149,7 +158,8 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         dead_letter_max_bytes=args.dead_letter_max_bytes,
         learner=LearnerConfig(dim=args.dim, learning_rate=args.learning_rate, l2=args.l2,
                               learning_mode=args.learning_mode, bias_optimizer=args.bias_optimizer,
-                              vector_optimizer=args.vector_optimizer,
+                              vector_optimizer=args.vector_optimizer, user_update=args.user_update,
+                              user_prior_variance=args.user_prior_variance,
                               ftrl_l1=args.ftrl_l1, ftrl_l2=args.ftrl_l2,
                               query_hint_weight=args.query_hint_weight),
         text_encoder=args.text_encoder,
@@ -175,6 +185,7 @@ def job_option_args(config: JobConfig) -> list[str]:
         "--text-encoder": config.text_encoder, "--learning-mode": learner.learning_mode,
         "--bias-optimizer": learner.bias_optimizer, "--ftrl-l1": learner.ftrl_l1, "--ftrl-l2": learner.ftrl_l2,
         "--query-hint-weight": learner.query_hint_weight, "--vector-optimizer": learner.vector_optimizer,
+        "--user-update": learner.user_update, "--user-prior-variance": learner.user_prior_variance,
     }
     return [item for option, value in values.items()
             for item in (option, value if isinstance(value, str) else repr(value))]

@@ -32,12 +32,13 @@ from udfs.learner_math import ItemSide, LearnerConfig, OnlineRanker, UserCodec
 TOLERANCE = 1e-12
 
 
-def config(dim: int, bias_optimizer: str = "adagrad", vector_optimizer: str = "adagrad") -> LearnerConfig:
+def config(dim: int, bias_optimizer: str = "adagrad", vector_optimizer: str = "adagrad",
+           user_update: str = "newton") -> LearnerConfig:
     # Large enough rates and l2 that every term of the update matters over the stream (FTRL's L1 too:
     # some biases sit in its dead zone, exactly 0, for a while).
     return LearnerConfig(dim=dim, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
                          bias_optimizer=bias_optimizer, vector_optimizer=vector_optimizer, ftrl_l1=0.5, ftrl_l2=0.1,
-                         query_hint_weight=0.7)
+                         query_hint_weight=0.7, user_update=user_update)
 
 
 def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: int, n_positions: int) -> list:
@@ -60,7 +61,8 @@ def random_stream(rng: np.random.Generator, n_ops: int, n_users: int, n_items: i
 
 
 def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Even users start from the prior, odd ones from a learned-looking state (non-zero vector, grown accum)."""
+    """Even users start from the prior, odd ones from a learned-looking state (non-zero vector, grown accum,
+    a Newton user's covariance shrunk and correlated)."""
     states = {}
     dim = codec.dim
     for n in range(n_users):
@@ -69,6 +71,9 @@ def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator
             state[:dim] = rng.normal(0.0, 0.2, dim)
             state[dim : 2 * dim] += rng.random(dim)
             state[2 * dim] = float(rng.integers(1, 50))
+            if codec.newton:
+                mix = rng.normal(0.0, 0.1, (dim, dim))
+                codec.covariance(state)[:] = 0.3 * codec.prior_variance * np.eye(dim) + mix @ mix.T
         states[f"u{n}"] = state
     return states
 
@@ -76,8 +81,10 @@ def initial_user_states(codec: UserCodec, n_users: int, rng: np.random.Generator
 @pytest.mark.parametrize("dim", [8, 32])
 @pytest.mark.parametrize(("bias_optimizer", "vector_optimizer"), [("adagrad", "adagrad"), ("ftrl", "adagrad"),
                                                                   ("ftrl", "ftrl")])
-def test_batched_kernel_matches_online_ranker(dim: int, bias_optimizer: str, vector_optimizer: str) -> None:
-    compare_with_ranker(dim, TOLERANCE, bias_optimizer, vector_optimizer)
+@pytest.mark.parametrize("user_update", ["newton", "gradient"])
+def test_batched_kernel_matches_online_ranker(dim: int, bias_optimizer: str, vector_optimizer: str,
+                                              user_update: str) -> None:
+    compare_with_ranker(dim, TOLERANCE, bias_optimizer, vector_optimizer, user_update)
 
 
 def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,13 +103,13 @@ def test_bit_exact_with_the_same_dot_product_order(monkeypatch: pytest.MonkeyPat
         return total
 
     monkeypatch.setattr(learner_math, "dot", sequential_dot)
-    compare_with_ranker(8, 0.0)
+    compare_with_ranker(8, 0.0, user_update="gradient")  # a Newton step's products are numpy's in the reference
 
 
 def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagrad",
-                        vector_optimizer: str = "adagrad") -> None:
+                        vector_optimizer: str = "adagrad", user_update: str = "newton") -> None:
     """One random stream through OnlineRanker op by op and through ModelArrays in batches; all must agree."""
-    cfg = config(dim, bias_optimizer, vector_optimizer)
+    cfg = config(dim, bias_optimizer, vector_optimizer, user_update)
     rng = np.random.default_rng(dim)
     stream = random_stream(rng, n_ops=4000, n_users=50, n_items=40, n_positions=10)
     hints = rng.normal(0.0, 0.5, (len(stream), dim))  # the query vector of op n, if it is a hint
@@ -202,7 +209,7 @@ def test_growth_keeps_earlier_rows() -> None:
     dim = 4
     model = ModelArrays(config(dim), capacity=2)
     rng = np.random.default_rng(7)
-    users = {f"u{n}": rng.normal(size=user_row_width(dim)) for n in range(37)}
+    users = {f"u{n}": rng.normal(size=user_row_width(dim, newton=True)) for n in range(37)}
     items = {f"i{n}": rng.normal(size=item_row_width(dim)) for n in range(29)}
     positions = {n * 3: rng.normal(size=BIAS_WIDTH) for n in range(11)}
     for n, (user_id, row) in enumerate(users.items()):

@@ -11,9 +11,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from udfs.learner_math import Bias, ItemSide, LearnerConfig, OnlineRanker, UserCodec, predict, sigmoid, stable_seed
+from udfs.learner_math import (
+    Bias,
+    ItemSide,
+    LearnerConfig,
+    OnlineRanker,
+    UserCodec,
+    fake_negative_weight,
+    moderated,
+    predict,
+    sigmoid,
+    stable_seed,
+)
 
-CFG = LearnerConfig(dim=8, learning_rate=0.1, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1, init_std=0.1)
+CFG = LearnerConfig(dim=8, learning_rate=0.1, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1, init_std=0.1,
+                    user_update="gradient")  # the AdaGrad user step; Newton users: test_newton_*
 
 # Every AdaGrad accumulator, the global bias's included, starts at init_accumulator.
 GLOBAL_INIT_ACCUM = CFG.init_accumulator
@@ -228,12 +240,23 @@ def test_catalog_init_is_deterministic_scaled_and_differs_from_hash_init() -> No
     plain = ItemSide(CFG)
     v1 = a.item("sku1").vector
     assert np.array_equal(v1, b.item("sku1").vector)
-    assert np.linalg.norm(v1) == pytest.approx(CFG.embedding_init_std * math.sqrt(CFG.dim), rel=1e-12)
     assert not np.allclose(v1, plain.item("sku1").vector)
     assert not np.allclose(v1, a.item("sku2").vector)
-    # A projection: scale-free, and close embeddings give close vectors.
-    scaled = ItemSide(CFG, {"sku1": [3.0 * x for x in EMBEDDINGS["sku1"]]})
+    # One scale for the catalog: a typical item gets embedding_init_std per coordinate, and an item's
+    # norm relative to the catalog's is kept (scaling the whole catalog changes nothing).
+    norms = {k: float(np.linalg.norm(e)) for k, e in EMBEDDINGS.items() if e}
+    catalog_norm = math.sqrt(sum(n * n for n in norms.values()) / len(norms))  # "zero" counts, "empty" not
+    assert a.catalog_norm() == pytest.approx(catalog_norm, rel=1e-12)
+    wide = ItemSide(replace(CFG, dim=4000), EMBEDDINGS)  # many coordinates: their std is close to its expectation
+    assert np.std(wide.item("sku1").vector) == pytest.approx(CFG.embedding_init_std * norms["sku1"] / catalog_norm,
+                                                             rel=0.05)
+    assert np.std(wide.item("sku2").vector) == pytest.approx(CFG.embedding_init_std * norms["sku2"] / catalog_norm,
+                                                             rel=0.05)
+    scaled = ItemSide(CFG, {k: [3.0 * x for x in e] for k, e in EMBEDDINGS.items()})
     np.testing.assert_allclose(scaled.item("sku1").vector, v1, rtol=1e-12)
+    late = ItemSide(CFG, {"sku1": EMBEDDINGS["sku1"]})  # the scale follows the catalog known so far
+    late.add_embedding("sku2", EMBEDDINGS["sku2"])
+    assert late.catalog_norm() == pytest.approx(math.sqrt((norms["sku1"] ** 2 + norms["sku2"] ** 2) / 2), rel=1e-12)
     nudged = ItemSide(CFG, {"sku1": [x + 0.01 for x in EMBEDDINGS["sku1"]]}).item("sku1").vector
     assert float(nudged @ v1) / (np.linalg.norm(nudged) * np.linalg.norm(v1)) > 0.99
     # Items without a usable embedding fall back to the hash init.
@@ -333,7 +356,7 @@ def test_ftrl_vectors_are_ftrl_proximal_with_z_kept_explicitly() -> None:
     book (McMahan et al. 2013, per coordinate, z and n kept, L1 0) from a start consistent with the
     initial vector, over a long stream of gradients; and it differs from AdaGrad."""
     cfg = LearnerConfig(dim=8, learning_rate=0.15, bias_learning_rate=0.07, l2=1e-2, init_accumulator=0.1,
-                        vector_optimizer="ftrl", ftrl_beta=0.7, ftrl_l2=0.3)
+                        vector_optimizer="ftrl", ftrl_beta=0.7, ftrl_l2=0.3, user_update="gradient")
     ranker = OnlineRanker(cfg, ItemSide(cfg))
     rng = np.random.default_rng(5)
     state = UserCodec(cfg).new()
@@ -357,3 +380,74 @@ def test_ftrl_vectors_are_ftrl_proximal_with_z_kept_explicitly() -> None:
     np.testing.assert_allclose(state[: cfg.dim], w, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(state[cfg.dim : 2 * cfg.dim], n, rtol=1e-12)
     assert not np.allclose(adagrad_state[: cfg.dim], w, atol=1e-3)
+
+
+# Newton users -------------------------------------------------------------------------------------
+
+NEWTON = LearnerConfig(dim=6, learning_rate=0.0, bias_learning_rate=0.07, init_accumulator=0.1, user_prior_variance=0.4)
+
+
+def test_newton_user_covariance_is_the_inverse_of_the_accumulated_precision() -> None:
+    """With item vectors held fixed (learning_rate 0), a Newton user's covariance after any stream is
+    exactly (I / prior_variance + sum of curvature * v v^T)^-1, the curvature of each example being
+    weight * p (1 - p) at the score it returned (weight: the fake-negative weight, or the hint's); and
+    its mean moved each time by -S' v * error, S' the covariance after the example."""
+    ranker = OnlineRanker(NEWTON, ItemSide(NEWTON))
+    codec = ranker.codec
+    rng = np.random.default_rng(3)
+    state = codec.new()
+    np.testing.assert_array_equal(codec.covariance(state), NEWTON.user_prior_variance * np.eye(NEWTON.dim))
+    precision = np.eye(NEWTON.dim) / NEWTON.user_prior_variance
+    for n in range(200):
+        before = codec.vector(state).copy()
+        if n % 7 == 6:
+            hint = rng.normal(0.0, 0.5, NEWTON.dim)
+            score = ranker.learn_query_hint(state, hint)
+            vector, weight, error = hint, NEWTON.query_hint_weight, NEWTON.query_hint_weight * (score - 1.0)
+        else:
+            item_id, label, fake_negative = f"i{n % 5}", int(rng.random() < 0.3), bool(n % 2)
+            score = ranker.score_then_learn(state, item_id, 1 + n % 3, label, fake_negative=fake_negative)
+            vector = ranker.item_side.item(item_id).vector
+            weight = fake_negative_weight(label, score) if fake_negative else 1.0
+            error = weight * (score - label)
+        precision += weight * score * (1.0 - score) * np.outer(vector, vector)
+        covariance = np.linalg.inv(precision)
+        np.testing.assert_allclose(codec.covariance(state), covariance, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(codec.vector(state), before - error * covariance @ vector, rtol=1e-9, atol=1e-12)
+    assert codec.updates(state) == sum(1 for n in range(200) if n % 7 != 6)
+    # Confidence grows only along what the user has seen: the covariance shrank, and stays symmetric.
+    assert np.all(np.linalg.eigvalsh(codec.covariance(state)) < NEWTON.user_prior_variance)
+    np.testing.assert_array_equal(codec.covariance(state), codec.covariance(state).T)
+
+
+def test_newton_score_integrates_the_logit_over_the_user_posterior() -> None:
+    """The score is MacKay's approximation of E[sigmoid(z)] for z ~ N(mean logit, v^T S v): close to the
+    expectation computed by quadrature, and further from 0 or 1 than the plain sigmoid of the mean."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    for mean, variance in [(-3.0, 0.0), (-3.0, 0.5), (-3.0, 3.0), (0.5, 1.0), (2.5, 6.0)]:
+        expected = float(np.sum(weights * (1 / (1 + np.exp(-(mean + math.sqrt(variance) * nodes))))) / weights.sum())
+        assert moderated(mean, variance) == pytest.approx(expected, abs=0.02)
+        if variance:
+            assert abs(moderated(mean, variance) - 0.5) < abs(sigmoid(mean) - 0.5)
+    ranker = OnlineRanker(NEWTON, ItemSide(NEWTON))
+    state = ranker.codec.new()
+    item = ranker.item_side.item("i1")
+    z = float(item.bias.value + ranker.item_side.position(2).value + ranker.item_side.global_bias.value)
+    variance = NEWTON.user_prior_variance * float(item.vector @ item.vector)
+    assert ranker.score(state, "i1", 2) == pytest.approx(moderated(z, variance), rel=1e-12)
+
+
+def test_user_rows_convert_between_newton_and_gradient_layouts() -> None:
+    """A user stored under one user_update is read under the other: a gradient row gains the prior's
+    covariance around the vector it has; a Newton row drops its covariance."""
+    gradient = UserCodec(replace(NEWTON, user_update="gradient"))
+    newton = UserCodec(NEWTON)
+    row = gradient.pack(np.arange(6.0), np.full(6, 2.0), 9)
+    upgraded = newton.from_bytes(row.tobytes())
+    np.testing.assert_array_equal(newton.vector(upgraded), np.arange(6.0))
+    np.testing.assert_array_equal(newton.accum(upgraded), np.full(6, 2.0))
+    assert newton.updates(upgraded) == 9
+    np.testing.assert_array_equal(newton.covariance(upgraded), NEWTON.user_prior_variance * np.eye(6))
+    np.testing.assert_array_equal(gradient.from_bytes(upgraded.tobytes()), row)
+    with pytest.raises(ValueError, match="does not fit dimension 6"):
+        newton.from_bytes(np.zeros(20).tobytes())

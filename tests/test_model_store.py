@@ -99,7 +99,8 @@ def snapshot(ranker: OnlineRanker, users: dict[str, np.ndarray], version: int) -
     common = {"watermark": 123, "created_at": 456, "replica": 0}
     codec, side = ranker.codec, ranker.item_side
     out = [
-        snapshot_record(version, USER, user_id, codec.vector(s), codec.accum(s), None, codec.updates(s), **common)
+        snapshot_record(version, USER, user_id, codec.vector(s), codec.optimizer_state(s), None, codec.updates(s),
+                        **common)
         for user_id, s in users.items()
     ]
     out += [

@@ -175,6 +175,8 @@ def evaluate_stream(gen: GeneratorConfig, config: JobConfig) -> dict[str, Any]:
     variants = [(f"freshrank {mode}, {name}", replace(default, learning_mode=mode, bias_optimizer=biases,
                                                        vector_optimizer=vectors), True)
                 for mode, (name, biases, vectors) in itertools.product(LEARNING_MODES, OPTIMIZER_CHOICES)]
+    variants.append((f"freshrank {default.learning_mode}, users by AdaGrad", replace(default, user_update="gradient"),
+                     True))
     variants.append((f"freshrank {default.learning_mode}, ids only", default, False))
     for name, learner, catalog in variants:
         examples, seconds = learn_offline(rows, learner, config.window_ms, config.retention_ms,

@@ -124,7 +124,7 @@ from udfs.learner_kernel import (
     TEXT_WEIGHT,
     ModelArrays,
 )
-from udfs.learner_math import IMPRESSION_MODE, LearnerConfig, UserCodec
+from udfs.learner_math import IMPRESSION_MODE, LearnerConfig
 from udfs.metrics_intervals import IntervalBuckets, IntervalStats
 from udfs.model_guard import GuardConfig, ModelGuard, arrivals
 from udfs.model_store import (
@@ -339,7 +339,7 @@ class BatchJoinLearner:
         if title and self.text is not None:
             self.text.add_titles({item_id: title})
         if embedding:
-            self.init_side.embeddings[item_id] = [float(x) for x in embedding]
+            self.init_side.add_embedding(item_id, [float(x) for x in embedding])
 
     def forget_time(self, impression: tuple) -> int:
         """The watermark at which the join forgets an impression (its retention timer)."""
@@ -352,9 +352,9 @@ class BatchJoinLearner:
             return row
         stored = self.state.users.get(user_id)
         if stored is not None:
-            values = np.frombuffer(stored, dtype=np.float64).copy()
+            values = self.model.codec.from_bytes(stored)
         else:
-            restored = self.initial_model.user_state(user_id, UserCodec(self.config)) if self.initial_model else None
+            restored = self.initial_model.user_state(user_id, self.model.codec) if self.initial_model else None
             values = restored if restored is not None else self.model.new_user_row()
         return self.model.add_user(user_id, values)
 
@@ -489,7 +489,8 @@ class BatchJoinLearner:
             kind, _, entity_id = key.partition(":")
             if kind == "U":
                 row = self.model.users[self._user_row(entity_id)]
-                records.append(_record(common, USER, entity_id, row[:dim], row[dim:2 * dim], 0.0, 0.0, row[2 * dim]))
+                records.append(_record(common, USER, entity_id, row[:dim], self.model.codec.optimizer_state(row),
+                                       0.0, 0.0, row[2 * dim]))
             elif kind == "I":
                 row = self.model.items[self._item_row(entity_id)]
                 records.append(_record(common, ITEM, entity_id, row[:dim], row[dim:2 * dim], row[ITEM_BIAS],

@@ -5,7 +5,8 @@ Same model, same update order, same results (within float summation order in the
     p(click) = sigmoid(user · item + item_bias + position_term + global_bias
                        + [search request] (query_title_weight * similarity + search_bias))
 
-then one AdaGrad step on the user vector, the item vector (both with L2; or FTRL-Proximal, see
+then one step on the user vector (a Newton step on its Gaussian posterior, whose variance also
+moderates the score; or AdaGrad's), one AdaGrad step on the item vector (with L2; or FTRL-Proximal, see
 `LearnerConfig.vector_damping`), the item bias, the position
 term, the global bias and, for a search request, the query-title weight and the search bias, in that
 order. `OnlineRanker` pays Python and numpy call overhead several
@@ -14,9 +15,10 @@ times per example; here a whole batch of operations runs in one compiled call.
 Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to entities by row index
 (plain integers a compiled loop can use) and nothing is allocated per example:
 
-    user row      length 2*dim+1   [vector(dim) | accum(dim) | updates]
+    user row      length 2*dim+1(+dim*dim)   [vector(dim) | accum(dim) | updates | covariance]
                   identical to `UserCodec`'s layout, so a row's bytes are exactly what Flink keyed
-                  state stores (`row.tobytes()` / `UserCodec.from_bytes`).
+                  state stores (`row.tobytes()` / `UserCodec.from_bytes`); the posterior covariance
+                  (row-major) only for Newton users (LearnerConfig.user_update).
     item row      length 2*dim+3   [vector(dim) | accum(dim) | bias | bias_accum | updates]
     bias row      length 3         [value | accum | updates]
                   for position terms (one row each) and the global bias (a single row of its own).
@@ -52,7 +54,7 @@ import time
 import numba
 import numpy as np
 
-from udfs.learner_math import LearnerConfig, ftrl_z
+from udfs.learner_math import LearnerConfig, UserCodec, ftrl_z
 
 # Op row columns and kinds.
 OP_KIND = 0
@@ -91,9 +93,9 @@ ADAGRAD = 0
 FTRL = 1
 
 
-def user_row_width(dim: int) -> int:
-    """Length of a user row: vector, accumulator, update count (as `UserCodec`)."""
-    return 2 * dim + 1
+def user_row_width(dim: int, newton: bool = False) -> int:
+    """Length of a user row: vector, accumulator, update count, covariance if `newton` (as `UserCodec`)."""
+    return 2 * dim + 1 + (dim * dim if newton else 0)
 
 
 def item_row_width(dim: int) -> int:
@@ -161,7 +163,42 @@ def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
 
 
 @cached_njit
-def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores, i):
+def _quadratic_form(user, vector, dim):
+    # v^T S v with S the user's covariance (row-major after the update count).
+    base = 2 * dim + 1
+    total = 0.0
+    for a in range(dim):
+        row = 0.0
+        for b in range(dim):
+            row += user[base + a * dim + b] * vector[b]
+        total += vector[a] * row
+    return total
+
+
+@cached_njit
+def _newton_step(user, vector, dim, error, curvature, sv):
+    # learner_math.newton_user_step on a user row: Sherman-Morrison on the covariance, then the mean
+    # moves by -S' v * error (S' v = S v / (1 + curvature v^T S v)). `sv`: scratch of length dim.
+    base = 2 * dim + 1
+    vsv = 0.0
+    for a in range(dim):
+        row = 0.0
+        for b in range(dim):
+            row += user[base + a * dim + b] * vector[b]
+        sv[a] = row
+        vsv += vector[a] * row
+    denominator = 1.0 + curvature * vsv
+    shrink = curvature / denominator
+    for a in range(dim):
+        for b in range(dim):
+            user[base + a * dim + b] -= shrink * sv[a] * sv[b]
+    move = error / denominator
+    for a in range(dim):
+        user[a] -= move * sv[a]
+
+
+@cached_njit
+def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, newton, sv, scores, i):
     # The user half of OP_LEARN for label 1 against `hint` as the item vector (no biases: they are the
     # same for every candidate of the request, so they say nothing about what this user wants).
     dot = 0.0
@@ -170,6 +207,9 @@ def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores,
     score = _sigmoid(dot)
     scores[i] = score
     error = hint_weight * (score - 1.0)
+    if newton:
+        _newton_step(user, hint, dim, error, hint_weight * score * (1.0 - score), sv)
+        return
     for k in range(dim):
         u = user[k]
         grad = error * hint[k] + l2 * u
@@ -180,15 +220,18 @@ def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, scores,
 
 @cached_njit
 def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
-               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores):
+               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, newton, scores):
     # The update itself, without checks (callers check the batch first).
-    dim = (users.shape[1] - 1) // 2
+    dim = hints.shape[1]
     item_bias = 2 * dim
     item_updates = 2 * dim + 3
+    old_user = np.empty(dim)
+    sv = np.empty(dim)
     for i in range(ops.shape[0]):
         user = users[ops[i, OP_USER]]
         if ops[i, OP_KIND] == OP_QUERY_HINT:
-            _hint_step(user, hints[ops[i, OP_ITEM]], dim, learning_rate, l2, damping, hint_weight, scores, i)
+            _hint_step(user, hints[ops[i, OP_ITEM]], dim, learning_rate, l2, damping, hint_weight, newton, sv,
+                       scores, i)
             continue
         item = items[ops[i, OP_ITEM]]
         term = positions[ops[i, OP_POSITION]]
@@ -201,6 +244,8 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
         search = sim == sim  # NaN: not a search request
         if search:
             z += text[TEXT_WEIGHT, BIAS_VALUE] * sim + text[TEXT_SEARCH, BIAS_VALUE]
+        if newton:  # learner_math.moderated
+            z /= math.sqrt(1.0 + math.pi * max(_quadratic_form(user, item, dim), 0.0) / 8.0)
         score = _sigmoid(z)
         scores[i] = score
         kind = ops[i, OP_KIND]
@@ -208,16 +253,23 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
             continue
 
         error = score - float(ops[i, OP_LABEL])
-        if kind == OP_LEARN_FN:
-            error *= (1.0 + score) if ops[i, OP_LABEL] == 1 else (1.0 - score) * (1.0 + score)
+        weight = 1.0
+        if kind == OP_LEARN_FN:  # learner_math.fake_negative_weight
+            weight = (1.0 + score) if ops[i, OP_LABEL] == 1 else (1.0 - score) * (1.0 + score)
+        error *= weight
         for k in range(dim):
-            u = user[k]
+            old_user[k] = user[k]
+        if newton:
+            _newton_step(user, item, dim, error, weight * score * (1.0 - score), sv)
+        for k in range(dim):
+            u = old_user[k]
             v = item[k]
-            user_grad = error * v + l2 * u
             item_grad = error * u + l2 * v
-            user_accum = user[dim + k] + user_grad * user_grad
-            user[dim + k] = user_accum
-            user[k] = u - learning_rate * user_grad / (damping + math.sqrt(user_accum))
+            if not newton:
+                user_grad = error * v + l2 * u
+                user_accum = user[dim + k] + user_grad * user_grad
+                user[dim + k] = user_accum
+                user[k] = u - learning_rate * user_grad / (damping + math.sqrt(user_accum))
             item_accum = item[dim + k] + item_grad * item_grad
             item[dim + k] = item_accum
             item[k] = v - learning_rate * item_grad / (damping + math.sqrt(item_accum))
@@ -247,14 +299,14 @@ _NATIVE_SIGNATURE = numba.types.void(
     _I64P, numba.types.int64, _F64P, numba.types.int64, numba.types.int64, _F64P, numba.types.int64,
     numba.types.int64, _F64P, numba.types.int64, _F64P, _F64P, _F64P, _F64P, numba.types.int64, numba.types.float64,
     numba.types.float64, numba.types.float64, numba.types.float64, numba.types.int64, numba.types.float64,
-    numba.types.float64, numba.types.float64, numba.types.float64, _F64P,
+    numba.types.float64, numba.types.float64, numba.types.float64, numba.types.int64, _F64P,
 )
 
 
 @cached_cfunc(_NATIVE_SIGNATURE)
 def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items, item_width, positions_p,
                     n_positions, global_p, text_p, similarity_p, hints_p, n_hints, learning_rate, bias_learning_rate,
-                    l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores_p):
+                    l2, damping, optimizer, beta, l1, bias_l2, hint_weight, newton, scores_p):
     # The kernel over raw pointers, called through ctypes. Why not the njit function: numba hands
     # numpy arguments to compiled code wrapped in reference-counted holders whose release takes the
     # interpreter lock with PyGILState_Ensure, and under PyFlink's thread mode (PemJa) that call
@@ -267,10 +319,10 @@ def _run_ops_native(ops_p, n_ops, users_p, n_users, user_width, items_p, n_items
     global_bias = numba.carray(global_p, (BIAS_WIDTH,))
     text = numba.carray(text_p, (TEXT_ROWS, BIAS_WIDTH))
     similarity = numba.carray(similarity_p, (n_ops,))
-    hints = numba.carray(hints_p, (n_hints, (user_width - 1) // 2))
+    hints = numba.carray(hints_p, (n_hints, (item_width - 4) // 2))
     scores = numba.carray(scores_p, (n_ops,))
     _apply_ops(ops, users, items, positions, global_bias, text, similarity, hints, learning_rate, bias_learning_rate,
-               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, scores)
+               l2, damping, optimizer, beta, l1, bias_l2, hint_weight, newton, scores)
 
 
 
@@ -313,7 +365,8 @@ class ModelArrays:
         if capacity < 1:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.config = config
-        self.users = np.zeros((capacity, user_row_width(config.dim)))
+        self.codec = UserCodec(config)
+        self.users = np.zeros((capacity, user_row_width(config.dim, config.newton_users)))
         self.items = np.zeros((capacity, item_row_width(config.dim)))
         self.positions = np.zeros((capacity, BIAS_WIDTH))
         self.n_users = 0
@@ -328,11 +381,9 @@ class ModelArrays:
     # Rows for new entities: the same priors as UserCodec.new and ItemSide.
 
     def new_user_row(self) -> np.ndarray:
-        """An unseen user: zero vector (only biases score it), accumulator at init_accumulator."""
-        dim = self.config.dim
-        row = np.zeros(user_row_width(dim))
-        row[dim : 2 * dim] = self.config.init_accumulator
-        return row
+        """An unseen user: zero vector (only biases score it), accumulator at init_accumulator, a Newton
+        user's covariance at the prior's."""
+        return self.codec.new()
 
     def new_item_row(self, vector: np.ndarray) -> np.ndarray:
         """A new item starting from `vector` (e.g. `ItemSide.initial_vector`), bias 0, fresh accumulators."""
@@ -454,7 +505,7 @@ class ModelArrays:
             self.text.ctypes.data, similarity.ctypes.data, hint_rows.ctypes.data, hints.shape[0],
             float(cfg.learning_rate), float(cfg.bias_learning_rate), float(cfg.l2), float(cfg.vector_damping),
             FTRL if cfg.bias_optimizer == "ftrl" else ADAGRAD, float(cfg.ftrl_beta), float(cfg.ftrl_l1),
-            float(cfg.ftrl_l2), float(cfg.query_hint_weight), scores.ctypes.data,
+            float(cfg.ftrl_l2), float(cfg.query_hint_weight), int(cfg.newton_users), scores.ctypes.data,
         )
         return scores
 
@@ -463,7 +514,7 @@ class ModelArrays:
 # during the call, like any Python call (see _run_ops_native for why the lock matters here).
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 _NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _F, _N,
-                                 _F, _F, _F, _F, _P)(
+                                 _F, _F, _F, _F, _N, _P)(
     _run_ops_native.address)
 
 

@@ -93,10 +93,24 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
         return f"{kind} vector has {len(vector)} values, but the job's --dim is {dim}"
     # POSITION and GLOBAL records carry no vectors; a vector's accumulator is as long as the vector
     length = (len(vector) if type(vector) is list else None) if kind in (USER, ITEM) else 0
+    accum = record["vector_accum"]
+    if kind == USER and length and type(accum) is list and len(accum) == length + length * length:
+        return (_vector_problem("vector", vector, length, positive=False)  # a Newton user: then its covariance
+                or _vector_problem("vector_accum", accum[:length], length, positive=True)
+                or _covariance_problem(accum[length:], length)
+                or _number_problem("bias", record["bias"], positive=False)
+                or _number_problem("bias_accum", record["bias_accum"], positive=False))
     return (_vector_problem("vector", vector, length, positive=False)
-            or _vector_problem("vector_accum", record["vector_accum"], length, positive=True)
+            or _vector_problem("vector_accum", accum, length, positive=True)
             or _number_problem("bias", record["bias"], positive=False)
             or _number_problem("bias_accum", record["bias_accum"], positive=kind != USER))
+
+
+def _covariance_problem(values: list, dim: int) -> str | None:
+    problem = _vector_problem("vector_accum", values, dim * dim, positive=False)
+    if problem is None and not all(values[k * dim + k] > 0 for k in range(dim)):
+        return "USER covariance has a diagonal value that is not positive"
+    return problem
 
 
 def _text_problem(record: dict[str, Any], dim: int | None) -> str | None:
@@ -167,11 +181,8 @@ class ModelStore:
         record = self._get(USER, user_id)
         if record is None:
             return None
-        return codec.pack(
-            np.asarray(record["vector"], dtype=np.float64),
-            np.asarray(record["vector_accum"], dtype=np.float64),
-            record["updates"],
-        )
+        return codec.from_snapshot(np.asarray(record["vector"], dtype=np.float64),
+                                   np.asarray(record["vector_accum"], dtype=np.float64), record["updates"])
 
     def item_side(self, config: LearnerConfig, embeddings: dict[str, list[float]] | None = None) -> ItemSide:
         """Item-side parameters to resume learning from."""
