@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka import Producer as RawProducer
@@ -31,6 +32,7 @@ from clients.producer import Producer as EventProducer
 from clients.topics import TopicNames, create_all
 from infra.cluster import StandaloneCluster
 from tools.generate import GeneratorConfig, generate
+from udfs.learner_math import moderated
 from udfs.wire import WireDecoder, encode
 
 WINDOW_S = 20.0
@@ -362,7 +364,8 @@ def latest_by_entity(records: list[dict]) -> dict[tuple[str, str, int], dict]:
 def assert_model_continues(before_records: list[dict], after_records: list[dict], min_each: int = 10) -> None:
     """Every entity published before a failure or stop, and again after it, continues from where it was:
     per replica, its first record after has at least the update count and AdaGrad accumulators of its
-    last record before (a reset to initialisation would start them over)."""
+    last record before, and a Newton user at most its posterior variance (the trace of its covariance
+    only shrinks as it learns): a reset to initialisation would start them over."""
     before = latest_by_entity(before_records)
     first_after: dict[tuple[str, str, int], dict] = {}
     for record in after_records:
@@ -377,7 +380,14 @@ def assert_model_continues(before_records: list[dict], after_records: list[dict]
         old = before[key]
         assert after["updates"] >= old["updates"], (key, old["updates"], after["updates"])
         assert after["bias_accum"] >= old["bias_accum"] - 1e-12, key
-        assert all(a >= b - 1e-12 for a, b in zip(after["vector_accum"], old["vector_accum"], strict=True)), key
+        dim = len(after["vector"])
+        assert all(a >= b - 1e-12 for a, b in zip(after["vector_accum"][:dim], old["vector_accum"][:dim],
+                                                  strict=True)), key
+        assert len(after["vector_accum"]) == len(old["vector_accum"]), key
+        if len(after["vector_accum"]) > dim:  # a Newton user: its covariance follows (ModelSnapshot.avsc)
+            trace_after, trace_before = (sum(r["vector_accum"][dim + k * dim + k] for k in range(dim))
+                                         for r in (after, old))
+            assert trace_after <= trace_before * (1 + 1e-6), key  # float32 in the record
 
 
 def test_a_killed_taskmanager_recovers_exactly_once_with_the_whole_model(kafka_broker, flink_cluster):
@@ -497,5 +507,9 @@ def test_a_resumed_job_scores_with_exactly_the_model_of_its_savepoint(kafka_brok
     scored = next(r for r in examples.records if r["impression_id"] == probe["impression_id"])
     logit = (sum(u * i for u, i in zip(user["vector"], item["vector"], strict=True)) + item["bias"]
              + position["bias"] + before[("GLOBAL", "global")]["bias"])
-    assert scored["score"] == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-9)
+    dim = len(user["vector"])
+    assert len(user["vector_accum"]) == dim + dim * dim  # a Newton user (the default): its covariance follows
+    covariance = np.reshape(user["vector_accum"][dim:], (dim, dim))
+    item_vector = np.asarray(item["vector"])
+    assert scored["score"] == pytest.approx(moderated(logit, float(item_vector @ covariance @ item_vector)), abs=1e-9)
     assert item["updates"] > 0 and user["updates"] > 0

@@ -221,6 +221,10 @@ def test_every_record_a_learner_writes_passes_the_snapshot_check() -> None:
     ({"entity_id": ""}, "entity_id is ''"),
     ({"updates": 1.5}, "updates is float, not an integer"),
     ({"version": "7"}, "version is str"),
+    # A Newton user's vector_accum: its accumulator, then its covariance (6 x 6).
+    ({"vector_accum": [0.1] * 6 + [0.0] * 36}, "USER covariance has a diagonal value that is not positive"),
+    ({"vector_accum": [0.1] * 6 + [0.3] * 20 + [math.nan] + [0.3] * 15}, "USER covariance[20] is nan, not finite"),
+    ({"vector_accum": [0.1] * 6 + [0.3] * 35}, "vector_accum has 41 values, expected 6"),
 ])
 def test_snapshot_problem_names_the_field(change: dict, reason: str) -> None:
     good = record(USER, "u1", 3, vector=[0.1] * 6)

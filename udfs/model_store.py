@@ -107,7 +107,7 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
 
 
 def _covariance_problem(values: list, dim: int) -> str | None:
-    problem = _vector_problem("vector_accum", values, dim * dim, positive=False)
+    problem = _vector_problem("USER covariance", values, dim * dim, positive=False)
     if problem is None and not all(values[k * dim + k] > 0 for k in range(dim)):
         return "USER covariance has a diagonal value that is not positive"
     return problem
