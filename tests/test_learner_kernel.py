@@ -149,7 +149,7 @@ def compare_with_ranker(dim: int, tolerance: float, bias_optimizer: str = "adagr
                 ops[n] = (kind, model.user_rows[user_id], n, 0, 0)
                 continue
             if item_id not in model.item_rows:
-                model.add_item(item_id, model.new_item_row(fresh_side.initial_vector(item_id)))
+                model.add_item(item_id, model.new_item_row(*fresh_side.initial_state(item_id)))
             if position not in model.position_rows:
                 model.add_position(position, model.new_bias_row())
             ops[n] = (kind, model.user_rows[user_id], model.item_rows[item_id], model.position_rows[position], label)
@@ -194,7 +194,7 @@ def test_new_rows_match_python_priors() -> None:
     side = ItemSide(cfg)
     np.testing.assert_array_equal(model.new_user_row(), UserCodec(cfg).new())
     item = side.item("x")
-    row = model.new_item_row(side.initial_vector("x"))
+    row = model.new_item_row(*side.initial_state("x"))
     np.testing.assert_array_equal(row[:8], item.vector)
     np.testing.assert_array_equal(row[8:16], item.accum)
     assert (row[ITEM_BIAS], row[ITEM_BIAS_ACCUM], row[ITEM_UPDATES]) == (item.bias.value, item.bias.accum, 0)

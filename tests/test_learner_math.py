@@ -262,8 +262,10 @@ def test_catalog_init_is_deterministic_scaled_and_differs_from_hash_init() -> No
     # Items without a usable embedding fall back to the hash init.
     for item_id in ("zero", "empty", "unknown"):
         np.testing.assert_array_equal(a.item(item_id).vector, plain.item(item_id).vector)
-    # The first use creates the optimizer state too.
-    assert np.array_equal(a.item("sku1").accum, np.full(CFG.dim, CFG.init_accumulator))
+    # The first use creates the optimizer state too; a start from the catalog is trusted more.
+    assert np.array_equal(a.item("sku1").accum, np.full(CFG.dim, CFG.catalog_init_accumulator))
+    assert np.array_equal(a.item("zero").accum, np.full(CFG.dim, CFG.init_accumulator))
+    assert CFG.catalog_init_accumulator > CFG.init_accumulator
     assert a.item("sku1").bias.accum == CFG.init_accumulator and a.item("sku1").bias.value == 0.0
 
 

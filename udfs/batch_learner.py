@@ -386,7 +386,7 @@ class BatchJoinLearner:
             row[ITEM_BIAS] = bias
             row[ITEM_BIAS_Z] = self.config.ftrl_z(bias, row[ITEM_BIAS_ACCUM])
             return row
-        return self.model.new_item_row(self.init_side.initial_vector(item_id))
+        return self.model.new_item_row(*self.init_side.initial_state(item_id))
 
     def query_hints(self, queries: list[str]) -> np.ndarray:
         """(n, dim): each query's place in item space by the title map (udfs.learner_kernel OP_QUERY_HINT)."""

@@ -163,22 +163,8 @@ def _bias_step(row, at, z_at, grad, optimizer, rate, beta, l1, l2):
 
 
 @cached_njit
-def _quadratic_form(user, vector, dim):
-    # v^T S v with S the user's covariance (row-major after the update count).
-    base = 2 * dim + 1
-    total = 0.0
-    for a in range(dim):
-        row = 0.0
-        for b in range(dim):
-            row += user[base + a * dim + b] * vector[b]
-        total += vector[a] * row
-    return total
-
-
-@cached_njit
-def _newton_step(user, vector, dim, error, curvature, sv):
-    # learner_math.newton_user_step on a user row: Sherman-Morrison on the covariance, then the mean
-    # moves by -S' v * error (S' v = S v / (1 + curvature v^T S v)). `sv`: scratch of length dim.
+def _covariance_times(user, vector, dim, sv):
+    # sv = S v for the user's covariance S (row-major after the update count); returns v^T S v.
     base = 2 * dim + 1
     vsv = 0.0
     for a in range(dim):
@@ -187,6 +173,15 @@ def _newton_step(user, vector, dim, error, curvature, sv):
             row += user[base + a * dim + b] * vector[b]
         sv[a] = row
         vsv += vector[a] * row
+    return vsv
+
+
+@cached_njit
+def _newton_step(user, dim, error, curvature, sv, vsv):
+    # learner_math.newton_user_step on a user row, from sv = S v and vsv = v^T S v before the step:
+    # Sherman-Morrison on the covariance, then the mean moves by -S' v * error (S' v = sv / (1 +
+    # curvature vsv)).
+    base = 2 * dim + 1
     denominator = 1.0 + curvature * vsv
     shrink = curvature / denominator
     for a in range(dim):
@@ -208,7 +203,8 @@ def _hint_step(user, hint, dim, learning_rate, l2, damping, hint_weight, newton,
     scores[i] = score
     error = hint_weight * (score - 1.0)
     if newton:
-        _newton_step(user, hint, dim, error, hint_weight * score * (1.0 - score), sv)
+        vsv = _covariance_times(user, hint, dim, sv)
+        _newton_step(user, dim, error, hint_weight * score * (1.0 - score), sv, vsv)
         return
     for k in range(dim):
         u = user[k]
@@ -244,8 +240,10 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
         search = sim == sim  # NaN: not a search request
         if search:
             z += text[TEXT_WEIGHT, BIAS_VALUE] * sim + text[TEXT_SEARCH, BIAS_VALUE]
-        if newton:  # learner_math.moderated
-            z /= math.sqrt(1.0 + math.pi * max(_quadratic_form(user, item, dim), 0.0) / 8.0)
+        vsv = 0.0
+        if newton:  # learner_math.moderated; sv is S v for the step below
+            vsv = _covariance_times(user, item, dim, sv)
+            z /= math.sqrt(1.0 + math.pi * max(vsv, 0.0) / 8.0)
         score = _sigmoid(z)
         scores[i] = score
         kind = ops[i, OP_KIND]
@@ -260,7 +258,7 @@ def _apply_ops(ops, users, items, positions, global_bias, text, similarity, hint
         for k in range(dim):
             old_user[k] = user[k]
         if newton:
-            _newton_step(user, item, dim, error, weight * score * (1.0 - score), sv)
+            _newton_step(user, dim, error, weight * score * (1.0 - score), sv, vsv)
         for k in range(dim):
             u = old_user[k]
             v = item[k]
@@ -385,15 +383,16 @@ class ModelArrays:
         user's covariance at the prior's."""
         return self.codec.new()
 
-    def new_item_row(self, vector: np.ndarray) -> np.ndarray:
-        """A new item starting from `vector` (e.g. `ItemSide.initial_vector`), bias 0, fresh accumulators."""
+    def new_item_row(self, vector: np.ndarray, vector_accumulator: float | None = None) -> np.ndarray:
+        """A new item starting from `vector` (e.g. `ItemSide.initial_state`), bias 0, fresh accumulators
+        (the vector's at `vector_accumulator`, by default init_accumulator)."""
         dim = self.config.dim
         vector = np.asarray(vector, dtype=np.float64)
         if vector.shape != (dim,):
             raise ValueError(f"item vector must have shape ({dim},), got {vector.shape}")
         row = np.zeros(item_row_width(dim))
         row[:dim] = vector
-        row[dim : 2 * dim] = self.config.init_accumulator
+        row[dim : 2 * dim] = self.config.init_accumulator if vector_accumulator is None else vector_accumulator
         row[ITEM_BIAS_ACCUM] = self.config.init_accumulator
         return row
 

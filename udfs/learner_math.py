@@ -46,12 +46,15 @@ class LearnerConfig:
     """Model hyper-parameters; names carry their meaning, not their units (all unitless)."""
 
     dim: int = 32
-    # Step of item vectors (and of user vectors with user_update "gradient"); measured with
-    # `freshrank evaluate` together with init_accumulator (0.2 and 0.1 before users learned by Newton steps).
-    learning_rate: float = 0.1
+    # Step of item vectors (and of user vectors with user_update "gradient").
+    learning_rate: float = 0.2
     bias_learning_rate: float = 0.2
     l2: float = 1e-4
-    init_accumulator: float = 1.0
+    init_accumulator: float = 0.3
+    # The vector accumulator of an item that starts from its catalog embedding: a start that carries
+    # information should move less than a random one (AdaGrad's steps shrink as it grows). Measured with
+    # `freshrank evaluate`, as init_accumulator (0.1 before users learned by Newton steps).
+    catalog_init_accumulator: float = 4.0
     init_std: float = 0.1
     # Items with a catalog embedding start larger than random ones: their start carries information, so
     # users' vectors should learn along it from the first click (measured with `freshrank evaluate`).
@@ -236,22 +239,28 @@ class ItemSide:
         """Root mean square norm of the catalog's embeddings so far."""
         return math.sqrt(max(self._squared_norms, 0.0) / len(self.embeddings)) if self.embeddings else 0.0
 
-    def initial_vector(self, item_id: str) -> np.ndarray:
-        dim = self.config.dim
+    def initial_state(self, item_id: str) -> tuple[np.ndarray, float]:
+        """A new item's vector and the accumulator its coordinates start with (catalog_init_accumulator
+        for a start from the catalog, init_accumulator for the hash start)."""
+        cfg = self.config
         embedding = self.embeddings.get(item_id)
         if embedding:
             # Each coordinate of the Gaussian projection has the embedding's norm as its std.
             projected = np.asarray(embedding, dtype=np.float64) @ self._projection(len(embedding))
             norm = self.catalog_norm()
             if norm > 0 and projected.any():  # a zero embedding says nothing: the hash start below
-                return projected * (self.config.embedding_init_std / norm)
-        return np.random.default_rng(stable_seed(item_id)).normal(0.0, self.config.init_std, dim)
+                return projected * (cfg.embedding_init_std / norm), cfg.catalog_init_accumulator
+        return np.random.default_rng(stable_seed(item_id)).normal(0.0, cfg.init_std, cfg.dim), cfg.init_accumulator
+
+    def initial_vector(self, item_id: str) -> np.ndarray:
+        return self.initial_state(item_id)[0]
 
     def item(self, item_id: str) -> ItemParams:
         params = self.items.get(item_id)
         if params is None:
-            accum = np.full(self.config.dim, self.config.init_accumulator)
-            params = ItemParams(self.initial_vector(item_id), accum, Bias(accum=self.config.init_accumulator))
+            vector, accumulator = self.initial_state(item_id)
+            accum = np.full(self.config.dim, accumulator)
+            params = ItemParams(vector, accum, Bias(accum=self.config.init_accumulator))
             self.items[item_id] = params
         return params
 
