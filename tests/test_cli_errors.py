@@ -135,3 +135,12 @@ def test_a_configuration_survives_the_trip_through_options() -> None:
                        guard=GuardConfig(logloss_margin=0.7, auc_margin=0.2, ctr_factor=4.0, min_examples=300))
     args = build_parser().parse_args(["run", *job_option_args(config)])
     assert job_config(args) == config
+
+
+def test_evaluate_passes_the_stream_shape_to_the_generator(tmp_path: Path) -> None:
+    # The generator's own check answers, so the option reached the stream evaluate generates.
+    result = freshrank("evaluate", "--seeds", "3", "--impressions", "2000", "--heavy-users", "5000",
+                       "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("freshrank: error: heavy_users must be at least 0 and below n_users "
+                                     "(the rest need someone)")

@@ -41,6 +41,11 @@ def _generator_options(parser: argparse.ArgumentParser, defaults: dict[str, int]
     group.add_argument("--items", dest="n_items", type=int, default=given.get("n_items"),
                        help="number of catalog items" + shown)
     group.add_argument("--seed", type=int, default=7, help="random seed")
+    _stream_shape_options(group)
+
+
+def _stream_shape_options(group: argparse._ArgumentGroup) -> None:
+    """The generator's skew and text options, for every command that generates a stream."""
     group.add_argument("--heavy-users", type=int, default=0,
                        help="users (bots, power users) that each make 10%% of all requests (default %(default)s)")
     group.add_argument("--chinese-share", type=float, default=0.0,
@@ -59,9 +64,13 @@ def _generator_config(args: argparse.Namespace):
     from tools.generate import GeneratorConfig
 
     return GeneratorConfig(n_impressions=args.n_impressions, n_users=args.n_users, n_items=args.n_items,
-                           seed=args.seed, heavy_users=args.heavy_users, chinese_share=args.chinese_share,
-                           synonym_share=args.synonym_share, query_relevance=args.query_relevance,
-                           new_item_share=args.new_item_share)
+                           seed=args.seed, **_stream_shape(args))
+
+
+def _stream_shape(args: argparse.Namespace) -> dict[str, float]:
+    return {"heavy_users": args.heavy_users, "chinese_share": args.chinese_share,
+            "synonym_share": args.synonym_share, "query_relevance": args.query_relevance,
+            "new_item_share": args.new_item_share}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -77,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.n_impressions < 1000:
         raise UsageError("--impressions: at least 1000, or the metrics say nothing")
-    run_evaluate(Path(args.out), args.seeds, args.n_impressions, job_config(args))
+    run_evaluate(Path(args.out), args.seeds, args.n_impressions, job_config(args), **_stream_shape(args))
     return 0
 
 
@@ -416,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="instead: the anchors on a replay's labeled examples (its --out folder), beside the "
                                "replay's own scores; --window must be the replay's")
     evaluate.add_argument("--oracle", metavar="FILE", help="with --examples: oracle.jsonl of a generated stream")
+    _stream_shape_options(evaluate.add_argument_group("synthetic stream"))
     add_job_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 

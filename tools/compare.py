@@ -311,13 +311,16 @@ def run_evaluate_replay(out_dir: Path, replay_dir: Path, config: JobConfig, orac
     return results
 
 
-def run_evaluate(out_dir: Path, seeds: Sequence[int], n_impressions: int, config: JobConfig
+def run_evaluate(out_dir: Path, seeds: Sequence[int], n_impressions: int, config: JobConfig, **stream_shape: Any
                  ) -> dict[int, dict[str, Any]]:
-    """Evaluate on one generated stream per seed; prints the tables, writes the PNG, returns the results."""
+    """Evaluate on one generated stream per seed; prints the tables, writes the PNG, returns the results.
+
+    `stream_shape` holds GeneratorConfig's skew and text fields (heavy users, Chinese share, ...).
+    """
     all_results = {}
     for seed in seeds:
         print(f"seed {seed}: {n_impressions:,} impressions, window {config.window_s:g} s ...")
-        gen = GeneratorConfig(n_impressions=n_impressions, seed=seed, window_s=config.window_s)
+        gen = GeneratorConfig(n_impressions=n_impressions, seed=seed, window_s=config.window_s, **stream_shape)
         all_results[seed] = evaluate_stream(gen, config)
         print(format_results(f"seed {seed}", all_results[seed]))
         print()
