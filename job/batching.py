@@ -48,6 +48,7 @@ from udfs.records import NO_WATERMARK, TICK
 _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT) * 60000"
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
 _INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # when a row passes, epoch ms
+_NO_MESSAGES = "ARRAY_SLICE(ARRAY[X'00'], 2, 1)"  # an empty ARRAY<BYTES>: Flink SQL has no empty array literal
 LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
 EVENT_COLUMNS = ("shard", "event_time", "event")
 
@@ -65,6 +66,10 @@ def _planner_options(t_env: StreamTableEnvironment, options: Mapping[str, str]) 
     config = t_env.get_config()
     live = config._j_table_config.getConfiguration()  # PyFlink's get_configuration() is a copy
     before = {key: config.get(key, _PLANNER_DEFAULTS[key]) for key in options}
+    # Translating with a default parallelism also sets the execution environment's: every operator
+    # made after the block (the learner too) would inherit it.
+    j_env = t_env._j_tenv.execEnv()
+    env_parallelism = j_env.getParallelism()
     for key, value in options.items():
         live.setString(key, value)
     try:
@@ -72,6 +77,7 @@ def _planner_options(t_env: StreamTableEnvironment, options: Mapping[str, str]) 
     finally:
         for key, value in before.items():
             live.setString(key, value)
+        j_env.setParallelism(env_parallelism)
 
 
 # One lane for a source that brings its own watermarks (`message_batches`): stamp, batches, parse and
@@ -143,6 +149,17 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
     far-future watermark instead would let the join race ahead whenever every Kafka partition idles).
     The pause between ticks therefore spans several watermark intervals, however they are configured.
     """
+    tick_table = _tick_source(env, t_env)
+    # One branch per shard over the same source (a cross join with the shard list would plan a
+    # VALUES source that finishes at once, leaving the job never fully running).
+    table = t_env.sql_query(" UNION ALL ".join(
+        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
+        f" FROM {tick_table}" for shard in shards))
+    return _idle_channel(t_env.to_append_stream(table, event_row_type()), "ticks-idle")
+
+
+def _tick_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment) -> str:
+    """The table of ticks (about two rows a second, see `ticks`), created once per job: its name."""
     interval_ms = max(env.get_config().get_auto_watermark_interval(), 1)
     # Idleness needs two periodic checks in a row without a tick: a pause of three and a half intervals.
     rows_per_second = min(2, int(1000 / (3.5 * interval_ms)))
@@ -155,15 +172,15 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
           'rows-per-second' = '{rows_per_second}',
           'scan.parallelism' = '1'
         )""")
-    # One branch per shard over the same source (a cross join with the shard list would plan a
-    # VALUES source that finishes at once, leaving the job never fully running).
-    table = t_env.sql_query(" UNION ALL ".join(
-        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
-        " FROM freshrank_ticks" for shard in shards))
-    stream = t_env.to_append_stream(table, event_row_type())
-    return stream.assign_timestamps_and_watermarks(
+    return "freshrank_ticks"
+
+
+def _idle_channel(ticks: DataStream, uid: str) -> DataStream:
+    """`ticks` as a channel that never holds a watermark back: no watermarks of its own, and idle from
+    its first pause on (see `ticks`)."""
+    return ticks.assign_timestamps_and_watermarks(
         WatermarkStrategy.no_watermarks().with_idleness(Duration.of_millis(1))
-    ).name("ticks-idle").uid("ticks-idle")
+    ).name(uid).uid(uid)
 
 
 def clicks_with_ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, clicks: DataStream,
@@ -312,8 +329,8 @@ def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream, carried_wat
         parsed = parsed.set_parallelism(1)
     table = t_env.from_data_stream(parsed)
     tab = "U&'\\0009'"
-    # A batch that carries a watermark but no valid event still gives a row (its event NULL), so the
-    # watermark moves on: dropped once the watermark is assigned.
+    # A batch that carries a watermark but no event still gives a row (its event NULL), or the
+    # watermark could not move on without events: dropped once the watermark is assigned.
     carried, join, on = ((f", {table}.source_watermark", "LEFT JOIN", " ON TRUE") if carried_watermarks
                          else ("", "CROSS JOIN", ""))
     flat = t_env.sql_query(
@@ -348,10 +365,10 @@ def _source_watermark_schema() -> Schema.Builder:
 
 
 def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: DataStream,
-                    batch_ms: int) -> DataStream:
-    """The raw messages of a bounded source that brings its own watermarks (Kafka: per partition, from
-    the record timestamps) as Row(messages, source_watermark) per `batch_ms` of ingestion time, in the
-    order read, for a parse that takes one batch per call (udfs.parse.ParseEventBatches).
+                    batch_ms: int, bounded: bool, name: str) -> DataStream:
+    """The raw messages of a source that brings its own watermarks (Kafka: per partition, from the
+    record timestamps) as Row(messages, source_watermark) per `batch_ms`, in the order read, for a parse
+    that takes one batch per call (udfs.parse.ParseEventBatches); `name` names the source.
 
     The watermark must survive the batching: a window emits its batch after the watermarks that
     passed while it was open, so downstream of the parse the watermark would run ahead of the events.
@@ -359,37 +376,47 @@ def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironme
     subtasks meet: their minimum, as the learner's stamp is), each batch keeps the first (smallest)
     stamp of its messages, and `unnest_events` makes the watermark from the batches again. It then
     trails the source's by up to a batch, which only delays decisions: no event becomes late that was
-    not late at the source. The end of the input then moves it to the end.
+    not late at the source. Unbounded runs stamp ticks too (`ticks`, about twice a second), so the
+    watermark the source reaches after its last message still moves on when no message follows;
+    their batches may hold no message (`messages` empty), only the watermark.
 
     From the stamp to the watermark made again everything runs in one lane (parallelism 1: the
     batches, their parse and the unnest). Spread over parallel parse subtasks, a subtask that got no
     batch lately would hold the join watermark at its last stamp, without any partition being quiet.
-
-    Bounded only, for now: an unbounded stream also needs the watermark to move on after its last
-    message (ticks stamped like messages did that in an earlier step, commit a56888c), and a job with
-    those resumed from a savepoint left the last window of its input undecided (not yet understood).
-    Parallel bounded runs would cut batches only at the end of the input: the stamp subtasks without
-    rows hold the ingestion-time batch clock back.
+    The lane's parallelism stays inside it (`_planner_options`): what follows, the learner above all,
+    runs at the job's.
     """
     # One stamp point, all in the JVM: a keyBy of one key. The messages become rows first (chained to
     # the source), as a null message (a tombstone, dead-lettered by the parse) cannot cross a network
-    # exchange, a null field can.
+    # exchange, a null field can. (A table made from a stream drops the stream's watermarks unless its
+    # schema declares them.)
+    row_type = Types.ROW_NAMED(["k", "message", "tick"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                                                         Types.BOOLEAN()])
     table = t_env.from_data_stream(messages, _source_watermark_schema().column("f0", DataTypes.BYTES()).build())
-    keyed_type = Types.ROW_NAMED(["k", "message"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-    rows = t_env.to_append_stream(t_env.sql_query(f"SELECT '' AS k, f0 AS message FROM {table}"), keyed_type)
-    schema = _source_watermark_schema().column("k", DataTypes.STRING()).column("message", DataTypes.BYTES()).build()
+    rows = t_env.to_append_stream(t_env.sql_query(f"SELECT '' AS k, f0 AS message, FALSE AS tick FROM {table}"),
+                                  row_type)
+    if not bounded:
+        ticks = t_env.sql_query(f"SELECT '' AS k, CAST(NULL AS BYTES) AS message, TRUE AS tick"
+                                f" FROM {_tick_source(env, t_env)}")
+        rows = rows.union(_idle_channel(t_env.to_append_stream(ticks, row_type), f"ticks-idle-{name}"))
+    schema = (_source_watermark_schema().column("k", DataTypes.STRING()).column("message", DataTypes.BYTES())
+              .column("tick", DataTypes.BOOLEAN()).build())
     table = t_env.from_data_stream(_key_by_field(env, rows, 0), schema)
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
     stamped = t_env.sql_query(
-        f"SELECT message, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark, {_INGEST_MS} AS ingest"
-        f" FROM {table}")
+        f"SELECT message, tick, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark,"
+        f" {_INGEST_MS} AS ingest FROM {table}")
+    # Only the stamp subtask of the one key gets rows; the others must not hold the batch clock of a
+    # bounded run back (ingestion time: an idle input only ever delays batches, never drops a row).
     with _planner_options(t_env, ONE_LANE):
-        rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["message", "source_watermark", "ingest"], [
-            Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG(), Types.LONG()]))
-        cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "source_watermark": DataTypes.BIGINT()},
-                           bounded=True)
+        rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["message", "tick", "source_watermark", "ingest"], [
+            Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BOOLEAN(), Types.LONG(), Types.LONG()]))
+        cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "tick": DataTypes.BOOLEAN(),
+                                         "source_watermark": DataTypes.BIGINT()}, bounded)
         grouped = t_env.sql_query(
-            f"SELECT ARRAY_AGG(message) AS messages, MIN(source_watermark) AS source_watermark"
+            # (a batch of ticks only: an empty array, which PyFlink can hand to Python, unlike NULL)
+            f"SELECT COALESCE(ARRAY_AGG(message) FILTER (WHERE NOT tick), {_NO_MESSAGES}) AS messages,"
+            f" MIN(source_watermark) AS source_watermark"
             f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t), INTERVAL '{batch_ms / 1000:.3f}' SECOND))"
             f" GROUP BY window_start, window_end")
         return t_env.to_append_stream(grouped, message_batch_type())

@@ -105,15 +105,15 @@ def build_pipeline(
     # parse: Row(shard, event_time, event JSON); rejects to the dead letter
     parsed = {}
     rejects = []
-    if inputs.parse_in_batches and inputs.unbounded:
-        raise ValueError("only bounded inputs can be parsed in batches (job.batching.message_batches)")
+    if inputs.parse_in_batches and inputs.unbounded and not inputs.timestamps_assigned:
+        raise ValueError("unbounded inputs parsed in batches need their own watermarks (as Kafka sources have)")
     carried = inputs.parse_in_batches and inputs.timestamps_assigned
     for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
         parse_args = (source, schema, dead_letter_tag, encoder, shards, inputs.decode, config.max_event_ahead_ms,
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
         if carried:
-            stream = (message_batches(env, t_env, raw, config.batch_ms)
+            stream = (message_batches(env, t_env, raw, config.batch_ms, not inputs.unbounded, source)
                       .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type(with_watermark=True))
                       .set_parallelism(1))  # one lane: see message_batches
         elif inputs.parse_in_batches:

@@ -6,11 +6,20 @@ with a window's end: the ingestion-time windows of a bounded run must not drop a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pyflink.common import Types
 from pyflink.table import StreamTableEnvironment
 
-from job.batching import batches, event_row_type, message_batches, with_event_time
+from job.batching import (
+    batches,
+    event_row_type,
+    message_batches,
+    parsed_batch_type,
+    unnest_events,
+    with_event_time,
+)
 from job.flink_env import make_environment
 from udfs.records import NO_WATERMARK
 
@@ -63,7 +72,7 @@ def test_message_batches_carry_the_source_watermark() -> None:
     as_rows = t_env.to_append_stream(t_env.sql_query("SELECT CAST(CAST(n AS STRING) AS BYTES) FROM messages"),
                                      Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
     messages = as_rows.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
-    batched = message_batches(env, t_env, messages, batch_ms=20)
+    batched = message_batches(env, t_env, messages, batch_ms=20, bounded=True, name="test")
     with batched.execute_and_collect() as results:
         seen = [([int(bytes(m)) for m in row[0]], row[1]) for row in results]
     assert sorted(n for numbers, _ in seen for n in numbers) == list(range(rows))
@@ -73,3 +82,24 @@ def test_message_batches_carry_the_source_watermark() -> None:
         # each source subtask's times grow, so its watermark stays below the times it has yet to send
         assert stamp < min(numbers) * 10 - disorder_ms
     assert [stamp for _, stamp in seen] == sorted(stamp for _, stamp in seen)
+
+
+def test_the_one_lane_stages_leave_the_job_parallelism_to_what_follows() -> None:
+    """Kafka's batch parse runs from the stamp to the watermark made again at parallelism 1; the
+    operators planned after it (the learner) keep the job's parallelism. (Planning with a default
+    parallelism once set the environment's: the learner ran as one subtask holding every shard's
+    keyed state, and after a restore it read back only the shard of its first batch.)"""
+    env = make_environment({"parallelism.default": "2"})
+    t_env = StreamTableEnvironment.create(env)
+    one = t_env.to_append_stream(t_env.sql_query("SELECT CAST('1' AS BYTES)"),
+                                 Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    message_batches(env, t_env, one.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())),
+                    batch_ms=20, bounded=False, name="test")
+    parsed = t_env.to_append_stream(t_env.sql_query("SELECT ARRAY['s0' || CHR(9) || '1' || CHR(9) || '[0]'],"
+                                                    " CAST(1 AS BIGINT)"), parsed_batch_type(with_watermark=True))
+    events = unnest_events(t_env, parsed, carried_watermarks=True)
+    events.map(lambda row: row, output_type=event_row_type()).name("after-the-lane")
+    assert env.get_parallelism() == 2
+    nodes = json.loads(env.get_execution_plan())["nodes"]
+    assert [node["parallelism"] for node in nodes if node["contents"].startswith("after-the-lane")] == [2]
+    assert any(node["parallelism"] == 1 and "WindowAggregate" in node["contents"] for node in nodes)

@@ -231,8 +231,8 @@ def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_waterm
     assert [orjson.loads(e.split("\t")[2])[1] for e in rows[0][0]] == ["a", "c"]
     assert [unaged(d["reason"]) for d in batch_dead] == [unaged(d["reason"]) for d in dead]
     assert len(dead) == 5 and "tombstone" in dead[0]["reason"]
-    # a batch without one valid record still hands on its watermark
-    for messages in ([None, b"x"], []):
+    # a batch without one valid record, or without messages (ticks only), still hands on its watermark
+    for messages in ([None, b"x"], [], None):
         outs = [out for out in parse.process_element([messages, 99], None) if not isinstance(out, tuple)]
         assert [(list(row[0]), row[1]) for row in outs] == [([], 99)]
 

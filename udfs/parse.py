@@ -179,7 +179,7 @@ class ParseEventBatches(ParseEvents):
             quick = None
         to_event, shards = TO_EVENT[self.schema_name], self.shards
         single = shards[0] if len(shards) == 1 else None
-        for line in value[0]:
+        for line in value[0] or ():  # (a batch of ticks only has no messages)
             if quick is not None and self.progress_ms is not None:
                 record = quick(line)  # None where the full path must say why
                 if type(record) is dict and fast(record):
