@@ -259,9 +259,7 @@ def build_kafka_job(
         kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
         decode=parse_wire,
         timestamps_assigned=True,
-        # A bounded run cuts its batches by ingestion time, whose watermark the idle stamp subtasks of a
-        # parallel run would hold back to the end of the input: there it keeps the per-record parse.
-        parse_in_batches=not bounded or config.parallelism == 1,
+        parse_in_batches=True,  # a batch of messages per call (job.batching.message_batches)
         idle_timeout_ms=int(idleness_s * 1000),
         item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
         catalog_updates=catalog_updates(env, bootstrap, topics.items, group_id, catalog.topic_ends, bounded,

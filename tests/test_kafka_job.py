@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -46,8 +47,8 @@ def read_topic(bootstrap: str, topic: str, schema: str, timeout_s: float = 20.0)
     return records
 
 
-@pytest.fixture(scope="module")
-def kafka_run(kafka_broker):
+@pytest.fixture(scope="module", params=[1, 2], ids=["parallelism-1", "parallelism-2"])
+def kafka_run(kafka_broker, request):
     topics = TopicNames().suffixed(f"-{uuid.uuid4().hex[:8]}")
     create_all(kafka_broker, topics, partitions=2)
     stream = generate(GEN)
@@ -80,8 +81,10 @@ def kafka_run(kafka_broker):
                                               "embedding": [float("nan")] * 4}))
     raw.flush(10)
 
-    env = kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True)
-    build_kafka_job(env, kafka_broker, JOB, topics, group_id=f"job-{uuid.uuid4().hex[:6]}", bounded=True)
+    # The batch parse runs in one lane whatever the parallelism; the learner behind it at the job's.
+    job = replace(JOB, parallelism=request.param)
+    env = kafka_environment(job, checkpoint_interval_s=2.0, bounded=True)
+    build_kafka_job(env, kafka_broker, job, topics, group_id=f"job-{uuid.uuid4().hex[:6]}", bounded=True)
     # Published after the job read the catalog: the job follows the items topic from there.
     raw.produce(topics.items, encode("Item", {**stream.items[1], "item_id": "launched-later"}))
     raw.produce(topics.items, b"late garbage")
