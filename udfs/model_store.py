@@ -95,13 +95,13 @@ def snapshot_problem(record: Any, dim: int | None = None) -> str | None:
     length = (len(vector) if type(vector) is list else None) if kind in (USER, ITEM) else 0
     accum = record["vector_accum"]
     if kind == USER and length and type(accum) is list and len(accum) == length + length * length:
-        return (_vector_problem("vector", vector, length, positive=False)  # a Newton user: then its covariance
-                or _vector_problem("vector_accum", accum[:length], length, positive=True)
-                or _covariance_problem(accum[length:], length)
-                or _number_problem("bias", record["bias"], positive=False)
-                or _number_problem("bias_accum", record["bias_accum"], positive=False))
+        # a Newton user: the accumulator, then its posterior covariance
+        accum_problem = (_vector_problem("vector_accum", accum[:length], length, positive=True)
+                         or _covariance_problem(accum[length:], length))
+    else:
+        accum_problem = _vector_problem("vector_accum", accum, length, positive=True)
     return (_vector_problem("vector", vector, length, positive=False)
-            or _vector_problem("vector_accum", accum, length, positive=True)
+            or accum_problem
             or _number_problem("bias", record["bias"], positive=False)
             or _number_problem("bias_accum", record["bias_accum"], positive=kind != USER))
 
