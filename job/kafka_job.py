@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 from pyflink.common import Duration, Row, WatermarkStrategy
 from pyflink.common.serialization import ByteArraySchema
+from pyflink.common.typeinfo import ObjectArrayTypeInfo
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
@@ -156,7 +157,8 @@ def catalog_updates(env: StreamExecutionEnvironment, bootstrap: str, topic: str,
 def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str, topic: str, name: str,
                transactional_prefix: str, kafka_properties: Mapping[str, str] | None = None) -> None:
     """Exactly-once sink of encoded records; snapshots as Row(key, value), keyed by entity for the
-    compacted topic (the DataStream Kafka sink cannot set a key from a field in Python, SQL can).
+    compacted topic (the DataStream Kafka sink cannot set a key from a field in Python, SQL can);
+    a stream of message arrays (examples, metrics: one array per Python call) unnested in the JVM.
 
     SQL rather than the DataStream sink for every output: that one writes each record's Flink
     timestamp as the Kafka timestamp, and what the learner emits when the input ends carries the
@@ -179,8 +181,11 @@ def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str
         options.update({"key.format": "raw", "key.fields": "key", "value.fields-include": "EXCEPT_KEY"})
     table = sql_identifier(f"sink_{name.replace('-', '_')}")
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH (\n{sql_with_options(options)}\n)")
+    source = t_env.from_data_stream(stream)
+    if isinstance(stream.get_type(), ObjectArrayTypeInfo):  # many messages per record (RecordEncoder.encode_all)
+        source = t_env.sql_query(f"SELECT m FROM {source} CROSS JOIN UNNEST({source}.f0) AS x(m)")
     statements = t_env.create_statement_set()
-    statements.add_insert(table, t_env.from_data_stream(stream))
+    statements.add_insert(table, source)
     statements.attach_as_datastream()
 
 

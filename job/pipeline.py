@@ -97,7 +97,7 @@ def build_pipeline(
     tags = {
         "late-clicks": OutputTag("late-clicks", encoder.flink_type("Click")),
         "orphan-clicks": OutputTag("orphan-clicks", encoder.flink_type("Click")),
-        "snapshots": OutputTag("snapshots", encoder.flink_type("ModelSnapshot")),
+        "snapshots": OutputTag("snapshots", encoder.batch_type("ModelSnapshot")),
         "partial-metrics": OutputTag("partial-metrics", partial_metrics_type()),
     }
     shards = routing_keys(config.parallelism)
@@ -147,7 +147,8 @@ def build_pipeline(
         rejects.append(updates.get_side_output(dead_letter_tag))
         batched = batched.union(with_key(updates))
 
-    # join + learn, keyed by shard: encoded LabeledExample (scored on arrival), one per impression_id
+    # join + learn, keyed by shard: encoded LabeledExample (scored on arrival), one per impression_id, a
+    # batch's examples as one stream record (encoder.batch_type)
     learned = (
         keyed_by_shard(batched)
         .process(
@@ -157,7 +158,7 @@ def build_pipeline(
                          initial_model, config.click_stall_limit_ms, config.click_stall_report_ms,
                          config.state_ttl_ms, config.guard, config.text_encoder,
                          catalog.titles if catalog else None),
-            output_type=encoder.flink_type("LabeledExample"),
+            output_type=encoder.batch_type("LabeledExample"),
         )
         .name("join-and-learn")
         .uid("join-and-learn")
@@ -168,7 +169,7 @@ def build_pipeline(
         learned.get_side_output(tags["partial-metrics"])
         .key_by(lambda _: 0, key_type=Types.INT())
         .process(ComputeMetrics(config.metrics_interval_ms, config.parallelism, encoder),
-                 output_type=encoder.flink_type("Metric"))
+                 output_type=encoder.batch_type("Metric"))
         .name("compute-metrics")
         .uid("compute-metrics")
         .set_parallelism(1)

@@ -261,3 +261,19 @@ def test_binned_auc_add_all_counts_as_add_one_by_one() -> None:
         one_by_one.add(score, label)
     at_once.add_all(scores, labels)
     assert at_once.positives == one_by_one.positives and at_once.negatives == one_by_one.negatives
+
+
+def test_binned_auc_survives_pickling_and_reads_the_dict_layout_of_older_state() -> None:
+    """Metric intervals live in Flink state (pickled): the dense counts must come back exact, an
+    empty histogram too, and state written before the dense counts (bin -> count dicts) must load."""
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(0, 1, 3000)
+    labels = (rng.uniform(0, 1, scores.size) < scores * 0.4).astype(np.int64)
+    acc = binned(labels, scores)
+    back = pickle.loads(pickle.dumps(acc))
+    assert (back.positives, back.negatives, back.value()) == (acc.positives, acc.negatives, acc.value())
+    assert math.isnan(pickle.loads(pickle.dumps(BinnedAUC())).value())
+    older = BinnedAUC.__new__(BinnedAUC)
+    older.__setstate__((None, {"bins": 4800, "logit_limit": 12.0, "positives": acc.positives,
+                               "negatives": acc.negatives, "_scale": 200.0}))
+    assert (older.positives, older.negatives, older.value()) == (acc.positives, acc.negatives, acc.value())

@@ -17,8 +17,12 @@ class RecordEncoder(Protocol):
     def flink_type(self, schema_name: str) -> TypeInformation: ...
 
     def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[Any]:
-        """Many records as few sink records as the sink allows: each one handed from Python to the
-        JVM costs more than encoding it did."""
+        """Many records as few stream records as the sink allows (of `batch_type`): each one handed
+        from Python to the JVM costs more than encoding it did."""
+        ...
+
+    def batch_type(self, schema_name: str) -> TypeInformation:
+        """What `encode_all` makes, as its stream's type."""
         ...
 
 
@@ -44,6 +48,9 @@ class JsonLinesEncoder:
             return []
         return [b"\n".join([orjson.dumps(record, default=json_default) for record in records]).decode()]
 
+    def batch_type(self, schema_name: str) -> TypeInformation:
+        return Types.STRING()
+
 
 class AvroWireEncoder:
     """Avro single-object encoding (udfs.wire); snapshots as Row(key, value) for the compacted topic."""
@@ -57,8 +64,21 @@ class AvroWireEncoder:
         return value
 
     def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[Any]:
-        """One Kafka message per record."""
-        return [self.encode(schema_name, record) for record in records]
+        """All records as one array of messages, which the Kafka sink unnests in the JVM
+        (job.kafka_job.kafka_sink); snapshots one keyed row each (PyFlink hands every row of an
+        array from Python to the JVM in one reused object)."""
+        if schema_name == "ModelSnapshot":
+            return [self.encode(schema_name, record) for record in records]
+        if not records:
+            return []
+        from udfs.wire import encode_many
+
+        return [encode_many(schema_name, records)]
+
+    def batch_type(self, schema_name: str) -> TypeInformation:
+        if schema_name == "ModelSnapshot":
+            return self.flink_type(schema_name)
+        return Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
     def flink_type(self, schema_name: str) -> TypeInformation:
         if schema_name == "ModelSnapshot":

@@ -21,6 +21,7 @@ from pyflink.common.time import Time
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
+from udfs.avro_batch import warm_up as warm_up_avro
 from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, LearnerState
 from udfs.encoding import RecordEncoder
 from udfs.gauges import PushedGauges
@@ -74,6 +75,7 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
+        warm_up_avro()  # the examples' encoder on Kafka (udfs.avro_batch), likewise
         # The encoder's model loads once per process (udfs.text_encoder.shared_model).
         encoder = make_encoder(self.text_encoder)
         self.text = TextFeatures(encoder, self.titles) if encoder is not None else None
@@ -162,8 +164,8 @@ class JoinAndLearn(KeyedProcessFunction):
         records = learner.snapshot(int(time.time() * 1000))
         self._push_gauges(learner)  # a snapshot makes a new version
         self.snapshot_counter.inc(len(records))
-        for record in records:
-            yield self.tags["snapshots"], self.encoder.encode("ModelSnapshot", record)
+        for encoded in self.encoder.encode_all("ModelSnapshot", records):
+            yield self.tags["snapshots"], encoded
 
     def _push_gauges(self, learner: BatchJoinLearner) -> None:
         gauges = self.gauges

@@ -105,8 +105,7 @@ class ComputeMetrics(KeyedProcessFunction):
                 self.latest[record["name"]] = record["value"]
         if records:
             self._push_gauges()
-        for record in records:
-            yield self.encoder.encode("Metric", record)
+        yield from self.encoder.encode_all("Metric", records)
 
     def on_timer(self, timestamp: int, ctx) -> Iterator:
         # The input ended: learners that never got a batch report no progress, so close everything.

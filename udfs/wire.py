@@ -79,6 +79,20 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def encode_many(name: str, records: list[Mapping[str, Any]]) -> list[bytes]:
+    """`encode` for each record, in one compiled pass when schema `name` is flat (udfs.avro_batch)."""
+    from udfs.avro_batch import NotFlat, flat_encoder
+
+    schema, header = _writer(name)
+    encoder = flat_encoder(name, header)
+    if encoder is not None:
+        try:
+            return encoder.encode_many(records)
+        except NotFlat:
+            pass  # one by one: fastavro encodes what it can and names what it cannot
+    return [encode(name, record) for record in records]
+
+
 class WireDecoder:
     """Decodes messages of one record type into dicts shaped by its current schema (`reader_name`).
 

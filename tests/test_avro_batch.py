@@ -1,0 +1,94 @@
+"""The compiled batch encoder (udfs.avro_batch) against fastavro, message by message."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from samples import SAMPLES
+
+from udfs.avro_batch import flat_encoder
+from udfs.schemas import RECORD_NAMES, parsed_schema
+from udfs.wire import WireDecoder, WireError, _writer, encode, encode_many
+
+FLAT = [name for name in RECORD_NAMES if flat_encoder(name, _writer(name)[1]) is not None]
+
+_TEXTS = ["", "a", "cheap toys", "便宜玩具", "emoji 🛒", "x" * 200, "tab\tnewline\n", "\x00"]
+_LONGS = [0, 1, -1, 63, 64, -64, -65, 2**31 - 1, -(2**31), 2**53 + 1, 2**63 - 1, -(2**63), 1767225611679]
+_INTS = [0, 1, -1, 63, 64, -65, 127, 128, 2**31 - 1, -(2**31)]
+_DOUBLES = [0.0, -0.0, 1.5, -2.25, 1e-300, 1e300, math.inf, -math.inf, math.nan, 0.1]
+
+
+def _value(kind: str, rng: random.Random):
+    if kind == "string":
+        return rng.choice(_TEXTS) + str(rng.random())[: rng.randrange(6)]
+    if kind == "bytes":
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(20)))
+    if kind == "int":
+        return rng.choice(_INTS + [rng.randrange(-1000, 1000)])
+    if kind == "long":
+        return rng.choice(_LONGS + [rng.randrange(-(2**40), 2**40)])
+    if kind in ("double", "float"):
+        return rng.choice(_DOUBLES + [rng.uniform(-1e6, 1e6)])
+    assert kind == "boolean", kind
+    return rng.random() < 0.5
+
+
+def _record(name: str, rng: random.Random) -> dict:
+    record = {}
+    for field in parsed_schema(name)["fields"]:
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        kind = rng.choice(kinds)
+        record[field["name"]] = None if kind == "null" else _value(kind, rng)
+    return record
+
+
+def _same(a: list[bytes], b: list[bytes]) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_random_records_encode_byte_for_byte_as_fastavro(name: str) -> None:
+    rng = random.Random(name)
+    records = [_record(name, rng) for _ in range(3000)]
+    assert _same(encode_many(name, records), [encode(name, record) for record in records])
+    decoder = WireDecoder(name)
+    back = decoder.decode(encode_many(name, records[:1])[0])
+    assert back.keys() == records[0].keys()
+
+
+def test_the_job_outputs_are_flat_and_a_batch_of_one_or_none_works() -> None:
+    assert {"LabeledExample", "Metric"} <= set(FLAT) and "ModelSnapshot" not in FLAT
+    assert encode_many("LabeledExample", []) == []
+    sample = SAMPLES["LabeledExample"]
+    assert encode_many("LabeledExample", [sample]) == [encode("LabeledExample", sample)]
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("score", "0.5"),         # numpy would parse the text as a double
+    ("position", 2.5),        # and truncate a double into an int
+    ("position", 2**31),      # beyond an Avro int
+    ("impression_time", 2**63),
+    ("user_id", 7),
+    ("user_id", None),        # null in a field that is not nullable
+    ("label", None),
+])
+def test_a_record_the_columns_cannot_hold_is_left_to_fastavro(field: str, bad) -> None:
+    """Whatever fastavro does with a bad value (encode it its way or raise WireError), encode_many
+    does the same for the whole batch: the columns never write their own reading of it."""
+    records = [dict(SAMPLES["LabeledExample"]) for _ in range(5)]
+    records[3][field] = bad
+    try:
+        expected = [encode("LabeledExample", record) for record in records]
+    except WireError:
+        with pytest.raises(WireError):
+            encode_many("LabeledExample", records)
+        return
+    assert encode_many("LabeledExample", records) == expected
+
+
+def test_schemas_that_are_not_flat_go_through_fastavro() -> None:
+    sample = SAMPLES["ModelSnapshot"]
+    assert flat_encoder("ModelSnapshot", _writer("ModelSnapshot")[1]) is None
+    assert encode_many("ModelSnapshot", [sample, sample]) == [encode("ModelSnapshot", sample)] * 2

@@ -1,0 +1,273 @@
+"""Many flat records as Avro single-object messages in one compiled pass (the job's examples on Kafka).
+
+fastavro's writer costs ~7 us a record here whatever the record's size (its per-call dispatch, not
+the bytes); the learner emits one example per impression, so on Kafka that was a quarter of the
+interpreter's time. Records whose fields are all primitives (string, bytes, int, long, float,
+double, boolean), each optionally in a union with null, are laid out as columns instead: one int64
+matrix (string and bytes lengths, integers, the bits of floating-point values), a null mask and
+the UTF-8 bytes of every string, which a numba kernel writes as the Avro binary body behind each
+record's header. Other schemas (arrays, maps, nested records) are not flat: `flat_encoder` gives
+None and the caller keeps fastavro. A batch the columns cannot hold (a wrong type, an integer
+beyond 64 bits) raises `NotFlat`, so the caller can let fastavro encode it and report the record.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import operator
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+import numba
+import numpy as np
+
+from udfs.learner_kernel import cached_cfunc, cached_njit
+from udfs.schemas import parsed_schema
+
+# Field kinds, as the kernel knows them.
+_STRING, _VARINT, _DOUBLE, _FLOAT, _BOOLEAN, _BYTES = 0, 1, 2, 3, 4, 5
+_KINDS = {"string": _STRING, "bytes": _BYTES, "int": _VARINT, "long": _VARINT, "double": _DOUBLE,
+          "float": _FLOAT, "boolean": _BOOLEAN}
+_INT32 = (-(2**31), 2**31 - 1)
+_KIND, _NULL_BRANCH, _VALUE_BRANCH = 0, 1, 2  # the rows of a layout
+_LAYOUT_ROWS = 3
+# The numpy dtype kinds a column may infer to for each field kind (bool and int are ints to Avro too;
+# values of 2**63 and beyond infer unsigned or object and do not fit a long).
+_NUMPY_KINDS = {_VARINT: "bi", _DOUBLE: "bif", _FLOAT: "bif", _BOOLEAN: "b"}
+
+
+class NotFlat(ValueError):
+    """These records do not fit the columns (the caller encodes them one by one instead)."""
+
+
+@cached_njit
+def _varint_size(value: np.int64) -> int:
+    zigzag = np.uint64((value << 1) ^ (value >> 63))
+    size = 1
+    while zigzag >= np.uint64(0x80):
+        zigzag >>= np.uint64(7)
+        size += 1
+    return size
+
+
+@cached_njit
+def _write_varint(out: np.ndarray, at: int, value: np.int64) -> int:
+    zigzag = np.uint64((value << 1) ^ (value >> 63))
+    while zigzag >= np.uint64(0x80):
+        out[at] = np.uint8((zigzag & np.uint64(0x7F)) | np.uint64(0x80))
+        zigzag >>= np.uint64(7)
+        at += 1
+    out[at] = np.uint8(zigzag)
+    return at + 1
+
+
+@cached_njit
+def _record_ends(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, header_size: int,
+                 ends: np.ndarray) -> None:
+    """Where each record's message ends in the buffer (`ends`, cumulative)."""
+    n, fields = values.shape
+    total = 0
+    for i in range(n):
+        size = header_size
+        for f in range(fields):
+            if layout[_NULL_BRANCH, f] >= 0:
+                if nulls[i, f]:
+                    size += _varint_size(layout[_NULL_BRANCH, f])
+                    continue
+                size += _varint_size(layout[_VALUE_BRANCH, f])
+            kind = layout[_KIND, f]
+            if kind == _STRING or kind == _BYTES:
+                size += _varint_size(values[i, f]) + values[i, f]
+            elif kind == _VARINT:
+                size += _varint_size(values[i, f])
+            elif kind == _DOUBLE:
+                size += 8
+            elif kind == _FLOAT:
+                size += 4
+            else:  # boolean
+                size += 1
+        total += size
+        ends[i] = total
+
+
+@cached_njit
+def _write_records(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, header: np.ndarray,
+                   text: np.ndarray, out: np.ndarray) -> None:
+    """Every record's message, one after the other, into `out` (sized by `_record_ends`)."""
+    n, fields = values.shape
+    at = 0
+    text_at = 0
+    for i in range(n):
+        for b in range(header.shape[0]):
+            out[at] = header[b]
+            at += 1
+        for f in range(fields):
+            if layout[_NULL_BRANCH, f] >= 0:
+                if nulls[i, f]:
+                    at = _write_varint(out, at, layout[_NULL_BRANCH, f])
+                    continue
+                at = _write_varint(out, at, layout[_VALUE_BRANCH, f])
+            kind = layout[_KIND, f]
+            value = values[i, f]
+            if kind == _STRING or kind == _BYTES:
+                at = _write_varint(out, at, value)
+                out[at : at + value] = text[text_at : text_at + value]
+                at += value
+                text_at += value
+            elif kind == _VARINT:
+                at = _write_varint(out, at, value)
+            elif kind == _DOUBLE or kind == _FLOAT:
+                for b in range(8 if kind == _DOUBLE else 4):
+                    out[at] = np.uint8((value >> (8 * b)) & 0xFF)
+                    at += 1
+            else:
+                out[at] = np.uint8(value)
+                at += 1
+
+
+# Native entry points over raw pointers, called through ctypes, as the learner's kernel is (see
+# udfs.learner_kernel._run_ops_native: an njit function called from Python hangs under PemJa).
+_I64P = numba.types.CPointer(numba.types.int64)
+_U8P = numba.types.CPointer(numba.types.uint8)
+_I64 = numba.types.int64
+
+
+@cached_cfunc(numba.types.void(_I64P, _I64, _I64P, _U8P, _I64, _I64, _I64P))
+def _record_ends_native(layout_p, fields, values_p, nulls_p, n, header_size, ends_p):
+    _record_ends(numba.carray(layout_p, (_LAYOUT_ROWS, fields)), numba.carray(values_p, (n, fields)),
+                 numba.carray(nulls_p, (n, fields)), header_size, numba.carray(ends_p, (n,)))
+
+
+@cached_cfunc(numba.types.void(_I64P, _I64, _I64P, _U8P, _I64, _U8P, _I64, _U8P, _I64, _U8P, _I64))
+def _write_records_native(layout_p, fields, values_p, nulls_p, n, header_p, header_size, text_p, text_size, out_p,
+                          out_size):
+    _write_records(numba.carray(layout_p, (_LAYOUT_ROWS, fields)), numba.carray(values_p, (n, fields)),
+                   numba.carray(nulls_p, (n, fields)), numba.carray(header_p, (header_size,)),
+                   numba.carray(text_p, (text_size,)), numba.carray(out_p, (out_size,)))
+
+
+# PYFUNCTYPE keeps the interpreter lock held during the call, like any Python call.
+_P, _N = ctypes.c_void_p, ctypes.c_int64
+_RECORD_ENDS = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _N, _N, _P)(_record_ends_native.address)
+_WRITE_RECORDS = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _N, _P, _N, _P, _N, _P, _N)(_write_records_native.address)
+
+
+def _encode_columns(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, header: np.ndarray,
+                    text: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """(all messages in one buffer, each one's end offset)."""
+    n, fields = values.shape
+    ends = np.empty(n, dtype=np.int64)
+    _RECORD_ENDS(layout.ctypes.data, fields, values.ctypes.data, nulls.ctypes.data, n, header.shape[0],
+                 ends.ctypes.data)
+    out = np.empty(int(ends[-1]) if n else 0, dtype=np.uint8)
+    _WRITE_RECORDS(layout.ctypes.data, fields, values.ctypes.data, nulls.ctypes.data, n, header.ctypes.data,
+                   header.shape[0], text.ctypes.data, text.shape[0], out.ctypes.data, out.shape[0])
+    return out.tobytes(), ends
+
+
+class FlatEncoder:
+    """Encodes lists of records of one flat schema (see the module doc); `header` goes before each body."""
+
+    def __init__(self, fields: list[tuple[str, int, int, int]], header: bytes, int32: list[bool]) -> None:
+        self.names = [name for name, _, _, _ in fields]
+        self.int32 = int32  # Avro `int` fields: a value beyond 32 bits is not theirs
+        # rows _KIND, _NULL_BRANCH, _VALUE_BRANCH; a column per field
+        self.layout = np.ascontiguousarray(np.array([field[1:] for field in fields], dtype=np.int64).T)
+        self.kinds = self.layout[_KIND].tolist()
+        self.null_branch = self.layout[_NULL_BRANCH].tolist()
+        self.header = np.frombuffer(header, dtype=np.uint8)
+        self.row = operator.itemgetter(*self.names)
+
+    def encode_many(self, records: list[dict[str, Any]]) -> list[bytes]:
+        """One message per record, byte for byte what fastavro writes; NotFlat if the columns cannot hold them."""
+        if not records:
+            return []
+        n, fields = len(records), len(self.names)
+        values = np.zeros((n, fields), dtype=np.int64)
+        nulls = np.zeros((n, fields), dtype=np.bool_)
+        texts = []
+        try:
+            columns = zip(*map(self.row, records), strict=True) if fields > 1 else [[r[self.names[0]] for r in records]]
+            for f, column in enumerate(columns):
+                if self.null_branch[f] >= 0 and None in column:
+                    missing = [value is None for value in column]
+                    nulls[:, f] = missing
+                    column = [_PLACEHOLDER[self.kinds[f]] if gone else value
+                              for value, gone in zip(column, missing, strict=True)]
+                values[:, f] = self._column(self.kinds[f], column, texts)
+                if self.int32[f] and not _INT32[0] <= values[:, f].min() <= values[:, f].max() <= _INT32[1]:
+                    raise NotFlat(f"{self.names[f]}: beyond the 32 bits of an Avro int")
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
+            raise NotFlat(f"{type(error).__name__}: {error}") from error
+        # The kernel reads string bytes record by record, field by field.
+        text = b"".join(chain.from_iterable(zip(*texts, strict=True))) if texts else b""
+        data, ends = _encode_columns(self.layout, values, nulls.view(np.uint8), self.header,
+                                     np.frombuffer(text, dtype=np.uint8))
+        starts = [0, *ends[:-1].tolist()]
+        return [data[start:end] for start, end in zip(starts, ends.tolist(), strict=True)]
+
+    @staticmethod
+    def _column(kind: int, column: Sequence, texts: list[list[bytes]]) -> np.ndarray:
+        if kind == _STRING:  # anything but str has no encode(), or not this one: NotFlat
+            encoded = [value.encode() for value in column]
+        elif kind == _BYTES:
+            encoded = [_as_bytes(value) for value in column]
+        if kind in (_STRING, _BYTES):
+            texts.append(encoded)
+            return np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        # numpy converts what it is told to ("1.5" to a double, 1.5 to an integer): the inferred type must fit.
+        inferred = np.array(column)
+        if inferred.dtype.kind not in _NUMPY_KINDS[kind]:
+            raise TypeError(f"{inferred.dtype} values in a field of Avro kind {kind}")
+        if kind == _DOUBLE:
+            return inferred.astype(np.float64).view(np.int64)
+        if kind == _FLOAT:
+            single = inferred.astype(np.float32)
+            if np.count_nonzero(np.isinf(single)) != np.count_nonzero(np.isinf(inferred)):
+                raise OverflowError("a value beyond the range of an Avro float")
+            return single.view(np.uint32).astype(np.int64)
+        return inferred.astype(np.int64)
+
+
+_PLACEHOLDER = {_STRING: "", _BYTES: b"", _VARINT: 0, _DOUBLE: 0.0, _FLOAT: 0.0, _BOOLEAN: False}
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{type(value).__name__} in a string or bytes field")
+
+
+def _field_layout(field_type: Any) -> tuple[int, int, int] | None:
+    """(kind, branch of null or -1, branch of the value) of a flat field type, None if not flat."""
+    if isinstance(field_type, str):
+        return (_KINDS[field_type], -1, 0) if field_type in _KINDS else None
+    if isinstance(field_type, list) and len(field_type) == 2 and "null" in field_type:
+        value_branch = 1 - field_type.index("null")
+        other = field_type[value_branch]
+        if isinstance(other, str) and other in _KINDS:
+            return _KINDS[other], field_type.index("null"), value_branch
+    return None
+
+
+@functools.cache
+def flat_encoder(name: str, header: bytes) -> FlatEncoder | None:
+    """The column encoder of record schema `name` (messages start with `header`), None unless flat."""
+    fields, int32 = [], []
+    for field in parsed_schema(name)["fields"]:
+        layout = _field_layout(field["type"])
+        if layout is None:
+            return None
+        fields.append((field["name"], *layout))
+        int32.append("int" in (field["type"] if isinstance(field["type"], list) else [field["type"]]))
+    return FlatEncoder(fields, header, int32)
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernel and run it once, before the first batch needs it (`cfunc` compiles
+    when this module is imported, from numba's disk cache when it can)."""
+    layout = np.array([[_VARINT], [-1], [0]], dtype=np.int64)
+    _encode_columns(layout, np.ones((1, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.uint8),
+                    np.zeros(2, dtype=np.uint8), np.zeros(0, dtype=np.uint8))
