@@ -161,7 +161,9 @@ def test_the_query_title_weight_learns_relevance(learned) -> None:
     assert newest[(TEXT, TEXT_WEIGHT_ID)]["bias"] == weight[0]
     assert newest[(TEXT, SEARCH_BIAS)]["bias"] == learner.model.text[TEXT_SEARCH, 0]
     assert newest[(TEXT, TITLE_MAP)]["updates"] == learner.title_map.items_fitted >= learner.title_map.min_items
-    assert all(snapshot_problem(r, CONFIG.dim) is None for r in snapshots)
+    # as published (the learner's records hold numpy arrays, which the encoders write as lists)
+    published = [WireDecoder("ModelSnapshot").decode(encode("ModelSnapshot", r)) for r in snapshots]
+    assert all(snapshot_problem(r, CONFIG.dim) is None for r in published)
 
 
 def test_search_scores_use_the_query(learned, stream) -> None:
@@ -267,9 +269,11 @@ def test_text_records_travel_the_wire_and_bad_ones_are_refused(learned) -> None:
     _, snapshots, _, _ = learned
     decoder = WireDecoder("ModelSnapshot")
     text_records = [r for r in snapshots if r["entity_type"] == TEXT][-3:]
-    for record in text_records:
-        decoded = decoder.decode(encode("ModelSnapshot", record))
-        assert decoded["entity_id"] == record["entity_id"] and len(decoded["vector"]) == len(record["vector"])
+    published = [decoder.decode(encode("ModelSnapshot", record)) for record in text_records]
+    for record, decoded in zip(text_records, published, strict=True):
+        assert decoded["entity_id"] == record["entity_id"]
+        assert decoded["vector"] == record["vector"].astype(np.float32).tolist()  # Avro floats
+    text_records = published
     title_map = next(r for r in text_records if r["entity_id"] == TITLE_MAP)
     assert "not one of" in snapshot_problem(dict(title_map, entity_id="other"), CONFIG.dim)
     assert "--dim is 16" in snapshot_problem(title_map, 16)

@@ -27,15 +27,13 @@ from udfs.learner_kernel import cached_cfunc, cached_njit
 from udfs.schemas import parsed_schema
 
 # Field kinds, as the kernel knows them.
-_STRING, _VARINT, _DOUBLE, _FLOAT, _BOOLEAN, _BYTES = 0, 1, 2, 3, 4, 5
+_STRING, _VARINT, _DOUBLE, _FLOAT, _BOOLEAN, _BYTES, _ENUM, _FLOATS, _DOUBLES = range(9)
+_ARRAYS = {"float": _FLOATS, "double": _DOUBLES}  # arrays of these: their values' bytes as numpy writes them
 _KINDS = {"string": _STRING, "bytes": _BYTES, "int": _VARINT, "long": _VARINT, "double": _DOUBLE,
           "float": _FLOAT, "boolean": _BOOLEAN}
 _INT32 = (-(2**31), 2**31 - 1)
 _KIND, _NULL_BRANCH, _VALUE_BRANCH = 0, 1, 2  # the rows of a layout
 _LAYOUT_ROWS = 3
-# The numpy dtype kinds a column may infer to for each field kind (bool and int are ints to Avro too;
-# values of 2**63 and beyond infer unsigned or object and do not fit a long).
-_NUMPY_KINDS = {_VARINT: "bi", _DOUBLE: "bif", _FLOAT: "bif", _BOOLEAN: "b"}
 
 
 class NotFlat(ValueError):
@@ -80,7 +78,10 @@ def _record_ends(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, head
             kind = layout[_KIND, f]
             if kind == _STRING or kind == _BYTES:
                 size += _varint_size(values[i, f]) + values[i, f]
-            elif kind == _VARINT:
+            elif kind == _FLOATS or kind == _DOUBLES:  # one block of n items, then the empty block
+                n_items = values[i, f]
+                size += 1 if n_items == 0 else _varint_size(n_items) + n_items * (4 if kind == _FLOATS else 8) + 1
+            elif kind == _VARINT or kind == _ENUM:
                 size += _varint_size(values[i, f])
             elif kind == _DOUBLE:
                 size += 8
@@ -116,7 +117,16 @@ def _write_records(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, he
                 out[at : at + value] = text[text_at : text_at + value]
                 at += value
                 text_at += value
-            elif kind == _VARINT:
+            elif kind == _FLOATS or kind == _DOUBLES:
+                if value > 0:
+                    at = _write_varint(out, at, value)
+                    size = value * (4 if kind == _FLOATS else 8)
+                    out[at : at + size] = text[text_at : text_at + size]
+                    at += size
+                    text_at += size
+                out[at] = 0
+                at += 1
+            elif kind == _VARINT or kind == _ENUM:
                 at = _write_varint(out, at, value)
             elif kind == _DOUBLE or kind == _FLOAT:
                 for b in range(8 if kind == _DOUBLE else 4):
@@ -170,11 +180,16 @@ def _encode_columns(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, h
 class FlatEncoder:
     """Encodes lists of records of one flat schema (see the module doc); `header` goes before each body."""
 
-    def __init__(self, fields: list[tuple[str, int, int, int]], header: bytes, int32: list[bool]) -> None:
-        self.names = [name for name, _, _, _ in fields]
+    def __init__(self, fields: list[tuple[str, int, int, int, dict[str, int] | None]], header: bytes,
+                 int32: list[bool]) -> None:
+        self.names = [field[0] for field in fields]
+        self.symbols = [field[4] for field in fields]  # an enum field's symbol -> index
+        # what a null's column holds (the null mask tells the kernel to write the null branch instead)
+        self.placeholders = [next(iter(symbols)) if symbols else _PLACEHOLDER[kind]
+                             for (_, kind, _, _, symbols) in fields]
         self.int32 = int32  # Avro `int` fields: a value beyond 32 bits is not theirs
         # rows _KIND, _NULL_BRANCH, _VALUE_BRANCH; a column per field
-        self.layout = np.ascontiguousarray(np.array([field[1:] for field in fields], dtype=np.int64).T)
+        self.layout = np.ascontiguousarray(np.array([field[1:4] for field in fields], dtype=np.int64).T)
         self.kinds = self.layout[_KIND].tolist()
         self.null_branch = self.layout[_NULL_BRANCH].tolist()
         self.header = np.frombuffer(header, dtype=np.uint8)
@@ -194,9 +209,9 @@ class FlatEncoder:
                 if self.null_branch[f] >= 0 and None in column:
                     missing = [value is None for value in column]
                     nulls[:, f] = missing
-                    column = [_PLACEHOLDER[self.kinds[f]] if gone else value
+                    column = [self.placeholders[f] if gone else value
                               for value, gone in zip(column, missing, strict=True)]
-                values[:, f] = self._column(self.kinds[f], column, texts)
+                values[:, f] = self._column(f, column, texts)
                 if self.int32[f] and not _INT32[0] <= values[:, f].min() <= values[:, f].max() <= _INT32[1]:
                     raise NotFlat(f"{self.names[f]}: beyond the 32 bits of an Avro int")
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
@@ -208,30 +223,51 @@ class FlatEncoder:
         starts = [0, *ends[:-1].tolist()]
         return [data[start:end] for start, end in zip(starts, ends.tolist(), strict=True)]
 
-    @staticmethod
-    def _column(kind: int, column: Sequence, texts: list[list[bytes]]) -> np.ndarray:
+    def _column(self, f: int, column: Sequence, texts: list[list[bytes]]) -> np.ndarray:
+        kind = self.kinds[f]
         if kind == _STRING:  # anything but str has no encode(), or not this one: NotFlat
             encoded = [value.encode() for value in column]
         elif kind == _BYTES:
             encoded = [_as_bytes(value) for value in column]
+        elif kind in (_FLOATS, _DOUBLES):
+            arrays = [_floats(value, kind == _FLOATS) for value in column]
+            texts.append([array.tobytes() for array in arrays])
+            return np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        elif kind == _ENUM:
+            return np.fromiter(map(self.symbols[f].__getitem__, column), dtype=np.int64, count=len(column))
         if kind in (_STRING, _BYTES):
             texts.append(encoded)
             return np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        # numpy converts what it is told to ("1.5" to a double, 1.5 to an integer): the inferred type must fit.
-        inferred = np.array(column)
-        if inferred.dtype.kind not in _NUMPY_KINDS[kind]:
-            raise TypeError(f"{inferred.dtype} values in a field of Avro kind {kind}")
         if kind == _DOUBLE:
-            return inferred.astype(np.float64).view(np.int64)
+            return _floats(column, single=False).view(np.int64)
         if kind == _FLOAT:
-            single = inferred.astype(np.float32)
-            if np.count_nonzero(np.isinf(single)) != np.count_nonzero(np.isinf(inferred)):
-                raise OverflowError("a value beyond the range of an Avro float")
-            return single.view(np.uint32).astype(np.int64)
-        return inferred.astype(np.int64)
+            return _floats(column, single=True).view(np.uint32).astype(np.int64)
+        return _checked(column, "b" if kind == _BOOLEAN else "bi").astype(np.int64)
 
 
-_PLACEHOLDER = {_STRING: "", _BYTES: b"", _VARINT: 0, _DOUBLE: 0.0, _FLOAT: 0.0, _BOOLEAN: False}
+def _checked(values: Any, allowed: str) -> np.ndarray:
+    """`values` as a numpy array whose inferred dtype kind is one of `allowed`: numpy converts what it
+    is told to ("1.5" to a double, None to NaN, 1.5 to an integer), fastavro may not."""
+    inferred = np.asarray(values)
+    if inferred.dtype.kind not in allowed:
+        raise TypeError(f"{inferred.dtype} values where Avro wants numbers of kinds {allowed!r}")
+    return inferred
+
+
+def _floats(values: Any, single: bool) -> np.ndarray:
+    """`values` as float32 (`single`: an Avro float, which must not overflow) or float64."""
+    inferred = _checked(values, "bif")
+    if not single:
+        return inferred.astype(np.float64)
+    with np.errstate(over="ignore"):
+        narrowed = inferred.astype(np.float32)
+    if np.count_nonzero(np.isinf(narrowed)) != np.count_nonzero(np.isinf(inferred)):
+        raise OverflowError("a value beyond the range of an Avro float")
+    return narrowed
+
+
+_PLACEHOLDER = {_STRING: "", _BYTES: b"", _VARINT: 0, _DOUBLE: 0.0, _FLOAT: 0.0, _BOOLEAN: False, _FLOATS: (),
+                _DOUBLES: ()}
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -240,15 +276,21 @@ def _as_bytes(value: Any) -> bytes:
     raise TypeError(f"{type(value).__name__} in a string or bytes field")
 
 
-def _field_layout(field_type: Any) -> tuple[int, int, int] | None:
-    """(kind, branch of null or -1, branch of the value) of a flat field type, None if not flat."""
-    if isinstance(field_type, str):
-        return (_KINDS[field_type], -1, 0) if field_type in _KINDS else None
+def _field_layout(field_type: Any) -> tuple[int, int, int, dict[str, int] | None] | None:
+    """(kind, branch of null or -1, branch of the value, an enum's symbol indexes) of a flat field type,
+    None if not flat."""
     if isinstance(field_type, list) and len(field_type) == 2 and "null" in field_type:
         value_branch = 1 - field_type.index("null")
-        other = field_type[value_branch]
-        if isinstance(other, str) and other in _KINDS:
-            return _KINDS[other], field_type.index("null"), value_branch
+        layout = _field_layout(field_type[value_branch])
+        return None if layout is None or layout[1] >= 0 else (layout[0], field_type.index("null"), value_branch,
+                                                                layout[3])
+    if isinstance(field_type, str):
+        return (_KINDS[field_type], -1, 0, None) if field_type in _KINDS else None
+    if isinstance(field_type, dict):
+        if field_type.get("type") == "enum":
+            return _ENUM, -1, 0, {symbol: index for index, symbol in enumerate(field_type["symbols"])}
+        if field_type.get("type") == "array" and field_type.get("items") in _ARRAYS:
+            return _ARRAYS[field_type["items"]], -1, 0, None
     return None
 
 

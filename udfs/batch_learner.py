@@ -534,8 +534,10 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
         **common,
         "entity_type": entity_type,
         "entity_id": entity_id,
-        "vector": [] if vector is None else vector.tolist(),
-        "vector_accum": [] if accum is None else accum.tolist(),
+        # numpy copies, not lists: the guard checks them and the encoders write them in numpy, without
+        # a Python float per value (a user's record carries its covariance: ~1,100 values)
+        "vector": np.array(() if vector is None else vector, dtype=np.float64),
+        "vector_accum": np.array(() if accum is None else accum, dtype=np.float64),
         "bias": float(bias),
         "bias_accum": float(bias_accum),
         "updates": int(updates),

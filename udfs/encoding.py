@@ -33,11 +33,15 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+# numpy arrays (snapshot vectors) as JSON arrays, as their values' lists would be written
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
 class JsonLinesEncoder:
     """One JSON object per record; NaN becomes null (JSON has no NaN)."""
 
     def encode(self, schema_name: str, record: dict[str, Any]) -> str:
-        return orjson.dumps(record, default=json_default).decode()
+        return orjson.dumps(record, default=json_default, option=_JSON_OPTIONS).decode()
 
     def flink_type(self, schema_name: str) -> TypeInformation:
         return Types.STRING()
@@ -46,7 +50,8 @@ class JsonLinesEncoder:
         """One string of many lines (the sink ends it with the last newline)."""
         if not records:
             return []
-        return [b"\n".join([orjson.dumps(record, default=json_default) for record in records]).decode()]
+        return [b"\n".join([orjson.dumps(record, default=json_default, option=_JSON_OPTIONS)
+                            for record in records]).decode()]
 
     def batch_type(self, schema_name: str) -> TypeInformation:
         return Types.STRING()
@@ -67,12 +72,13 @@ class AvroWireEncoder:
         """All records as one array of messages, which the Kafka sink unnests in the JVM
         (job.kafka_job.kafka_sink); snapshots one keyed row each (PyFlink hands every row of an
         array from Python to the JVM in one reused object)."""
-        if schema_name == "ModelSnapshot":
-            return [self.encode(schema_name, record) for record in records]
-        if not records:
-            return []
         from udfs.wire import encode_many
 
+        if schema_name == "ModelSnapshot":
+            return [Row(f"{record['entity_type']}:{record['entity_id']}", value)
+                    for record, value in zip(records, encode_many(schema_name, records), strict=True)]
+        if not records:
+            return []
         return [encode_many(schema_name, records)]
 
     def batch_type(self, schema_name: str) -> TypeInformation:

@@ -206,17 +206,31 @@ def arrivals(event_times: np.ndarray, kinds: np.ndarray, watermarks: np.ndarray
 
 
 def _parameter_problem(records: list[dict[str, Any]], max_norm: float) -> str | None:
-    for record in records:
+    """Why the first record (in order) at fault is: a value that is not finite, or a vector above
+    `max_norm`. Checked in numpy over all records at once (a user's record holds its covariance,
+    ~1,100 values), record by record only to name the one at fault."""
+    if not records:
+        return None
+    vectors = [_values(record.get("vector")) for record in records]
+    accums = [_values(record.get("vector_accum")) for record in records]
+    scalars = np.array([(record["bias"], record["bias_accum"]) for record in records], dtype=np.float64)
+    finite = np.isfinite(np.concatenate([scalars.ravel(), *vectors, *accums])).all()
+    lengths = np.fromiter(map(len, vectors), dtype=np.int64, count=len(vectors))
+    norms = np.zeros(len(vectors))
+    filled = lengths > 0
+    if finite and filled.any():
+        starts = np.cumsum(lengths) - lengths
+        norms[filled] = np.sqrt(np.add.reduceat(np.concatenate(vectors) ** 2, starts[filled]))
+    elif not finite:  # the first record at fault, of either kind
+        norms = [math.sqrt(float(np.dot(vector, vector))) for vector in vectors]
+    for record, vector, accum, pair, norm in zip(records, vectors, accums, scalars, norms, strict=True):
         where = f"{record['entity_type']} {record['entity_id']}"
-        numbers = [record["bias"], record["bias_accum"]]
-        for name in ("vector", "vector_accum"):
-            if record.get(name) is not None:
-                numbers.extend(record[name])
-        if not all(math.isfinite(x) for x in numbers):
+        if not finite and not (np.isfinite(pair).all() and np.isfinite(vector).all() and np.isfinite(accum).all()):
             return f"{where} has a value that is not finite"
-        vector = record.get("vector")
-        if vector is not None:
-            norm = math.sqrt(sum(x * x for x in vector))
-            if norm > max_norm:
-                return f"{where} has a vector of norm {norm:.1f}, above {max_norm:g}"
+        if norm > max_norm:
+            return f"{where} has a vector of norm {norm:.1f}, above {max_norm:g}"
     return None
+
+
+def _values(values: Any) -> np.ndarray:
+    return np.asarray(() if values is None else values, dtype=np.float64)
