@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pyflink.common import WatermarkStrategy
 from pyflink.common.serialization import Encoder
+from pyflink.common.typeinfo import PrimitiveArrayTypeInfo
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import (
     BucketAssigner,
@@ -15,6 +16,8 @@ from pyflink.datastream.connectors.file_system import (
     RollingPolicy,
     StreamFormat,
 )
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
 
 
 def text_lines(env: StreamExecutionEnvironment, path: Path, name: str) -> DataStream:
@@ -23,8 +26,19 @@ def text_lines(env: StreamExecutionEnvironment, path: Path, name: str) -> DataSt
     return env.from_source(source, WatermarkStrategy.no_watermarks(), f"{name}-file").uid(f"source-{name}")
 
 
+def _utf8_text(stream: DataStream) -> DataStream:
+    """A stream of UTF-8 bytes as strings, decoded in the JVM (SQL's CAST; a one-column table becomes a
+    stream of its values, not of rows, only through the Java API's target class)."""
+    t_env = StreamTableEnvironment.create(stream.get_execution_environment())
+    table = t_env.from_data_stream(stream)
+    text = t_env.sql_query(f"SELECT CAST(f0 AS STRING) FROM {table}")
+    return DataStream(t_env._j_tenv.toDataStream(text._j_table, get_gateway().jvm.Class.forName("java.lang.String")))
+
+
 def json_lines_sink(stream: DataStream, folder: Path, name: str) -> None:
-    """Write string records as JSON Lines part files into `folder` (committed on checkpoints)."""
+    """Write string (or UTF-8 bytes) records as JSON Lines part files into `folder` (committed on checkpoints)."""
+    if isinstance(stream.get_type(), PrimitiveArrayTypeInfo):
+        stream = _utf8_text(stream)
     sink = (
         FileSink.for_row_format(str(folder.resolve()), Encoder.simple_string_encoder())
         .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())

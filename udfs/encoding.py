@@ -46,15 +46,18 @@ class JsonLinesEncoder:
     def flink_type(self, schema_name: str) -> TypeInformation:
         return Types.STRING()
 
-    def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[str]:
-        """One string of many lines (the sink ends it with the last newline)."""
+    def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[bytes]:
+        """One record of many lines, as UTF-8 bytes (the sink ends it with the last newline). Bytes, not
+        str: a large str handed to the JVM cost the learner's thread more than the whole rest of a
+        file replay's output (600k impressions: 0.79-0.84 -> 0.95 of the plain program with bytes);
+        the sink decodes them in the JVM (job.files.json_lines_sink)."""
         if not records:
             return []
         return [b"\n".join([orjson.dumps(record, default=json_default, option=_JSON_OPTIONS)
-                            for record in records]).decode()]
+                            for record in records])]
 
     def batch_type(self, schema_name: str) -> TypeInformation:
-        return Types.STRING()
+        return Types.PRIMITIVE_ARRAY(Types.BYTE())
 
 
 class AvroWireEncoder:
