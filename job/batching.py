@@ -91,8 +91,9 @@ def event_row_type() -> TypeInformation:
 
 
 def batch_row_type() -> TypeInformation:
-    """What the learner gets: Row(shard, batch), batch = list of "[join watermark, event]" JSON strings."""
-    return Types.ROW_NAMED(["shard", "batch"], [Types.STRING(), Types.OBJECT_ARRAY(Types.STRING())])
+    """What the learner gets: Row(shard, batch), batch = "[join watermark, event]" JSON arrays joined by
+    commas, as UTF-8 bytes (one bytes object crosses into Python much faster than a list of strings)."""
+    return Types.ROW_NAMED(["shard", "batch"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def keyed_batch_row_type() -> TypeInformation:
@@ -245,7 +246,8 @@ def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, even
     )
     cut = _batch_clock(t_env, stamped_rows, {"shard": DataTypes.STRING(), "item": DataTypes.STRING()}, bounded)
     grouped = t_env.sql_query(
-        f"SELECT shard, CAST(ROW(shard, ARRAY_AGG(item)) AS ROW<shard STRING, batch ARRAY<STRING>>)"
+        f"SELECT shard, CAST(ROW(shard, ENCODE(ARRAY_JOIN(ARRAY_AGG(item), ','), 'UTF-8'))"
+        f" AS ROW<shard STRING, batch BYTES>)"
         f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
         f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
     )

@@ -94,9 +94,9 @@ class FanOutItemParams:
 
     def __call__(self, message: bytes):
         for record in item_side_snapshots(message):
-            item = orjson.dumps([NO_WATERMARK, [ITEM_PARAMS, record]]).decode()
+            item = orjson.dumps([NO_WATERMARK, [ITEM_PARAMS, record]])
             for shard in self.shards:
-                yield Row(shard, [item])
+                yield Row(shard, item)
 
 
 def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,

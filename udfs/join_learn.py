@@ -142,7 +142,7 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def process_element(self, value, ctx) -> Iterator:
         learner = self._learner(ctx)
-        rows = orjson.loads("[" + ",".join(value[1]) + "]")
+        rows = orjson.loads(b"[" + value[1] + b"]")
         self.batches_counter.inc()
         yield from self._emit(learner.process_batch(rows, int(time.time() * 1000)))
         if not self.snapshot_pending:  # changed state is published on a wall-clock schedule

@@ -236,6 +236,6 @@ class FanOutCatalog(ProcessFunction):
             return
         self.accepted.inc()
         # The learner's join watermark is in its other batches: this row carries none.
-        row = orjson.dumps([NO_WATERMARK, catalog_item_event(record)]).decode()
+        row = orjson.dumps([NO_WATERMARK, catalog_item_event(record)])
         for shard in self.shards:
-            yield Row(shard, [row])
+            yield Row(shard, row)
