@@ -98,7 +98,7 @@ def test_the_one_lane_stages_leave_the_job_parallelism_to_what_follows() -> None
                                  Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
     message_batches(env, t_env, one.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())),
                     batch_ms=20, bounded=False, name="test")
-    parsed = t_env.to_append_stream(t_env.sql_query("SELECT ARRAY['s0' || CHR(9) || '1' || CHR(9) || '[0]'],"
+    parsed = t_env.to_append_stream(t_env.sql_query("SELECT ENCODE('s0' || CHR(9) || '1' || CHR(9) || '[0]', 'UTF-8'),"
                                                     " CAST(1 AS BIGINT)"), parsed_batch_type(with_watermark=True))
     events = unnest_events(t_env, parsed, carried_watermarks=True)
     events.map(lambda row: row, output_type=event_row_type()).name("after-the-lane")

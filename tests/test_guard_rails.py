@@ -173,6 +173,11 @@ def unaged(reason: str) -> str:
     return re.sub(r"the bound \d+", "the bound B", reason)
 
 
+def events_of(block: bytes | None) -> list[str]:
+    """A batch parse's events (lines of UTF-8 bytes; None for none)."""
+    return block.decode().split("\n") if block is not None else []
+
+
 def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
     """The batch parse over `batches` of raw lines, without Flink: (events as (shard, event_time, event)
     in order, dead letters, the accepted counter)."""
@@ -185,7 +190,7 @@ def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
             if isinstance(out, tuple) and out[0] == DEAD:
                 dead.append(orjson.loads(out[1]))
             else:
-                for event in out[0]:
+                for event in events_of(out[0]):
                     shard, event_time, text = event.split("\t")
                     accepted.append((shard, int(event_time), text))
     return accepted, dead, context.group.counters["accepted"].count
@@ -227,14 +232,14 @@ def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_waterm
     batch_dead = [orjson.loads(out[1]) for out in outs if isinstance(out, tuple) and out[0] == DEAD]
     rows = [out for out in outs if not (isinstance(out, tuple) and out[0] == DEAD)]
     assert len(rows) == 1 and rows[0][1] == 12_345
-    assert [tuple(e.split("\t")) for e in rows[0][0]] == [(r[0], str(r[1]), r[2]) for r in accepted]
-    assert [orjson.loads(e.split("\t")[2])[1] for e in rows[0][0]] == ["a", "c"]
+    assert [tuple(e.split("\t")) for e in events_of(rows[0][0])] == [(r[0], str(r[1]), r[2]) for r in accepted]
+    assert [orjson.loads(e.split("\t")[2])[1] for e in events_of(rows[0][0])] == ["a", "c"]
     assert [unaged(d["reason"]) for d in batch_dead] == [unaged(d["reason"]) for d in dead]
     assert len(dead) == 5 and "tombstone" in dead[0]["reason"]
     # a batch without one valid record, or without messages (ticks only), still hands on its watermark
     for messages in ([None, b"x"], [], None):
         outs = [out for out in parse.process_element([messages, 99], None) if not isinstance(out, tuple)]
-        assert [(list(row[0]), row[1]) for row in outs] == [([], 99)]
+        assert [(events_of(row[0]), row[1]) for row in outs] == [([], 99)]
 
 
 # --- dead-letter payloads ----------------------------------------------------------------------

@@ -161,8 +161,8 @@ class ParseEvents(ProcessFunction):
 
 
 class ParseEventBatches(ParseEvents):
-    """Row(lines) of raw records (job.batching.line_batches) -> Row(events), each event
-    "shard<TAB>event_time<TAB>event JSON" (job.batching.unnest_events makes rows of them again);
+    """Row(lines) of raw records (job.batching.line_batches) -> Row(events), events the lines
+    "shard<TAB>event_time<TAB>event JSON" as UTF-8 bytes (job.batching.unnest_events makes rows of them again);
     a bad record goes to `dead_letter_tag` with its reason, as with `ParseEvents`, record by record in
     the order of the batch. One call per batch: the per-record crossing between the JVM and Python
     cost more interpreter time than the parse itself. A batch of messages with the watermark it
@@ -202,10 +202,13 @@ class ParseEventBatches(ParseEvents):
                 # Neither a shard key nor JSON text (which escapes control characters) holds a tab.
                 events.append("\t".join((parsed[0], str(parsed[1]), parsed[2])))
         self.accepted.inc(len(events))
+        # One bytes object, not a list of strings: it crosses into the JVM as one copy (JSON text
+        # escapes newlines too, so they can separate the events).
+        block = "\n".join(events).encode() if events else None
         if len(value) > 1:  # a batch of messages: its watermark goes on, events or not
-            yield Row(events, value[1])
+            yield Row(block, value[1])
         elif events:
-            yield Row(events)
+            yield Row(block)
 
 
 class FanOutCatalog(ProcessFunction):
