@@ -23,7 +23,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from udfs.learner_kernel import cached_cfunc, cached_njit
+from udfs.native import cached_cfunc, cached_njit
 from udfs.schemas import parsed_schema
 
 # Field kinds, as the kernel knows them.

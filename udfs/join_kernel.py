@@ -36,7 +36,8 @@ import numba
 import numpy as np
 
 from udfs.join_logic import DECIDED, PENDING
-from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE, cached_cfunc, cached_njit, grown_rows
+from udfs.learner_kernel import OP_LEARN, OP_LEARN_FN, OP_SCORE, grown_rows
+from udfs.native import cached_cfunc, cached_njit
 from udfs.records import CLICK, IMPRESSION
 
 # Slot columns.

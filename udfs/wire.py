@@ -81,6 +81,7 @@ def encode(name: str, record: Mapping[str, Any]) -> bytes:
 
 def encode_many(name: str, records: list[Mapping[str, Any]]) -> list[bytes]:
     """`encode` for each record, in one compiled pass when schema `name` is flat (udfs.avro_batch)."""
+    # Imported here: it compiles its kernel on import, which the clients that only decode never need.
     from udfs.avro_batch import NotFlat, flat_encoder
 
     schema, header = _writer(name)
