@@ -19,7 +19,8 @@ PLAIN = ["clients.kafka_properties", "clients.topics", "clients.admin", "clients
          "clients.producer", "clients.event_files", "udfs.schemas", "udfs.wire", "udfs.records",
          "udfs.join_logic", "udfs.learner_math", "udfs.learner_kernel", "udfs.metrics_math",
          "udfs.metrics_intervals", "udfs.model_store", "udfs.snapshots", "udfs.click_stall",
-         "udfs.batch_learner", "udfs.interpreter", "udfs.text_encoder", "udfs.model_guard"]
+         "udfs.batch_learner", "udfs.interpreter", "udfs.text_encoder", "udfs.model_guard",
+         "udfs.native", "udfs.avro_batch"]
 
 
 def _imports(path: Path) -> set[str]:

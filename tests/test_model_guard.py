@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from dict_state import new_state
 
@@ -86,6 +87,25 @@ def test_non_finite_or_huge_parameters_are_held() -> None:
     assert "norm" in guard.problem([{**record, "vector": [30.0, 0.0]}])
     assert guard.held == 2
     assert ModelGuard(GuardConfig(logloss_margin=0.0), {}).problem([{**record, "bias": math.inf}]) is None  # off
+
+
+def test_the_first_record_at_fault_is_named_among_many_as_the_learner_makes_them() -> None:
+    """The learner's records carry numpy arrays (a USER's covariance: ~1,100 values), checked all at
+    once; a bad value deep in one record's accumulator, or a vector too long, names that record, and
+    the first at fault in order wins."""
+    guard = ModelGuard(GuardConfig(max_norm=10.0), {})
+    records = [{"entity_type": "ITEM", "entity_id": f"i{n}", "vector": np.full(4, 0.5), "vector_accum": np.ones(4),
+                "bias": 0.0, "bias_accum": 1.0} for n in range(50)]
+    records += [{"entity_type": "GLOBAL", "entity_id": "global", "vector": np.zeros(0), "vector_accum": np.zeros(0),
+                 "bias": 0.1, "bias_accum": 1.0}]
+    assert guard.problem(records) is None
+    accum = np.ones(4)
+    accum[3] = math.nan
+    bad_accum = [*records[:20], {**records[20], "vector_accum": accum}, *records[21:]]
+    assert guard.problem(bad_accum) == "ITEM i20 has a value that is not finite"
+    long_vector = [*records[:7], {**records[7], "vector": np.full(4, 6.0)}, *records[8:]]
+    assert guard.problem(long_vector) == "ITEM i7 has a vector of norm 12.0, above 10"
+    assert guard.problem([*long_vector[:5], {**records[5], "bias": math.inf}, *long_vector[6:]]).startswith("ITEM i5 ")
 
 
 def test_a_nan_score_does_not_poison_the_baselines() -> None:
