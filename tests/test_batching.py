@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from pyflink.common import Types
-from pyflink.table import StreamTableEnvironment
+from pyflink.common import Row, Types
+from pyflink.table import DataTypes, StreamTableEnvironment
 
 from job.batching import (
+    _batch_clock,
     batches,
     event_row_type,
     message_batches,
@@ -85,6 +86,31 @@ def test_message_batches_carry_the_source_watermark() -> None:
         # each source subtask's times grow, so its watermark stays below the times it has yet to send
         assert stamp < min(numbers) * 10 - disorder_ms
     assert [stamp for _, stamp in seen] == sorted(stamp for _, stamp in seen)
+
+
+def test_batches_keep_the_arrival_order_when_the_wall_clock_steps_back() -> None:
+    """A bounded run's batches are cut by ingestion time, which is the wall clock: when it steps back
+    (it does on these machines, by milliseconds to seconds), the rows after the step must still go
+    into later batches than the rows before it, or a batch overtakes an earlier one (its events then
+    find the watermark of later ones). Here the clock steps back 600 ms in the middle of each partition."""
+    env = make_environment({"parallelism.default": "1"})
+    t_env = StreamTableEnvironment.create(env)
+    base, step_back, per_key = 1_700_000_000_000, 600, 2_000
+    rows = [Row(key, n, base + n - (step_back if n >= per_key // 2 else 0))
+            for n in range(per_key) for key in ("a", "b")]
+    row_type = Types.ROW_NAMED(["k", "n", "ingest"], [Types.STRING(), Types.LONG(), Types.LONG()])
+    stream = env.from_collection(rows, row_type)
+    cut = _batch_clock(t_env, stream, {"k": DataTypes.STRING(), "n": DataTypes.BIGINT()}, bounded=True, partition="k")
+    grouped = t_env.sql_query(
+        f"SELECT k, ARRAY_AGG(n) FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t), INTERVAL '0.02' SECOND))"
+        " GROUP BY k, window_start, window_end")
+    with grouped.execute().collect() as results:
+        batches_of = {"a": [], "b": []}
+        for key, numbers in results:
+            batches_of[key].append(list(numbers))
+    for key, batched in batches_of.items():
+        assert len(batched) > per_key // 2 // 20  # cut into many batches (20 ms of rows each), not one
+        assert [n for numbers in batched for n in numbers] == list(range(per_key)), key
 
 
 def test_the_one_lane_stages_leave_the_job_parallelism_to_what_follows() -> None:
