@@ -158,7 +158,8 @@ def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str
                transactional_prefix: str, kafka_properties: Mapping[str, str] | None = None) -> None:
     """Exactly-once sink of encoded records; snapshots as Row(key, value), keyed by entity for the
     compacted topic (the DataStream Kafka sink cannot set a key from a field in Python, SQL can);
-    a stream of message arrays (examples, metrics: one array per Python call) unnested in the JVM.
+    a stream of message arrays (examples, metrics: one array per Python call; snapshots: Row(keys,
+    values), two arrays) unnested in the JVM.
 
     SQL rather than the DataStream sink for every output: that one writes each record's Flink
     timestamp as the Kafka timestamp, and what the learner emits when the input ends carries the
@@ -182,8 +183,13 @@ def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str
     table = sql_identifier(f"sink_{name.replace('-', '_')}")
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH (\n{sql_with_options(options)}\n)")
     source = t_env.from_data_stream(stream)
-    if isinstance(stream.get_type(), ObjectArrayTypeInfo):  # many messages per record (RecordEncoder.encode_all)
+    # many messages per record (RecordEncoder.encode_all): unnested here, in the JVM
+    if isinstance(stream.get_type(), ObjectArrayTypeInfo):
         source = t_env.sql_query(f"SELECT m FROM {source} CROSS JOIN UNNEST({source}.f0) AS x(m)")
+    elif keyed and stream.get_type().get_field_names() == ["keys", "values"]:
+        source = t_env.sql_query(
+            f"SELECT k AS `key`, {source}.`values`[i] AS `value` FROM {source}"
+            f" CROSS JOIN UNNEST({source}.keys) WITH ORDINALITY AS x(k, i)")
     statements = t_env.create_statement_set()
     statements.add_insert(table, source)
     statements.attach_as_datastream()

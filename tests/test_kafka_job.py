@@ -30,21 +30,26 @@ JOB = JobConfig(window_s=60.0, max_disorder_s=3.0, retention_s=600.0, metrics_in
                 learner=LearnerConfig(dim=8))
 
 
-def read_topic(bootstrap: str, topic: str, schema: str, timeout_s: float = 20.0) -> list[dict]:
+def read_raw_topic(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list:
+    """Every committed message of `topic`, once none came for 3 s (or `timeout_s`)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                          "enable.auto.commit": False})
     consumer.subscribe([topic])
-    decoder = WireDecoder(schema)
-    records, idle_since = [], time.time()
+    messages, idle_since = [], time.time()
     while time.time() - idle_since < 3.0 and time.time() - idle_since < timeout_s:
         message = consumer.poll(0.5)
         if message is None or message.error():
             continue
-        records.append(decoder.decode(message.value()))
+        messages.append(message)
         idle_since = time.time()
     consumer.close()
-    return records
+    return messages
+
+
+def read_topic(bootstrap: str, topic: str, schema: str, timeout_s: float = 20.0) -> list[dict]:
+    decoder = WireDecoder(schema)
+    return [decoder.decode(message.value()) for message in read_raw_topic(bootstrap, topic, timeout_s)]
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["parallelism-1", "parallelism-2"])
@@ -136,6 +141,18 @@ def test_snapshot_consumer_materializes_the_model_and_ranks(kafka_run):
         scores = [score for _, score in ranked]
         assert scores == sorted(scores, reverse=True)
         assert scores[0] == pytest.approx(consumer.score(user, ranked[0][0]))
+
+
+def test_snapshot_records_are_keyed_by_their_entity(kafka_run):
+    """A snapshot leaves the learner as two arrays, keys and values, paired again in the JVM: every
+    record on the compacted topic must carry its own entity's key, or compaction keeps the wrong one."""
+    bootstrap, topics, stream = kafka_run
+    decoder = WireDecoder("ModelSnapshot")
+    messages = read_raw_topic(bootstrap, topics.snapshots)
+    records = [(message.key().decode(), decoder.decode(message.value())) for message in messages]
+    users = {r["entity_id"] for _, r in records if r["entity_type"] == "USER"}
+    assert users >= {i["user_id"] for i in stream.impressions}
+    assert all(key == f"{r['entity_type']}:{r['entity_id']}" for key, r in records)
 
 
 def test_metrics_reach_their_topic(kafka_run):

@@ -60,6 +60,11 @@ class JsonLinesEncoder:
         return Types.PRIMITIVE_ARRAY(Types.BYTE())
 
 
+def snapshot_key(record: dict[str, Any]) -> str:
+    """The Kafka key of a snapshot record: one per entity, so the compacted topic keeps its newest."""
+    return f"{record['entity_type']}:{record['entity_id']}"
+
+
 class AvroWireEncoder:
     """Avro single-object encoding (udfs.wire); snapshots as Row(key, value) for the compacted topic."""
 
@@ -68,26 +73,27 @@ class AvroWireEncoder:
 
         value = encode(schema_name, record)
         if schema_name == "ModelSnapshot":
-            return Row(f"{record['entity_type']}:{record['entity_id']}", value)
+            return Row(snapshot_key(record), value)
         return value
 
     def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[Any]:
         """All records as one array of messages, which the Kafka sink unnests in the JVM
-        (job.kafka_job.kafka_sink); snapshots one keyed row each (PyFlink hands every row of an
-        array from Python to the JVM in one reused object)."""
+        (job.kafka_job.kafka_sink); snapshots as Row(keys, values), two arrays in the same order,
+        not an array of keyed rows (PyFlink hands every row of an array from Python to the JVM in
+        one reused object)."""
         from udfs.wire import encode_many
 
-        if schema_name == "ModelSnapshot":
-            return [Row(f"{record['entity_type']}:{record['entity_id']}", value)
-                    for record, value in zip(records, encode_many(schema_name, records), strict=True)]
         if not records:
             return []
+        if schema_name == "ModelSnapshot":
+            return [Row([snapshot_key(record) for record in records], encode_many(schema_name, records))]
         return [encode_many(schema_name, records)]
 
     def batch_type(self, schema_name: str) -> TypeInformation:
+        messages = Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE()))
         if schema_name == "ModelSnapshot":
-            return self.flink_type(schema_name)
-        return Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE()))
+            return Types.ROW_NAMED(["keys", "values"], [Types.OBJECT_ARRAY(Types.STRING()), messages])
+        return messages
 
     def flink_type(self, schema_name: str) -> TypeInformation:
         if schema_name == "ModelSnapshot":
