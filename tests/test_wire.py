@@ -175,3 +175,23 @@ def test_snapshot_records_written_before_bias_z_still_decode() -> None:
     assert older and all("bias_z" not in [f["name"] for f in schema["fields"]] for schema in older)
     record = {k: v for k, v in SAMPLES["ModelSnapshot"].items() if k != "bias_z"}
     assert WireDecoder("ModelSnapshot").decode(message(older[-1], record)) == dict(record, bias_z=None)
+
+
+def test_snapshot_batches_pair_each_key_with_its_record_and_never_repeat_a_key_in_one_row() -> None:
+    """Kafka snapshots cross to the JVM as Row(keys, values) and are paired there as a map: a key
+    twice in one row would lose a record, so a repeated entity goes into a later row, in order."""
+    from udfs.encoding import AvroWireEncoder
+
+    def record(entity_id: str, updates: int) -> dict:
+        return {**SAMPLES["ModelSnapshot"], "entity_type": "USER", "entity_id": entity_id, "updates": updates}
+
+    records = [record("a", 1), record("b", 2), record("a", 3), record("c", 4), record("a", 5)]
+    rows = AvroWireEncoder().encode_all("ModelSnapshot", records)
+    decoder = WireDecoder("ModelSnapshot")
+    for keys, _ in rows:
+        assert len(set(keys)) == len(keys)
+    pairs = [(key, decoder.decode(value)) for keys, values in rows for key, value in zip(keys, values, strict=True)]
+    assert all(key == f"USER:{r['entity_id']}" for key, r in pairs)
+    assert [r["updates"] for key, r in pairs if key == "USER:a"] == [1, 3, 5]
+    assert sorted(r["updates"] for _, r in pairs) == [1, 2, 3, 4, 5]
+    assert len(AvroWireEncoder().encode_all("ModelSnapshot", records[:2])) == 1

@@ -65,6 +65,25 @@ def snapshot_key(record: dict[str, Any]) -> str:
     return f"{record['entity_type']}:{record['entity_id']}"
 
 
+def _distinct_key_rows(keys: list[str], values: list[bytes]) -> list[Row]:
+    """Row(keys, values) with distinct keys: one row, or, for a key that repeats, a later row for each
+    repetition (a snapshot has one record per entity; should one ever repeat, both reach the topic,
+    the later one later, as compaction expects)."""
+    if len(set(keys)) == len(keys):
+        return [Row(keys, values)]
+    rows: list[tuple[list[str], list[bytes], set[str]]] = []
+    for key, value in zip(keys, values, strict=True):
+        # the first row after every row that already holds this key
+        last = max((n for n, (_, _, held) in enumerate(rows) if key in held), default=-1)
+        if last + 1 == len(rows):
+            rows.append(([], [], set()))
+        row_keys, row_values, held = rows[last + 1]
+        row_keys.append(key)
+        row_values.append(value)
+        held.add(key)
+    return [Row(row_keys, row_values) for row_keys, row_values, _ in rows]
+
+
 class AvroWireEncoder:
     """Avro single-object encoding (udfs.wire); snapshots as Row(key, value) for the compacted topic."""
 
@@ -78,15 +97,15 @@ class AvroWireEncoder:
 
     def encode_all(self, schema_name: str, records: list[dict[str, Any]]) -> list[Any]:
         """All records as one array of messages, which the Kafka sink unnests in the JVM
-        (job.kafka_job.kafka_sink); snapshots as Row(keys, values), two arrays in the same order,
-        not an array of keyed rows (PyFlink hands every row of an array from Python to the JVM in
-        one reused object)."""
+        (job.kafka_job.kafka_sink); snapshots as Row(keys, values), two arrays in the same order
+        (not an array of keyed rows: PyFlink hands every row of an array from Python to the JVM in
+        one reused object), the sink pairing them as a map, so each row's keys are distinct."""
         from udfs.wire import encode_many
 
         if not records:
             return []
         if schema_name == "ModelSnapshot":
-            return [Row([snapshot_key(record) for record in records], encode_many(schema_name, records))]
+            return _distinct_key_rows([snapshot_key(record) for record in records], encode_many(schema_name, records))
         return [encode_many(schema_name, records)]
 
     def batch_type(self, schema_name: str) -> TypeInformation:
