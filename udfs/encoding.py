@@ -66,22 +66,12 @@ def snapshot_key(record: dict[str, Any]) -> str:
 
 
 def _distinct_key_rows(keys: list[str], values: list[bytes]) -> list[Row]:
-    """Row(keys, values) with distinct keys: one row, or, for a key that repeats, a later row for each
-    repetition (a snapshot has one record per entity; should one ever repeat, both reach the topic,
-    the later one later, as compaction expects)."""
+    """Row(keys, values) with distinct keys (the sink pairs them as a map): one row, or, should an
+    entity ever repeat within a snapshot (the learner makes one record per entity), one row per
+    record, in order, so the later record still reaches the topic later, as compaction expects."""
     if len(set(keys)) == len(keys):
         return [Row(keys, values)]
-    rows: list[tuple[list[str], list[bytes], set[str]]] = []
-    for key, value in zip(keys, values, strict=True):
-        # the first row after every row that already holds this key
-        last = max((n for n, (_, _, held) in enumerate(rows) if key in held), default=-1)
-        if last + 1 == len(rows):
-            rows.append(([], [], set()))
-        row_keys, row_values, held = rows[last + 1]
-        row_keys.append(key)
-        row_values.append(value)
-        held.add(key)
-    return [Row(row_keys, row_values) for row_keys, row_values, _ in rows]
+    return [Row([key], [value]) for key, value in zip(keys, values, strict=True)]
 
 
 class AvroWireEncoder:
