@@ -87,7 +87,12 @@ def _keep_tombstones(builder) -> None:
 
 
 class FanOutItemParams:
-    """Snapshot-topic message -> one batch row per learner subtask holding its item-side record."""
+    """Snapshot-topic message -> one batch row per other learner subtask holding its item-side record.
+
+    A replica's own records are not sent back to it: it would only skip them, yet each row costs
+    the learner a call of its own (at parallelism 1, one per item-side record it ever published, in
+    the interpreter the whole job shares). `shards[i]` is the routing key of subtask i, the replica
+    numbered i (job.routing)."""
 
     def __init__(self, shards: list[str]) -> None:
         self.shards = shards
@@ -95,8 +100,9 @@ class FanOutItemParams:
     def __call__(self, message: bytes):
         for record in item_side_snapshots(message):
             item = orjson.dumps([NO_WATERMARK, [ITEM_PARAMS, record]])
-            for shard in self.shards:
-                yield Row(shard, item)
+            for replica, shard in enumerate(self.shards):
+                if replica != record["replica"]:
+                    yield Row(shard, item)
 
 
 def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
@@ -282,6 +288,13 @@ def build_kafka_job(
     build_pipeline(inputs, dict.fromkeys(OUTPUTS, sink), config, AvroWireEncoder(), catalog, initial_model, t_env)
 
 
+# How long a live job's network buffers may wait to fill before they are sent on (Flink's default is
+# 100 ms). A click crosses about five exchanges on its way to the learner, and at live rates a buffer
+# rarely fills: with 100 ms the click -> learner latency was ~450 ms at the median, with 10 ms ~170 ms
+# (`freshrank demo --kafka`, README Performance). Bounded runs keep Flink's default: no one waits there.
+LIVE_BUFFER_TIMEOUT_MS = 10
+
+
 def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,
                       checkpoint_dir: str | None = None,
                       prometheus_ports: str | None = None,
@@ -296,4 +309,6 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
+    else:
+        overrides["execution.buffer-timeout.interval"] = f"{LIVE_BUFFER_TIMEOUT_MS} ms"
     return make_environment(overrides, checkpoint_dir, prometheus_ports, rest_port)

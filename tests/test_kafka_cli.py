@@ -147,7 +147,11 @@ def test_freshness_uses_the_first_user_record_that_includes_the_click() -> None:
     ]
     acked = {"i1": (1_000, 500), "i2": (2_000, 700), "i3": (1_500, 900), "i4": (3_000, 800), "i5": (100, 1),
              "i6": (900, 150)}
-    history = {"u": [(5, 900), (10, 1_100), (11, 1_800), (12, 2_500)], "v": [(21, 2_600)], "w": [(31, 9_999)]}
-    result = freshness_of(acked, examples, history, drain_started_ms=9_000, warm_up_until_ms=300)
+    history = {"u": [(5, 900, 850), (10, 1_100, 1_000), (11, 1_800, 1_300), (12, 2_500, 2_000)],
+               "v": [(21, 2_600, 2_400)], "w": [(31, 9_999, 9_000)]}
+    result = freshness_of(acked, examples, history, drain_started_ms=9_000, warm_up_until_ms=300,
+                          warm_from_ms=1_500)
     assert result.values_ms == [800.0, 600.0]  # u: version 11 seen at 1800 (10 predates the click); v: 2600
+    assert result.made_ms == [300.0, 400.0]  # the same records' created_at
+    assert result.warm_ms == [600.0]  # only v's click was acked after the warm-up
     assert (result.at_drain, result.warm_up, result.unmatched) == (1, 1, 2)  # w; i6; i3 and i5 (no example)

@@ -19,3 +19,22 @@ def test_key_i_goes_to_subtask_i_under_both_keyings(parallelism: int) -> None:
         row_key.setField(0, key)
         assert assign(row_key, max_parallelism(), parallelism) == index  # PyFlink key_by: Row(key)
         assert assign(key, max_parallelism(), parallelism) == index  # job.batching's JVM keyBy
+
+
+@pytest.mark.parametrize("parallelism", [1, 2, 3])
+def test_the_item_loop_sends_a_record_to_every_replica_but_its_own(parallelism: int) -> None:
+    import orjson
+    from samples import SAMPLES
+
+    from job.kafka_job import FanOutItemParams
+    from udfs.wire import encode
+
+    shards = routing_keys(parallelism)
+    fan_out = FanOutItemParams(shards)
+    for replica in range(parallelism):
+        record = dict(SAMPLES["ModelSnapshot"], replica=replica)
+        rows = list(fan_out(encode("ModelSnapshot", record)))
+        assert [row[0] for row in rows] == [shard for index, shard in enumerate(shards) if index != replica]
+        assert all(orjson.loads(row[1])[1][1] == record for row in rows)
+    user = dict(SAMPLES["ModelSnapshot"], entity_type="USER", replica=parallelism)
+    assert list(fan_out(encode("ModelSnapshot", user))) == []  # user vectors stay with their replica

@@ -419,24 +419,37 @@ class Freshness(NamedTuple):
     at_drain: int  # sampled clicks whose update was published only by the end-of-stream drain
     warm_up: int  # clicks of the first window after a cold start: learned when it closes, by design
     unmatched: int  # sampled clicks that did not make the positive (late, orphan, another click counted)
+    # Of each measured value: ack -> the snapshot record made (its created_at: batch, learning, the snapshot
+    # timer); the rest is the wait for the checkpoint that commits the record, and the read.
+    made_ms: list[float]
+    # The values of clicks acked after the job's warm-up (`WARM_UP_S` into the stream): a job that just
+    # started compiles (the JVM's JIT) and meets every query for the first time (the text encoder).
+    warm_ms: list[float]
+
+
+WARM_UP_S = 10.0
 
 
 def freshness_of(
     acked: dict[str, tuple[int, int]],
     examples: Iterable[dict[str, Any]],
-    history: dict[str, list[tuple[int, int]]],
+    history: dict[str, list[tuple[int, int, int]]],
     drain_started_ms: int,
     warm_up_until_ms: int | None = None,
+    warm_from_ms: int | None = None,
 ) -> Freshness:
     """Freshness (ms) of each sampled click: ack time -> first user record with version > model_version seen.
 
     `acked`: impression id -> (wall ms when Kafka acknowledged the click, its timestamp = event time);
-    `history`: user id -> [(version, wall ms seen)] in arrival order. Clicks on impressions before
-    `warm_up_until_ms` (event time) are not measured: the learner defers those positives to the end of
-    the first window (udfs/join_learn.py), so the next snapshot after them would not include them.
+    `history`: user id -> [(version, wall ms seen, the record's created_at)] in arrival order. Clicks on
+    impressions before `warm_up_until_ms` (event time) are not measured: the learner defers those positives
+    to the end of the first window (udfs/join_learn.py), so the next snapshot after them would not include
+    them. Clicks acked from `warm_from_ms` on (wall ms; None: all) are also reported apart (`warm_ms`).
     """
     by_id = {e["impression_id"]: e for e in examples if e["impression_id"] in acked}
     values: list[float] = []
+    made: list[float] = []
+    warm: list[float] = []
     at_drain = warm_up = unmatched = 0
     for impression_id, (acked_ms, click_ms) in acked.items():
         example = by_id.get(impression_id)
@@ -446,12 +459,16 @@ def freshness_of(
         if warm_up_until_ms is not None and example["impression_time"] < warm_up_until_ms:
             warm_up += 1
             continue
-        seen = next((s for v, s in history.get(example["user_id"], ()) if v > example["model_version"]), None)
+        seen, created = next(((s, c) for v, s, c in history.get(example["user_id"], ())
+                              if v > example["model_version"]), (None, None))
         if seen is None or seen >= drain_started_ms:
             at_drain += 1
             continue
         values.append(float(seen - acked_ms))
-    return Freshness(values, at_drain, warm_up, unmatched)
+        made.append(float(created - acked_ms))
+        if warm_from_ms is None or acked_ms >= warm_from_ms:
+            warm.append(float(seen - acked_ms))
+    return Freshness(values, at_drain, warm_up, unmatched, made, warm)
 
 
 def run_live(
@@ -514,7 +531,7 @@ def run_live(
         say(f"job running after {startup_s:.1f} s (REST {local.address}); streaming {len(stream.impressions):,} "
             f"impressions and {len(stream.clicks):,} clicks live: {span_s:,.0f} s of event time at {speedup:.1f}x "
             f"(~{duration_s:.0f} s) ...")
-        history: dict[str, list[tuple[int, int]]] = {u: [] for u in watched}
+        history: dict[str, list[tuple[int, int, int]]] = {u: [] for u in watched}
         with SnapshotConsumer(bootstrap, topics.snapshots, **librdkafka_properties(kafka_properties)) as consumer:
 
             def follow(seconds: float | None = None, while_alive: threading.Thread | None = None) -> None:
@@ -528,7 +545,8 @@ def run_live(
                     for user in watched:
                         record = consumer.user_record(user)
                         if record is not None and (not history[user] or history[user][-1][0] != record["version"]):
-                            history[user].append((record["version"], consumer.seen_at_ms(user)))
+                            history[user].append((record["version"], consumer.seen_at_ms(user),
+                                                  record["created_at"]))
                     local._check_alive()
 
             stop = threading.Event()
@@ -545,6 +563,7 @@ def run_live(
 
             producer = threading.Thread(target=produce, name="freshrank-demo-producer", daemon=True)
             started = time.monotonic()
+            warm_from_ms = int(time.time() * 1000 + WARM_UP_S * 1000)
             producer.start()
             try:
                 follow(while_alive=producer)
@@ -576,7 +595,7 @@ def run_live(
     if job.learner.learning_mode == DECIDED_MODE:
         first_ms = min((e["impression_time"] for e in examples), default=0)
         warm_up_until_ms = first_ms + job.window_ms + job.max_disorder_ms
-    freshness = freshness_of(acked, examples, history, drain_started_ms, warm_up_until_ms)
+    freshness = freshness_of(acked, examples, history, drain_started_ms, warm_up_until_ms, warm_from_ms)
     return LiveRun(topics, outcome["counts"], stream_s, startup_s, job_wall_s, drain_s, speedup, freshness, examples)
 
 
@@ -594,12 +613,18 @@ def freshness_line(run: LiveRun) -> str:
         return f"snapshot freshness: no measurement ({skipped})"
     return (f"snapshot freshness (click acked by Kafka -> updated user vector visible to a read_committed "
             f"SnapshotConsumer): p50 {_percentile(v, 50):,.0f} ms  p99 {_percentile(v, 99):,.0f} ms  "
-            f"(min {min(v):,.0f}, max {max(v):,.0f}; {len(v)} sampled clicks; {skipped})")
+            f"(min {min(v):,.0f}, max {max(v):,.0f}; {len(v)} sampled clicks; {skipped}); of which until the "
+            f"snapshot record was made: p50 {_percentile(f.made_ms, 50):,.0f} ms  "
+            f"p99 {_percentile(f.made_ms, 99):,.0f} ms (the rest: its checkpoint's commit, and the read); "
+            f"clicks after the first {WARM_UP_S:g} s of the stream: p50 {_percentile(f.warm_ms, 50):,.0f} ms  "
+            f"p99 {_percentile(f.warm_ms, 99):,.0f} ms ({len(f.warm_ms)} clicks)")
 
 
 def freshness_figures(run: LiveRun) -> dict[str, float]:
     f = run.freshness
     return {"p50": _percentile(f.values_ms, 50), "p99": _percentile(f.values_ms, 99), "n": len(f.values_ms),
+            "made_p50": _percentile(f.made_ms, 50), "made_p99": _percentile(f.made_ms, 99),
+            "warm_p50": _percentile(f.warm_ms, 50), "warm_p99": _percentile(f.warm_ms, 99), "warm_n": len(f.warm_ms),
             "warm_up": f.warm_up, "at_drain": f.at_drain, "unmatched": f.unmatched}
 
 
