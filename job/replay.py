@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pyflink.table import StreamTableEnvironment
 
 from clients.event_files import MalformedRecord, files_of, numbered_records, stage_as_json_lines
 from job.catalog import Catalog, catalog_from_file
@@ -105,8 +106,10 @@ def run_replay(
                            checkpoint_dir, prometheus_ports, rest_port)
     inputs = PipelineInputs(text_lines(env, impressions, "impressions"), text_lines(env, clicks, "clicks"),
                             parse_in_batches=True)
-    sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n)) for name in OUTPUTS}
-    build_pipeline(inputs, sinks, config, JsonLinesEncoder(), catalog, initial_model)
+    t_env = StreamTableEnvironment.create(env)  # one for the pipeline and its sinks
+    sinks = {name: (lambda stream, n, folder=out_dir / name: json_lines_sink(stream, folder, n, t_env))
+             for name in OUTPUTS}
+    build_pipeline(inputs, sinks, config, JsonLinesEncoder(), catalog, initial_model, t_env)
     started = time.time()
     env.execute(f"freshrank-replay-{out_dir.name}")
     return ReplayResult(out_dir, time.time() - started)

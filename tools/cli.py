@@ -207,11 +207,11 @@ def cmd_demo_kafka(args: argparse.Namespace) -> int:
 def cmd_bench_kafka(args: argparse.Namespace) -> int:
     from tools.kafka_demo import run_kafka_bench
 
-    # Long enough that the rate once running is a steady one (100k ran ~10 s, and start-up effects
-    # and the final checkpoint moved it by a third between runs).
-    apply_mode_defaults(args, {"n_impressions": 400_000})
+    # The file bench's size: a bounded job of 400k ran ~25 s, most of it while the JVM was still compiling.
+    apply_mode_defaults(args, {"n_impressions": 1_000_000})
     run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", args.n_impressions, job_config(args),
-                    seed=args.seed, bootstrap=args.bootstrap, taskmanagers=args.taskmanagers,
+                    seed=args.seed, heavy_users=args.heavy_users, bootstrap=args.bootstrap,
+                    taskmanagers=args.taskmanagers,
                     kafka_properties=kafka_properties_of(args), checkpoint_dir=args.checkpoint_dir)
     return 0
 
@@ -454,15 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="end-to-end impressions/s vs the same learner in plain Python")
     bench.add_argument("--out", default="out/bench", help="work folder (default %(default)s)")
     bench.add_argument("--impressions", dest="n_impressions", type=int, default=None,
-                       help="impressions of the big replay (default 1000000; with --kafka 400000)")
+                       help="impressions of the big replay (default 1000000; with --text 400000)")
     bench.add_argument("--seed", type=int, default=7)
     bench.add_argument("--heavy-users", type=int, default=3,
                        help="users that each make 10%% of all requests, so per-user state grows large "
                             "(default %(default)s)")
     add_job_options(bench)
     bench.add_argument("--kafka", action="store_true",
-                       help="on Kafka: impressions/s of a bounded run over produced topics (default 400000 "
-                            "impressions) and the snapshot freshness of a live run")
+                       help="on Kafka: impressions/s of a bounded run over produced topics (with start-up, "
+                            "once running, at steady state), of a live job catching up, and the snapshot "
+                            "freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
     bench.add_argument("--text", action="store_true",
                        help="what reading text buys and costs: AUC with and without the query-title term and the "

@@ -778,9 +778,9 @@ def produce_in_order(bootstrap: str, topics: TopicNames, stream,
         return dict(producer.sent)
 
 
-def _bounded_locally(args: list[str], name: str, work_dir: Path) -> tuple[float, float]:
+def _bounded_locally(args: list[str], name: str, work_dir: Path, folder: str = "bounded") -> tuple[float, float]:
     """`freshrank run --bounded` on a MiniCluster in a child process: (wall seconds, start-up seconds)."""
-    local = LocalJob(args, name, work_dir / "bounded" / "job.log", work_dir)
+    local = LocalJob(args, name, work_dir / folder / "job.log", work_dir)
     local.start()
     try:
         startup_s = local.wait_running()
@@ -882,12 +882,23 @@ def _live_catch_up(servers: str, stream, job: JobConfig, expected: int, work_dir
             properties_file.unlink(missing_ok=True)
 
 
+def _generated_now(n_impressions: int, seed: int, heavy_users: int):
+    """A generated stream whose event times end now: retention (measured against the wall clock) keeps them."""
+    stream = generate(GeneratorConfig(n_impressions=n_impressions, seed=seed, heavy_users=heavy_users))
+    records = stream.impressions + stream.clicks
+    offset = int(time.time() * 1000) - max(r["event_time"] for r in records)
+    for record in records:
+        record["event_time"] += offset
+    return stream
+
+
 def run_kafka_bench(
     work_dir: Path,
     n_impressions: int,
     job: JobConfig,
     *,
     seed: int = 7,
+    heavy_users: int = 3,
     bootstrap: str | None = None,
     checkpoint_interval_s: float = 2.0,
     live_impressions: int = 20_000,
@@ -896,63 +907,92 @@ def run_kafka_bench(
     kafka_properties: Mapping[str, str] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
-    """Kafka end-to-end impressions/s of a bounded run over pre-produced topics, and live snapshot freshness.
+    """Kafka impressions/s of a bounded run over pre-produced topics (with start-up, once running, and at
+    steady state), the learner's stage costs, a live job catching up, and live snapshot freshness.
 
     The bounded run goes to a local MiniCluster (one JVM), or with `taskmanagers` to a standalone
     cluster of that many TaskManager JVMs: in thread mode each embeds one interpreter, so that is how
-    Python work spreads over cores."""
+    Python work spreads over cores. The steady state is the file bench's (tools.bench): a second,
+    small bounded run, and (N_big - N_small) / (T_big - T_small) from running, so what every job pays
+    once (the JIT compiling the JVM operators, the final checkpoint and commit) cancels out."""
+    from tools.bench import latest_stage_costs, small_size
+
     figures: dict[str, float] = {}
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = _unique_suffix("bench")
         topics = TopicNames().suffixed(suffix)
         create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
-        stream = generate(GeneratorConfig(n_impressions=n_impressions, seed=seed))
-        # Event times end now: retention (measured against the wall clock) keeps them.
-        records = stream.impressions + stream.clicks
-        offset = int(time.time() * 1000) - max(r["event_time"] for r in records)
-        for record in records:
-            record["event_time"] += offset
+        stream = _generated_now(n_impressions, seed, heavy_users)
         # The baseline, on the same events: the plain single-process program reading them from files.
         files = write_stream(stream, work_dir / "events")
         plain = run_plain_program(files["impressions"], files["clicks"], job.window_ms, job.learner)
         figures["plain_program_impressions_per_s"] = plain.impressions_per_s
         print(f"plain single-process program over the same events: {plain.impressions_per_s:,.0f} impressions/s")
-        print(f"producing {len(stream.impressions):,} impressions and {len(stream.clicks):,} clicks ...")
+        print(f"producing {len(stream.impressions):,} impressions and {len(stream.clicks):,} clicks "
+              f"({heavy_users} heavy users) ...")
         started = time.monotonic()
         sent = produce_in_order(servers, topics, stream, kafka_properties)
         figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
-        name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
+        n_small = small_size(n_impressions)
+        small_suffix = _unique_suffix("bench-small")
+        small_topics = TopicNames().suffixed(small_suffix)
+        create_all(servers, small_topics, partitions=2, kafka_properties=kafka_properties)
+        sent_small = produce_in_order(servers, small_topics, _generated_now(n_small, seed, heavy_users),
+                                      kafka_properties)
         work_dir.mkdir(parents=True, exist_ok=True)
         properties_file = _properties_file(kafka_properties, work_dir)
         # On a standalone cluster without --checkpoint-dir, its own config (its home) names the dirs.
         local_dir = None if taskmanagers else (work_dir / "checkpoints").resolve()
-        args = run_args(servers, suffix, job, group_id=name, job_name=name,
-                        checkpoint_interval_s=checkpoint_interval_s, bounded=True,
-                        kafka_properties_file=properties_file, checkpoint_dir=checkpoint_dir or local_dir)
+
+        def bounded(topic_suffix: str, folder: str) -> tuple[float, float]:
+            name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
+            args = run_args(servers, topic_suffix, job, group_id=name, job_name=name,
+                            checkpoint_interval_s=checkpoint_interval_s, bounded=True,
+                            kafka_properties_file=properties_file, checkpoint_dir=checkpoint_dir or local_dir)
+            if taskmanagers:
+                return _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / f"cluster-{folder}")
+            return _bounded_locally(args, name, work_dir, folder)
+
         where = (f"a standalone cluster of {taskmanagers} TaskManager(s)" if taskmanagers
                  else "a local MiniCluster")
         print(f"bounded job over them on {where} (parallelism {job.parallelism}, checkpoints every "
               f"{checkpoint_interval_s:g} s) ...")
         try:
-            if taskmanagers:
-                wall_s, startup_s = _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / "cluster")
-            else:
-                wall_s, startup_s = _bounded_locally(args, name, work_dir)
+            wall_s, startup_s = bounded(suffix, "bounded")
+            print(f"bounded job over {sent_small['impressions']:,} impressions (for the steady state) ...")
+            small_wall_s, small_startup_s = bounded(small_suffix, "bounded-small")
         finally:
             if properties_file is not None:
                 properties_file.unlink(missing_ok=True)
         n_examples = len(read_topic(servers, topics.examples, kafka_properties=kafka_properties))
+        costs = latest_stage_costs(read_topic(servers, topics.metrics, "Metric", kafka_properties=kafka_properties))
+        running_s, small_running_s = wall_s - startup_s, small_wall_s - small_startup_s
+        extra_s = running_s - small_running_s
+        steady = (sent["impressions"] - sent_small["impressions"]) / extra_s if extra_s > 0 else math.nan
         figures.update({
             "impressions": sent["impressions"], "examples": n_examples, "job_wall_s": wall_s, "startup_s": startup_s,
             "kafka_impressions_per_s": sent["impressions"] / wall_s,
-            "kafka_impressions_per_s_after_startup": sent["impressions"] / (wall_s - startup_s),
+            "kafka_impressions_per_s_after_startup": sent["impressions"] / running_s,
+            "impressions_small": sent_small["impressions"], "small_running_s": small_running_s,
+            "kafka_steady_impressions_per_s": steady,
         })
+        figures.update(costs)
         print(f"end to end on Kafka (start-up included): {figures['kafka_impressions_per_s']:,.0f} impressions/s "
               f"({sent['impressions']:,} in {wall_s:.1f} s; {n_examples:,} examples); from running: "
               f"{figures['kafka_impressions_per_s_after_startup']:,.0f} impressions/s (start-up {startup_s:.1f} s)")
         figures["ratio_kafka_to_plain_program"] = (figures["kafka_impressions_per_s_after_startup"]
                                                    / figures["plain_program_impressions_per_s"])
+        figures["ratio_kafka_steady_to_plain_program"] = steady / figures["plain_program_impressions_per_s"]
         print(f"ratio, running Kafka job / plain program: {figures['ratio_kafka_to_plain_program']:.3f}")
+        print(f"steady state: {steady:,.0f} impressions/s, {figures['ratio_kafka_steady_to_plain_program']:.3f} of "
+              f"the plain program ((N_big - N_small) / (T_big - T_small) from running, with a second bounded job "
+              f"over {sent_small['impressions']:,} impressions: {small_running_s:.1f} s)")
+        if costs:
+            per_impression = (sent["impressions"] + sent["clicks"]) / sent["impressions"]
+            stages = ", ".join(f"{stage} {costs.get(f'cost_{stage}_us_per_event_total', math.nan) * per_impression:.1f}"
+                               for stage in ("join", "learn", "state"))
+            print(f"the learner's Python per impression (cost_* metrics): {stages} us; the rest of "
+                  f"{1e6 / steady:.1f} us at steady state is the parse, the JVM, the broker and the sinks")
         print(f"producer (validate + Avro-encode + send): {figures['produce_events_per_s']:,.0f} events/s")
 
         print("live (unbounded) job started over the same events as a backlog, closed by one later event "
