@@ -24,7 +24,7 @@ from clients.topics import DEFAULT_TOPICS, TopicNames
 from job.batching import NO_WATERMARK, batch_row_type
 from job.catalog import Catalog, catalog_from_file, catalog_from_topic
 from job.config import JobConfig
-from job.flink_env import make_environment
+from job.flink_env import flink_settings, make_environment
 from job.jars import flink_kafka_connector_jar
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from job.replay import load_snapshots
@@ -292,7 +292,9 @@ def build_kafka_job(
 # 100 ms). A click crosses about five exchanges on its way to the learner, and at live rates a buffer
 # rarely fills: with 100 ms the click -> learner latency was ~450 ms at the median, with 10 ms ~170 ms
 # (`freshrank demo --kafka`, README Performance). Bounded runs keep Flink's default: no one waits there.
+# A value in config.yaml wins, for live runs too.
 LIVE_BUFFER_TIMEOUT_MS = 10
+BUFFER_TIMEOUT_KEY = "execution.buffer-timeout.interval"
 
 
 def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: bool,
@@ -309,6 +311,6 @@ def kafka_environment(config: JobConfig, checkpoint_interval_s: float, bounded: 
     }
     if bounded:
         overrides["restart-strategy.type"] = "none"
-    else:
-        overrides["execution.buffer-timeout.interval"] = f"{LIVE_BUFFER_TIMEOUT_MS} ms"
+    elif BUFFER_TIMEOUT_KEY not in flink_settings():
+        overrides[BUFFER_TIMEOUT_KEY] = f"{LIVE_BUFFER_TIMEOUT_MS} ms"
     return make_environment(overrides, checkpoint_dir, prometheus_ports, rest_port)

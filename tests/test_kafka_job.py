@@ -198,3 +198,19 @@ def test_a_new_job_hot_starts_from_the_snapshot_topic(kafka_run):
     examples = read_topic(bootstrap, second.examples, "LabeledExample")
     assert len(examples) == len({i["impression_id"] for i in stream.impressions[:200]})  # duplicates dropped
     assert store.version > 0 and min(e["model_version"] for e in examples) == store.version  # cold: 0
+
+
+def test_live_jobs_send_network_buffers_on_sooner_unless_the_config_says_otherwise(monkeypatch) -> None:
+    """A click's latency to the learner is mostly buffers waiting to fill at each exchange (README, Performance)."""
+    import job.flink_env
+    import job.kafka_job
+    from job.kafka_job import BUFFER_TIMEOUT_KEY, LIVE_BUFFER_TIMEOUT_MS
+
+    flink_default_ms = 100
+    assert kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=False).get_buffer_timeout() == \
+        LIVE_BUFFER_TIMEOUT_MS
+    assert kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=True).get_buffer_timeout() == flink_default_ms
+    configured = {**job.flink_env.flink_settings(), BUFFER_TIMEOUT_KEY: "50 ms"}
+    for module in (job.flink_env, job.kafka_job):
+        monkeypatch.setattr(module, "flink_settings", lambda conf_dir=None: configured)
+    assert kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=False).get_buffer_timeout() == 50
