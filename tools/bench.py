@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
 from udfs.learner_math import ItemSide, OnlineRanker
 from udfs.parse import parse_event
+from udfs.records import parse_json
 
 SMALL_FRACTION = 0.02  # the steady-state replay's size relative to the big one
 SMALL_MIN = 20_000  # below this the small replay is mostly start-up and its time too noisy
@@ -51,20 +53,27 @@ def plain_python_learner(examples: list[dict], config: JobConfig) -> float:
     return time.perf_counter() - started
 
 
-def python_parse_us(files: list[tuple[str, Path]]) -> float:
+def parse_us_of(raw: list[tuple[str, list[Any]]], decode: Callable[[str, Any], dict[str, Any]] = parse_json) -> float:
     """Microseconds of Python work per record that the job's parse operator does (`udfs.parse.parse_event`
-    over each line, as text like the file source gives it), timed outside Flink."""
+    over each (schema name, raw records) pair, records as the source gives them), timed outside Flink."""
     records = 0
     seconds = 0.0
+    for schema_name, values in raw:
+        started = time.perf_counter()
+        for value in values:
+            parse_event(schema_name, value, PARSE_SHARDS, decode)
+        seconds += time.perf_counter() - started
+        records += len(values)
+    return seconds / max(records, 1) * 1e6
+
+
+def python_parse_us(files: list[tuple[str, Path]]) -> float:
+    """`parse_us_of` the lines of JSON Lines files, as text like the file source gives them."""
+    raw = []
     for schema_name, path in files:
         with open(path, encoding="utf-8") as handle:
-            lines = [line.rstrip("\n") for line in handle if line.strip()]
-        started = time.perf_counter()
-        for line in lines:
-            parse_event(schema_name, line, PARSE_SHARDS)
-        seconds += time.perf_counter() - started
-        records += len(lines)
-    return seconds / max(records, 1) * 1e6
+            raw.append((schema_name, [line.rstrip("\n") for line in handle if line.strip()]))
+    return parse_us_of(raw)
 
 
 def where_the_time_goes(steady: float, events_per_impression: float, parse_us: float,

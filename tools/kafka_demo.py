@@ -915,7 +915,8 @@ def run_kafka_bench(
     Python work spreads over cores. The steady state is the file bench's (tools.bench): a second,
     small bounded run, and (N_big - N_small) / (T_big - T_small) from running, so what every job pays
     once (the JIT compiling the JVM operators, the final checkpoint and commit) cancels out."""
-    from tools.bench import latest_stage_costs, small_size
+    from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, small_size, where_the_time_goes
+    from udfs.records import parse_wire
 
     figures: dict[str, float] = {}
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
@@ -964,8 +965,18 @@ def run_kafka_bench(
         finally:
             if properties_file is not None:
                 properties_file.unlink(missing_ok=True)
-        n_examples = len(read_topic(servers, topics.examples, kafka_properties=kafka_properties))
+        examples = read_topic(servers, topics.examples, "LabeledExample", kafka_properties=kafka_properties)
+        n_examples = len(examples)
         costs = latest_stage_costs(read_topic(servers, topics.metrics, "Metric", kafka_properties=kafka_properties))
+        # The learner math alone in a Python loop over the job's own examples (no parse, no join, no I/O).
+        learner_s = plain_python_learner(sorted(examples, key=lambda e: e["impression_time"]), job)
+        del examples
+        figures["plain_python_learner_examples_per_s"] = n_examples / learner_s if learner_s > 0 else math.nan
+        # The parse's Python work per message, timed outside Flink on the messages the job read.
+        raw = [(schema, [m.value() for m in read_topic(servers, topic, kafka_properties=kafka_properties)])
+               for schema, topic in (("Impression", topics.impressions), ("Click", topics.clicks))]
+        parse_us = parse_us_of(raw, parse_wire)
+        del raw
         running_s, small_running_s = wall_s - startup_s, small_wall_s - small_startup_s
         extra_s = running_s - small_running_s
         steady = (sent["impressions"] - sent_small["impressions"]) / extra_s if extra_s > 0 else math.nan
@@ -983,16 +994,19 @@ def run_kafka_bench(
         figures["ratio_kafka_to_plain_program"] = (figures["kafka_impressions_per_s_after_startup"]
                                                    / figures["plain_program_impressions_per_s"])
         figures["ratio_kafka_steady_to_plain_program"] = steady / figures["plain_program_impressions_per_s"]
-        print(f"ratio, running Kafka job / plain program: {figures['ratio_kafka_to_plain_program']:.3f}")
+        learner_rate = figures["plain_python_learner_examples_per_s"]
+        print(f"ratio, running Kafka job / plain program: {figures['ratio_kafka_to_plain_program']:.3f}; the plain "
+              f"learner-math loop over the job's examples: {learner_rate:,.0f} examples/s (running job / it: "
+              f"{figures['kafka_impressions_per_s_after_startup'] / learner_rate:.3f})")
         print(f"steady state: {steady:,.0f} impressions/s, {figures['ratio_kafka_steady_to_plain_program']:.3f} of "
               f"the plain program ((N_big - N_small) / (T_big - T_small) from running, with a second bounded job "
               f"over {sent_small['impressions']:,} impressions: {small_running_s:.1f} s)")
-        if costs:
-            per_impression = (sent["impressions"] + sent["clicks"]) / sent["impressions"]
-            stages = ", ".join(f"{stage} {costs.get(f'cost_{stage}_us_per_event_total', math.nan) * per_impression:.1f}"
-                               for stage in ("join", "learn", "state"))
-            print(f"the learner's Python per impression (cost_* metrics): {stages} us; the rest of "
-                  f"{1e6 / steady:.1f} us at steady state is the parse, the JVM, the broker and the sinks")
+        split = where_the_time_goes(steady, (sent["impressions"] + sent["clicks"]) / sent["impressions"], parse_us,
+                                    costs)
+        figures.update({f"us_per_impression {stage}": value for stage, value in split.items()})
+        print("where an impression's microseconds go at steady state (the learner's stages as it reports them, "
+              "the parse timed on the same messages outside the job; the rest: the JVM operators, the crossings, "
+              "the sinks, the broker): " + ", ".join(f"{stage} {value:.1f}" for stage, value in split.items()))
         print(f"producer (validate + Avro-encode + send): {figures['produce_events_per_s']:,.0f} events/s")
 
         print("live (unbounded) job started over the same events as a backlog, closed by one later event "
