@@ -11,11 +11,13 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from reference_joiner import reference_join
 
+import job.flink_env
+import job.kafka_job
 from clients.producer import Producer as EventProducer
 from clients.snapshot_consumer import SnapshotConsumer
 from clients.topics import TopicNames, create_all
 from job.config import JobConfig
-from job.kafka_job import build_kafka_job, kafka_environment
+from job.kafka_job import BUFFER_TIMEOUT_KEY, LIVE_BUFFER_TIMEOUT_MS, build_kafka_job, kafka_environment
 from tools.generate import GeneratorConfig, generate
 from udfs.learner_math import LearnerConfig
 from udfs.wire import WireDecoder, encode
@@ -202,10 +204,6 @@ def test_a_new_job_hot_starts_from_the_snapshot_topic(kafka_run):
 
 def test_live_jobs_send_network_buffers_on_sooner_unless_the_config_says_otherwise(monkeypatch) -> None:
     """A click's latency to the learner is mostly buffers waiting to fill at each exchange (README, Performance)."""
-    import job.flink_env
-    import job.kafka_job
-    from job.kafka_job import BUFFER_TIMEOUT_KEY, LIVE_BUFFER_TIMEOUT_MS
-
     flink_default_ms = 100
     assert kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=False).get_buffer_timeout() == \
         LIVE_BUFFER_TIMEOUT_MS

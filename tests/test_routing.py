@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from pyflink.java_gateway import get_gateway
+from samples import SAMPLES
 
+from job.kafka_job import FanOutItemParams
 from job.routing import max_parallelism, routing_keys
+from udfs.wire import encode
 
 
 @pytest.mark.parametrize("parallelism", [1, 2, 3, 5])
@@ -23,12 +27,6 @@ def test_key_i_goes_to_subtask_i_under_both_keyings(parallelism: int) -> None:
 
 @pytest.mark.parametrize("parallelism", [1, 2, 3])
 def test_the_item_loop_sends_a_record_to_every_replica_but_its_own(parallelism: int) -> None:
-    import orjson
-    from samples import SAMPLES
-
-    from job.kafka_job import FanOutItemParams
-    from udfs.wire import encode
-
     shards = routing_keys(parallelism)
     fan_out = FanOutItemParams(shards)
     for replica in range(parallelism):

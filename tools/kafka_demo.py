@@ -50,10 +50,12 @@ from infra.waiting import wait_until
 from job.catalog import catalog_from_topic
 from job.config import JobConfig
 from job.options import job_option_args
+from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, small_size, where_the_time_goes
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
 from udfs.encoding import json_default
 from udfs.learner_math import DECIDED_MODE
+from udfs.records import parse_wire
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
@@ -915,9 +917,6 @@ def run_kafka_bench(
     Python work spreads over cores. The steady state is the file bench's (tools.bench): a second,
     small bounded run, and (N_big - N_small) / (T_big - T_small) from running, so what every job pays
     once (the JIT compiling the JVM operators, the final checkpoint and commit) cancels out."""
-    from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, small_size, where_the_time_goes
-    from udfs.records import parse_wire
-
     figures: dict[str, float] = {}
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = _unique_suffix("bench")
