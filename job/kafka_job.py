@@ -98,6 +98,8 @@ class FanOutItemParams:
         self.shards = shards
 
     def __call__(self, message: bytes):
+        if len(self.shards) == 1:  # one replica, which wrote every record: not even worth decoding
+            return
         for record in item_side_snapshots(message):
             item = orjson.dumps([NO_WATERMARK, [ITEM_PARAMS, record]])
             for replica, shard in enumerate(self.shards):
