@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pytest
 from dict_state import new_state
+from operator_context import RuntimeContext
 from samples import SAMPLES
 
 from clients.event_files import MalformedRecord, read_records
@@ -99,33 +100,6 @@ def test_the_bound_never_leaves_room_for_overflow() -> None:
     assert MAX_EVENT_TIME + 100 * 365 * DAY_MS < 2**63  # window, retention and deadlines still fit
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.count += n
-
-
-class _Group:
-    def __init__(self) -> None:
-        self.counters: dict[str, _Counter] = {}
-
-    def add_group(self, _name: str) -> _Group:
-        return self
-
-    def counter(self, name: str) -> _Counter:
-        return self.counters.setdefault(name, _Counter())
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.group = _Group()
-
-    def get_metrics_group(self) -> _Group:
-        return self.group
-
-
 DEAD = "dead-letter-tag"
 
 
@@ -134,7 +108,7 @@ def run_parse(values: list, max_event_ahead_ms: int = DAY_MS, max_bytes: int = D
     """The parse operator's function over `values`, without Flink: (accepted rows, dead letters)."""
     parse = ParseEvents("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], decode,
                         max_event_ahead_ms, max_bytes)
-    parse.open(_Context())
+    parse.open(RuntimeContext())
     accepted, dead = [], []
     for value in values:
         for out in parse.process_element(value, None):
@@ -182,7 +156,7 @@ def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
     """The batch parse over `batches` of raw lines, without Flink: (events as (shard, event_time, event)
     in order, dead letters, the accepted counter)."""
     parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], parse_json, DAY_MS)
-    context = _Context()
+    context = RuntimeContext()
     parse.open(context)
     accepted, dead = [], []
     for batch in batches:
@@ -227,7 +201,7 @@ def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_waterm
               encode("Impression", impression(impression_id="c", event_time=t0 + 1))]
     accepted, dead = run_parse(values, decode=parse_wire)
     parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], parse_wire, DAY_MS)
-    parse.open(_Context())
+    parse.open(RuntimeContext())
     outs = list(parse.process_element([values, 12_345], None))
     batch_dead = [orjson.loads(out[1]) for out in outs if isinstance(out, tuple) and out[0] == DEAD]
     rows = [out for out in outs if not (isinstance(out, tuple) and out[0] == DEAD)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pyflink.common import Row
@@ -21,8 +21,12 @@ from udfs.records import (
     fast_validator,
     impression_event,
     parse_json,
+    parse_wire,
     quick_decoder,
 )
+
+if TYPE_CHECKING:
+    from udfs.event_lines import EventKernel
 
 DEAD_LETTER_MAX_BYTES = 64 * 1024  # --dead-letter-max-bytes
 # A reason quotes what it found (unknown field names, bad values): bounded too, or a hostile record
@@ -169,7 +173,28 @@ class ParseEventBatches(ParseEvents):
     carries (job.batching.message_batches, Row(messages, source_watermark)) gives Row(events,
     source_watermark), with or without events: the watermark must go on."""
 
+    def open(self, runtime_context) -> None:
+        super().open(runtime_context)
+        self.compiled = self._compiled_decoder()
+
+    def _compiled_decoder(self) -> EventKernel | None:
+        """The compiled pass from raw records to events (udfs.event_lines) for this parse's format, where
+        it applies."""
+        # Imported here: each loads (or compiles) its kernel on import, which only its format needs.
+        if self.decode is parse_wire:
+            from udfs.avro_events import avro_event_kernel
+
+            return avro_event_kernel(self.schema_name, self.shards, TO_EVENT[self.schema_name])
+        if self.decode is parse_json:
+            from udfs.json_events import json_event_kernel
+
+            return json_event_kernel(self.schema_name, self.shards, TO_EVENT[self.schema_name])
+        return None
+
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
+        if self.compiled is not None:
+            yield from self._compiled_batch(value)
+            return
         events = []
         # The common case inline (`_event_or_reason` without its layers of calls): a record the fast
         # validator passes, within the event-time bound. Anything else takes the full path below, which
@@ -208,6 +233,39 @@ class ParseEventBatches(ParseEvents):
         if len(value) > 1:  # a batch of messages: its watermark goes on, events or not
             yield Row(block, value[1])
         elif events:
+            yield Row(block)
+
+
+    def _compiled_batch(self, value) -> Iterator:
+        """`process_element` through the compiled pass: runs of records it accepts as they are, and each
+        record it stops at through the full path (`_event_or_reason`), in the order of the batch."""
+        from udfs.event_lines import PackedRecords
+
+        messages = value[0] or ()
+        packed = PackedRecords(messages)
+        parts: list[bytes] = []
+        accepted, at = 0, 0
+        while at < packed.count:
+            if self.progress_ms is not None:  # (the first message ever sets the bound's progress)
+                at, lines, count, self.progress_ms, self.progress_wall_ms = self.compiled.parse(
+                    packed, at, self.progress_ms, self.progress_wall_ms, int(time.time() * 1000),
+                    self.max_event_ahead_ms)
+                parts.append(lines)
+                accepted += count
+                if at == packed.count:
+                    break
+            parsed = self._event_or_reason(messages[at])
+            if isinstance(parsed, str):
+                yield self._reject(parsed, messages[at])
+            else:
+                parts.append(f"{parsed[0]}\t{parsed[1]}\t{parsed[2]}\n".encode())
+                accepted += 1
+            at += 1
+        self.accepted.inc(accepted)
+        block = b"".join(parts)[:-1] or None  # (each line ends with a newline: the last one goes)
+        if len(value) > 1:
+            yield Row(block, value[1])
+        elif block is not None:
             yield Row(block)
 
 

@@ -66,6 +66,11 @@ def _writer(name: str) -> tuple[dict[str, Any], bytes]:
     return schema, MARKER + fingerprint(schema)
 
 
+def current_header(name: str) -> bytes:
+    """The 10 bytes before the body of every message written with record `name`'s current schema."""
+    return _writer(name)[1]
+
+
 def encode(name: str, record: Mapping[str, Any]) -> bytes:
     """`record` (a dict with the fields of schema `name`) as one single-object-encoded message."""
     schema, header = _writer(name)
