@@ -80,6 +80,15 @@ class PipelineInputs:
     idle_timeout_ms: int = 0
 
 
+def _off_the_learner(output: DataStream, unbounded: bool) -> DataStream:
+    """A learner output for its sink: in a bounded run through an exchange (rescale: subtask i to sink
+    subtask i, in order, not chained), so that the sink's JVM work (decoding a batch's records, writing
+    them) runs beside the learner's thread, the job's bottleneck, not in it. Unbounded runs keep the
+    sink chained: the hop cost a click ~150 ms on its way to a visible snapshot (`freshrank demo
+    --kafka`, two rounds each: p50 1.86 / 1.77 s against 1.71 / 1.61 s chained)."""
+    return output if unbounded else output.rescale()
+
+
 def build_pipeline(
     inputs: PipelineInputs,
     sinks: dict[str, Sink],
@@ -176,12 +185,12 @@ def build_pipeline(
     )
 
     outputs = {
-        "examples": learned,
-        "snapshots": learned.get_side_output(tags["snapshots"]),
+        "examples": _off_the_learner(learned, inputs.unbounded),
+        "snapshots": _off_the_learner(learned.get_side_output(tags["snapshots"]), inputs.unbounded),
         "metrics": metrics,
         "dead-letter": rejects[0].union(*rejects[1:]),
-        "late-clicks": learned.get_side_output(tags["late-clicks"]),
-        "orphan-clicks": learned.get_side_output(tags["orphan-clicks"]),
+        "late-clicks": _off_the_learner(learned.get_side_output(tags["late-clicks"]), inputs.unbounded),
+        "orphan-clicks": _off_the_learner(learned.get_side_output(tags["orphan-clicks"]), inputs.unbounded),
     }
     for name in OUTPUTS:
         sinks[name](outputs[name], name)
