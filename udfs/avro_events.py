@@ -9,7 +9,6 @@ schemas it takes and what happens to a message it does not accept as is).
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from udfs.event_lines import (
     ACCEPTED,
     ID,
+    KERNEL_SIGNATURE,
     KIND,
     NO_RULE,
     NULL_BRANCH,
@@ -28,6 +28,7 @@ from udfs.event_lines import (
     STRING,
     EventKernel,
     event_kernel,
+    kernel_entry,
     utf8_ok,
     value_ok,
     within_bound,
@@ -120,16 +121,9 @@ def _parse_messages(layout: np.ndarray, header: np.ndarray, prefix: np.ndarray, 
     report[STOP], report[OUT_END], report[ACCEPTED] = i, at, accepted
 
 
-# A native entry point over raw pointers, called through ctypes like the other kernels (an njit
-# function called from Python hangs under PemJa: udfs.learner_kernel). The signature is
-# udfs.event_lines.EventKernel's (the field names and the scratch space are JSON's: not used here).
-_I64P = numba.types.CPointer(numba.types.int64)
-_U8P = numba.types.CPointer(numba.types.uint8)
-_I64 = numba.types.int64
-
-
-@cached_cfunc(numba.types.void(_I64P, _I64, _U8P, _I64P, _U8P, _I64, _U8P, _I64, _I64, _I64, _U8P, _I64, _I64P,
-                               _I64, _U8P, _I64P, _I64, _I64, _I64P, _U8P, _I64, _U8P, _I64, _I64P))
+# The native entry point (udfs.event_lines.KERNEL_SIGNATURE; the field names and the scratch space are
+# JSON's, not used here).
+@cached_cfunc(KERNEL_SIGNATURE)
 def _parse_messages_native(layout_p, fields, names_p, name_ends_p, header_p, header_size, prefix_p, prefix_size,
                            user_field, time_field, shard_names_p, shard_names_size, shard_ends_p, shards, data_p,
                            ends_p, n, start, progress_p, scratch_p, scratch_size, out_p, out_size, report_p):
@@ -140,10 +134,7 @@ def _parse_messages_native(layout_p, fields, names_p, name_ends_p, header_p, hea
                     numba.carray(progress_p, (4,)), numba.carray(out_p, (out_size,)), numba.carray(report_p, (3,)))
 
 
-_P, _N = ctypes.c_void_p, ctypes.c_int64
-# PYFUNCTYPE keeps the interpreter lock held during the call, like any Python call.
-_PARSE_MESSAGES = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _P, _N, _P, _N, _N, _N, _P, _N, _P, _N, _P, _P, _N, _N, _P,
-                                    _P, _N, _P, _N, _P)(_parse_messages_native.address)
+_PARSE_MESSAGES = kernel_entry(_parse_messages_native)
 
 
 def avro_event_kernel(schema_name: str, shards: Sequence[str],

@@ -15,10 +15,12 @@ with the kernel after it. The outcome is the record parse's, record for record a
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from udfs.native import cached_njit
@@ -250,6 +252,24 @@ def _event_kind(names: list[str], to_event: Callable[[dict[str, Any]], list]) ->
     probe = {name: f"<{name}>" for name in names}
     event = to_event(probe)
     return event[0] if type(event[0]) is int and event[1:] == list(probe.values()) else None
+
+
+# The native entry point of every compiled pass, over raw pointers (udfs.avro_events and udfs.json_events
+# each take the arguments they need), called through ctypes like the other kernels: an njit function
+# called from Python hangs under PemJa (udfs.learner_kernel). The arguments are EventKernel.parse's call.
+_I64P = numba.types.CPointer(numba.types.int64)
+_U8P = numba.types.CPointer(numba.types.uint8)
+_I64 = numba.types.int64
+KERNEL_SIGNATURE = numba.types.void(_I64P, _I64, _U8P, _I64P, _U8P, _I64, _U8P, _I64, _I64, _I64, _U8P, _I64, _I64P,
+                                    _I64, _U8P, _I64P, _I64, _I64, _I64P, _U8P, _I64, _U8P, _I64, _I64P)
+
+
+def kernel_entry(native: Any) -> Any:
+    """A `cached_cfunc(KERNEL_SIGNATURE)` function as a ctypes function (PYFUNCTYPE keeps the interpreter
+    lock held during the call, like any Python call)."""
+    pointer, number = ctypes.c_void_p, ctypes.c_int64
+    types = [pointer if arg.__class__.__name__ == "CPointer" else number for arg in KERNEL_SIGNATURE.args]
+    return ctypes.PYFUNCTYPE(None, *types)(native.address)
 
 
 class PackedRecords:

@@ -10,7 +10,6 @@ float, a boolean, a lone surrogate, bad JSON) is where it stops, and the record 
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from udfs.event_lines import (
     ACCEPTED,
     ID,
+    KERNEL_SIGNATURE,
     KIND,
     NO_RULE,
     NULL_BRANCH,
@@ -30,6 +30,7 @@ from udfs.event_lines import (
     STRING,
     EventKernel,
     event_kernel,
+    kernel_entry,
     utf8_ok,
     value_ok,
     within_bound,
@@ -294,16 +295,8 @@ def _parse_lines(layout: np.ndarray, names: np.ndarray, name_ends: np.ndarray, p
     report[STOP], report[OUT_END], report[ACCEPTED] = i, at, accepted
 
 
-# A native entry point over raw pointers, called through ctypes like the other kernels (an njit
-# function called from Python hangs under PemJa: udfs.learner_kernel). The signature is
-# udfs.event_lines.EventKernel's (the header is Avro's: not used here).
-_I64P = numba.types.CPointer(numba.types.int64)
-_U8P = numba.types.CPointer(numba.types.uint8)
-_I64 = numba.types.int64
-
-
-@cached_cfunc(numba.types.void(_I64P, _I64, _U8P, _I64P, _U8P, _I64, _U8P, _I64, _I64, _I64, _U8P, _I64, _I64P,
-                               _I64, _U8P, _I64P, _I64, _I64, _I64P, _U8P, _I64, _U8P, _I64, _I64P))
+# The native entry point (udfs.event_lines.KERNEL_SIGNATURE; the header is Avro's, not used here).
+@cached_cfunc(KERNEL_SIGNATURE)
 def _parse_lines_native(layout_p, fields, names_p, name_ends_p, header_p, header_size, prefix_p, prefix_size,
                         user_field, time_field, shard_names_p, shard_names_size, shard_ends_p, shards, data_p,
                         ends_p, n, start, progress_p, scratch_p, scratch_size, out_p, out_size, report_p):
@@ -316,10 +309,7 @@ def _parse_lines_native(layout_p, fields, names_p, name_ends_p, header_p, header
                  numba.carray(out_p, (out_size,)), numba.carray(report_p, (3,)))
 
 
-_P, _N = ctypes.c_void_p, ctypes.c_int64
-# PYFUNCTYPE keeps the interpreter lock held during the call, like any Python call.
-_PARSE_LINES = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _P, _N, _P, _N, _N, _N, _P, _N, _P, _N, _P, _P, _N, _N, _P, _P,
-                                 _N, _P, _N, _P)(_parse_lines_native.address)
+_PARSE_LINES = kernel_entry(_parse_lines_native)
 
 
 def json_event_kernel(schema_name: str, shards: Sequence[str],
