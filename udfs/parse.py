@@ -235,7 +235,6 @@ class ParseEventBatches(ParseEvents):
         elif events:
             yield Row(block)
 
-
     def _compiled_batch(self, value) -> Iterator:
         """`process_element` through the compiled pass: runs of records it accepts as they are, and each
         record it stops at through the full path (`_event_or_reason`), in the order of the batch."""
