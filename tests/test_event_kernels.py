@@ -226,6 +226,17 @@ def test_a_kernel_stops_at_the_first_record_it_does_not_accept_as_is(form: str) 
     assert kernel.parse(PackedRecords([far]), 0, t0, 0, t0, DAY_MS)[:4] == (0, b"", 0, t0)
 
 
+@pytest.mark.parametrize("decode", [parse_json, parse_wire])
+def test_a_batch_that_starts_with_a_tombstone_parses_as_its_records_do(decode) -> None:
+    """Tombstones (None) anywhere in a batch, first included, next to text lines or messages."""
+    record = SAMPLES["Click"]
+    valid = orjson.dumps(record).decode() if decode is parse_json else encode("Click", record)
+    batch = [None, valid, None, valid]
+    expected = _per_record("Click", batch, decode)
+    assert expected[2] == 2 and len(expected[1]) == 2
+    assert _batched("Click", batch, random.Random(0), decode) == expected
+
+
 def test_schemas_the_kernels_cannot_write_keep_the_record_parse() -> None:
     for make in (avro_event_kernel, json_event_kernel):
         assert make("Item", ["s0"], lambda record: [4, *record.values()]) is None  # an array field

@@ -277,12 +277,14 @@ class PackedRecords:
     end. A tombstone (None) is an empty record, which no kernel accepts."""
 
     def __init__(self, records: Sequence[bytes | str | None]) -> None:
-        if records and type(records[0]) is str:
+        try:
+            data = b"".join(records)
+        except TypeError:  # text, tombstones, or both, in any order
             # (surrogatepass: a lone surrogate becomes bytes no kernel accepts, so the full path says why)
-            records = [record.encode("utf-8", "surrogatepass") if type(record) is str else b"" for record in records]
-        elif None in records:
-            records = [b"" if record is None else record for record in records]
-        self.data = np.frombuffer(b"".join(records), dtype=np.uint8)
+            records = [record.encode("utf-8", "surrogatepass") if type(record) is str
+                       else b"" if record is None else record for record in records]
+            data = b"".join(records)
+        self.data = np.frombuffer(data, dtype=np.uint8)
         self.ends = np.cumsum(np.fromiter(map(len, records), dtype=np.int64, count=len(records)))
         self.count = len(records)
 
