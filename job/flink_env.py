@@ -39,8 +39,10 @@ def flink_settings(conf_dir: Path | None = None) -> dict[str, str]:
 
 # Settings of the cluster processes (start-cluster.sh reads them from config.yaml). They must not
 # travel in a job's own configuration: the job's settings win over the cluster's for the submission,
-# so a `rest.port` there would decide which cluster `flink run` submits to.
-CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.")
+# so a `rest.port` there would decide which cluster `flink run` submits to (env.*: how the scripts
+# start the JVMs, nothing a job reads).
+CLUSTER_KEY_PREFIXES = ("rest.", "jobmanager.", "taskmanager.", "env.")
+TASKMANAGER_JVM_OPTIONS_KEY = "env.java.opts.taskmanager"
 
 # A local run is its own cluster (a MiniCluster in the gateway JVM), which reads its server settings
 # from the job's configuration: it keeps these, so that its REST endpoint, RPC and blob servers bind
@@ -149,6 +151,16 @@ def _reporters_on_local_classpath() -> None:
     os.environ["FLINK_LIB_DIR"] = str(local_lib)
 
 
+def _local_jvm_options(options: str) -> None:
+    """A local run's MiniCluster runs in the gateway JVM, which PyFlink starts with JVM_ARGS: the
+    TaskManagers' JVM options of config.yaml go there (before the gateway starts; a JVM_ARGS the user
+    set wins). A gateway already up (a second environment in one process) keeps its own."""
+    from pyflink import java_gateway
+
+    if options and java_gateway._gateway is None:
+        os.environ.setdefault("JVM_ARGS", options)
+
+
 def make_environment(overrides: dict[str, str] | None = None,
                      checkpoint_dir: str | os.PathLike[str] | None = None,
                      prometheus_ports: str | None = None,
@@ -166,7 +178,10 @@ def make_environment(overrides: dict[str, str] | None = None,
     paths = [*site.getsitepackages(), str(IMPORT_ROOT)]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
     local = not under_flink_client()
-    settings = job_settings(flink_settings(), local=local)
+    all_settings = flink_settings()
+    if local:
+        _local_jvm_options(all_settings.get(TASKMANAGER_JVM_OPTIONS_KEY, ""))
+    settings = job_settings(all_settings, local=local)
     for key in (CHECKPOINT_DIR_KEY, SAVEPOINT_DIR_KEY):
         settings.pop(key, None)
     if local or checkpoint_dir is not None:

@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -513,3 +514,17 @@ def test_a_resumed_job_scores_with_exactly_the_model_of_its_savepoint(kafka_brok
     item_vector = np.asarray(item["vector"])
     assert scored["score"] == pytest.approx(moderated(logit, float(item_vector @ covariance @ item_vector)), abs=1e-9)
     assert item["updates"] > 0 and user["updates"] > 0
+
+
+def test_cluster_jvms_run_with_the_jvm_options_of_flink_conf(flink_cluster):
+    from job.flink_env import TASKMANAGER_JVM_OPTIONS_KEY, flink_settings
+
+    options = flink_settings()[TASKMANAGER_JVM_OPTIONS_KEY].split()
+    assert options
+    pids = flink_cluster.taskmanager_pids()
+    assert pids
+    for pid in pids:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert set(options) <= set(arguments), (pid, arguments)
+        # Added to the distribution's options (Java 17's --add-opens), not instead of them.
+        assert any(argument.startswith("--add-opens") for argument in arguments)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -304,3 +306,20 @@ def test_child_jobs_get_properties_as_a_file_and_the_checkpoint_dir(tmp_path: Pa
     parsed = build_parser().parse_args(args)
     assert parsed.kafka_properties == [str(path.resolve())] and parsed.checkpoint_dir == str(tmp_path / "ck")
     assert kafka_properties_of(parsed) == {"librdkafka.sasl.password": "s3cret"}
+
+
+def test_a_local_run_starts_its_jvm_with_the_taskmanager_jvm_options(tmp_path: Path) -> None:
+    # A local run's MiniCluster is the gateway JVM: it must run as the cluster's TaskManagers do.
+    options = flink_env.flink_settings()[flink_env.TASKMANAGER_JVM_OPTIONS_KEY].split()
+    assert options
+    assert flink_env.TASKMANAGER_JVM_OPTIONS_KEY not in flink_env.job_settings(flink_env.flink_settings(), local=True)
+    program = ("from job.flink_env import make_environment\n"
+               "make_environment()\n"
+               "from pyflink.java_gateway import get_gateway\n"
+               "runtime = get_gateway().jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
+               "print('\\n'.join(runtime.getInputArguments()))\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("JVM_ARGS", "PYFLINK_GATEWAY_PORT")}
+    done = subprocess.run([sys.executable, "-c", program], cwd=flink_env.IMPORT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(options) <= set(done.stdout.split("\n")), done.stdout
