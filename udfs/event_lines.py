@@ -265,11 +265,11 @@ KERNEL_SIGNATURE = numba.types.void(_I64P, _I64, _U8P, _I64P, _U8P, _I64, _U8P, 
 
 
 def kernel_entry(native: Any) -> Any:
-    """A `cached_cfunc(KERNEL_SIGNATURE)` function as a ctypes function (PYFUNCTYPE keeps the interpreter
-    lock held during the call, like any Python call)."""
+    """A `cached_cfunc(KERNEL_SIGNATURE)` function as a ctypes function, which releases the interpreter lock
+    for the call (as udfs.learner_kernel._NATIVE_CALL: the learner runs meanwhile)."""
     pointer, number = ctypes.c_void_p, ctypes.c_int64
     types = [pointer if arg.__class__.__name__ == "CPointer" else number for arg in KERNEL_SIGNATURE.args]
-    return ctypes.PYFUNCTYPE(None, *types)(native.address)
+    return ctypes.CFUNCTYPE(None, *types)(native.address)
 
 
 class PackedRecords:

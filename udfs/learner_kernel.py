@@ -486,10 +486,13 @@ class ModelArrays:
         return scores
 
 
-# The native kernel through ctypes with plain addresses. PYFUNCTYPE keeps the interpreter lock held
-# during the call, like any Python call (see _run_ops_native for why the lock matters here).
+# The native kernel through ctypes with plain addresses. CFUNCTYPE releases the interpreter lock for the
+# call: in thread mode one interpreter serves every Python operator of the TaskManager, and the parse can
+# run its batch while the learner's kernel runs. Safe, as the kernel touches no Python object (only the
+# arrays' memory, which the caller keeps alive and no other thread writes); see _run_ops_native for why
+# it is called through ctypes at all.
 _P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _F, _N,
+_NATIVE_CALL = ctypes.CFUNCTYPE(None, _P, _N, _P, _N, _N, _P, _N, _N, _P, _N, _P, _P, _P, _P, _N, _F, _F, _F, _F, _N,
                                  _F, _F, _F, _F, _N, _P)(
     _run_ops_native.address)
 
