@@ -126,29 +126,3 @@ def test_the_kernel_refuses_events_it_could_not_index():
     assert columns.scalars[C_OPS] == 0
     columns.run(np.array([[EV_IMPRESSION, slot, 5, 0]]))
     assert columns.scalars[C_OPS] == 1 and columns.slots[slot, S_LIVE] == 1
-
-
-def test_slots_in_bulk_are_the_slots_one_at_a_time_would_be():
-    rng = random.Random(5)
-    one, bulk = (JoinColumns(WINDOW_MS, RETENTION_MS, 60_000, impression_mode=True) for _ in range(2))
-    for _ in range(60):  # take and free at random, across the columns' growth (16 rows, doubling)
-        count = rng.randrange(0, 40)
-        taken = [one.new_slot() for _ in range(count)]
-        assert bulk.new_slots(count) == taken
-        assert bulk.n_slots == one.n_slots and bulk.slots.shape == one.slots.shape
-        freed = rng.sample(taken, rng.randrange(0, count + 1))
-        for columns in (one, bulk):
-            columns.release_slots(freed)
-    assert bulk.slots.shape[0] >= bulk.n_slots > 16
-
-
-def test_a_learner_maps_ids_to_slots_once_each_in_order_of_first_appearance():
-    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), LearnerConfig(dim=4), 30_000, 0,
-                               memory_state())
-    assert learner.slots_of(["a", "b", "a", "c"]) == [0, 1, 0, 2]
-    learner.columns.release_slots([1])  # "b" forgotten: its slot comes back first
-    del learner.slot_of["b"]
-    learner.slot_ids[1] = None
-    assert learner.slots_of(["d", "c", "e"]) == [1, 2, 3]
-    assert learner.slot_ids == ["a", "d", "c", "e"] and len(learner.slot_impressions) == 4
-    assert {learner.slot_of[i] for i in "adce"} == {0, 1, 2, 3}

@@ -158,10 +158,10 @@ def _write_records_native(layout_p, fields, values_p, nulls_p, n, header_p, head
                    numba.carray(text_p, (text_size,)), numba.carray(out_p, (out_size,)))
 
 
-# CFUNCTYPE: the interpreter lock is released for the call (udfs.learner_kernel._NATIVE_CALL says why).
+# PYFUNCTYPE keeps the interpreter lock for the call: the learner encodes with it (udfs.learner_kernel._NATIVE_CALL).
 _P, _N = ctypes.c_void_p, ctypes.c_int64
-_RECORD_ENDS = ctypes.CFUNCTYPE(None, _P, _N, _P, _P, _N, _N, _P)(_record_ends_native.address)
-_WRITE_RECORDS = ctypes.CFUNCTYPE(None, _P, _N, _P, _P, _N, _P, _N, _P, _N, _P, _N)(_write_records_native.address)
+_RECORD_ENDS = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _N, _N, _P)(_record_ends_native.address)
+_WRITE_RECORDS = ctypes.PYFUNCTYPE(None, _P, _N, _P, _P, _N, _P, _N, _P, _N, _P, _N)(_write_records_native.address)
 
 
 def _encode_columns(layout: np.ndarray, values: np.ndarray, nulls: np.ndarray, header: np.ndarray,

@@ -67,7 +67,6 @@ from udfs.join_kernel import (
     C_WATERMARK,
     E_ADVANCE,
     E_KIND,
-    E_SLOT,
     E_TIME,
     EV_NONE,
     EVENT_WIDTH,
@@ -331,26 +330,6 @@ class BatchJoinLearner:
             else:
                 self.slot_ids[slot] = impression_id
         return slot
-
-    def slots_of(self, impression_ids: list[str]) -> list[int]:
-        """The slot of each id, new ones (in order of first appearance) for ids that have none."""
-        slot_of = self.slot_of
-        slots = list(map(slot_of.get, impression_ids))
-        if None not in slots:
-            return slots
-        new_ids = list(dict.fromkeys(i for i, slot in zip(impression_ids, slots, strict=True) if slot is None))
-        new_slots = self.columns.new_slots(len(new_ids))
-        slot_of.update(zip(new_ids, new_slots, strict=True))
-        ids = self.slot_ids
-        fresh = len(new_slots)
-        for k, slot in enumerate(new_slots):  # reused slots first, then fresh ones at the end of the columns
-            if slot == len(ids):
-                fresh = k
-                break
-            ids[slot] = new_ids[k]
-        ids.extend(new_ids[fresh:])
-        self.slot_impressions.extend([None] * (len(new_ids) - fresh))
-        return list(map(slot_of.__getitem__, impression_ids))
 
     def live_entries(self) -> int:
         """How many join entries this learner holds (ids within retention and held clicks)."""
@@ -618,50 +597,38 @@ class _BatchRun:
     def prepare(self, rows: list, now_ms: int) -> np.ndarray:
         """The batch as kernel events (udfs.join_kernel E_* columns): ids mapped to slots, and before each
         event the watermark to advance to, if any (the click-stall guard may hold it back). Item-side
-        records and catalog items are taken here, in arrival order.
-
-        Column at a time, not event at a time (this runs for every event of the job): the guard is asked
-        only where the rows' watermark changes or a tick brings the clicks' watermark, in arrival order,
-        which is all the guard sees either way; slots, item-side records and the guard touch disjoint
-        state, so each goes in its own pass."""
+        records and catalog items are taken here, in arrival order."""
         learner = self.learner
         guard = learner.click_stall
-        events = np.zeros((len(rows), EVENT_WIDTH), dtype=np.int64)
-        if not rows:
-            return events
-        kinds = np.array([event[0] for _, event in rows], dtype=np.int64)
-        row_watermarks = np.array([row_watermark for row_watermark, _ in rows], dtype=np.int64)
-        ticks = np.flatnonzero(kinds == TICK)
-        stamped = [k for k in ticks.tolist() if len(rows[k][1]) > 1]  # an unbounded run's tick: the clicks' watermark
-        changes = np.flatnonzero(np.concatenate(([True], row_watermarks[1:] != row_watermarks[:-1])))
-        if stamped:
-            changes = np.union1d(changes, stamped)
-        stamped_at = set(stamped)
+        slot_of, new_slot = learner.slot_of, learner._slot
         watermark = learner.meta["watermark"]
-        advance = events[:, E_ADVANCE]
-        advance[:] = NO_WATERMARK
-        for k, row_watermark in zip(changes.tolist(), row_watermarks[changes].tolist(), strict=True):
-            if k in stamped_at:
-                guard.observe(rows[k][1][1], now_ms)
-            decide_until = guard.effective(row_watermark, now_ms)
-            if decide_until > watermark:
-                watermark = advance[k] = decide_until
-        events[:, E_KIND] = EV_NONE
-        joined = np.flatnonzero((kinds == IMPRESSION) | (kinds == CLICK))  # EV_IMPRESSION, EV_CLICK
-        if len(joined):
-            join_events = [rows[k][1] for k in joined.tolist()]
-            events[joined, E_KIND] = kinds[joined]
-            events[joined, E_SLOT] = learner.slots_of([event[1] for event in join_events])
-            events[joined, E_TIME] = [event[-1] for event in join_events]
-        if len(joined) < len(rows):
-            others = np.flatnonzero((kinds == ITEM_PARAMS) | (kinds == CATALOG_ITEM))
-            for event in [rows[k][1] for k in others.tolist()]:
-                if event[0] == ITEM_PARAMS:
-                    self.merge_item_params(event[1], now_ms)
-                else:
-                    _, item_id, title, embedding = event
-                    learner._add_to_catalog(item_id, title, embedding)
-                    self.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
+        flat: list[int] = []
+        add = flat.extend
+        last = None
+        for row_watermark, event in rows:
+            kind = event[0]
+            if kind == TICK and len(event) > 1:  # a tick of an unbounded run brings the clicks' watermark
+                guard.observe(event[1], now_ms)
+                last = None
+            advance = NO_WATERMARK
+            if row_watermark != last:
+                last = row_watermark
+                decide_until = guard.effective(row_watermark, now_ms)
+                if decide_until > watermark:
+                    watermark = advance = decide_until
+            if kind == IMPRESSION or kind == CLICK:  # EV_IMPRESSION, EV_CLICK
+                slot = slot_of.get(event[1])
+                add((kind, new_slot(event[1]) if slot is None else slot, event[-1], advance))
+                continue
+            add((EV_NONE, 0, 0, advance))
+            if kind == ITEM_PARAMS:
+                self.merge_item_params(event[1], now_ms)
+            elif kind == CATALOG_ITEM:
+                _, item_id, title, embedding = event
+                learner._add_to_catalog(item_id, title, embedding)
+                self.catalog[item_id] = pickle.dumps((title, embedding), protocol=pickle.HIGHEST_PROTOCOL)
+            # TICK: its watermark was all it carried
+        events = np.array(flat, dtype=np.int64).reshape(-1, EVENT_WIDTH)
         joined = events[:, E_KIND] != EV_NONE
         self.events = int(np.count_nonzero(joined))
         # The join watermark each event arrives at: the latest advance before it.

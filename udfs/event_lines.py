@@ -265,8 +265,10 @@ KERNEL_SIGNATURE = numba.types.void(_I64P, _I64, _U8P, _I64P, _U8P, _I64, _U8P, 
 
 
 def kernel_entry(native: Any) -> Any:
-    """A `cached_cfunc(KERNEL_SIGNATURE)` function as a ctypes function, which releases the interpreter lock
-    for the call (as udfs.learner_kernel._NATIVE_CALL: the learner runs meanwhile)."""
+    """A `cached_cfunc(KERNEL_SIGNATURE)` function as a ctypes function that releases the interpreter lock
+    for the call, so the learner (the job's bottleneck, which keeps it for its own kernels: see
+    udfs.learner_kernel._NATIVE_CALL) runs meanwhile. Safe: the kernel touches no Python object, only the
+    memory of buffers the caller keeps alive and no other thread writes."""
     pointer, number = ctypes.c_void_p, ctypes.c_int64
     types = [pointer if arg.__class__.__name__ == "CPointer" else number for arg in KERNEL_SIGNATURE.args]
     return ctypes.CFUNCTYPE(None, *types)(native.address)

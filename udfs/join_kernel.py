@@ -417,7 +417,7 @@ def _join_native(events_p, n_events, slots_p, n_slots, scores_p, due_p, due_rows
                numba.carray(listed_p, (out_rows,)), window, retention, bucket_ms, impression_mode)
 
 
-_NATIVE_CALL = ctypes.CFUNCTYPE(None, _P, _N, _P, _N, _P, _P, _N, _P, _N, _P, _N, _P, _P, _P, _P, _P, _P, _P, _P, _N,
+_NATIVE_CALL = ctypes.PYFUNCTYPE(None, _P, _N, _P, _N, _P, _P, _N, _P, _N, _P, _N, _P, _P, _P, _P, _P, _P, _P, _P, _N,
                                  _N, _N, _N, _N)(_join_native.address)
 
 
@@ -463,23 +463,6 @@ class JoinColumns:
             self.slots = grown
             self.scores = grown_rows(self.scores, grown.shape[0])
         return slot
-
-    def new_slots(self, count: int) -> list[int]:
-        """`count` slots, as that many `new_slot` calls would give them."""
-        free = self.free
-        reused = free[len(free) - min(count, len(free)):][::-1]
-        del free[len(free) - len(reused):]
-        first = self.n_slots
-        self.n_slots += count - len(reused)
-        if self.n_slots > self.slots.shape[0]:
-            rows = self.slots.shape[0]
-            while rows < self.n_slots:
-                rows *= 2
-            grown = self._new_slots(rows)
-            grown[: self.slots.shape[0]] = self.slots
-            self.slots = grown
-            self.scores = grown_rows(self.scores, rows)
-        return reused + list(range(first, self.n_slots))
 
     def release_slots(self, slots: list[int]) -> None:
         """Free `slots`, in order (the last freed is the first `new_slot` reuses)."""
