@@ -151,14 +151,21 @@ def _reporters_on_local_classpath() -> None:
     os.environ["FLINK_LIB_DIR"] = str(local_lib)
 
 
-def _local_jvm_options(options: str) -> None:
-    """A local run's MiniCluster runs in the gateway JVM, which PyFlink starts with JVM_ARGS: the
-    TaskManagers' JVM options of config.yaml go there (before the gateway starts; a JVM_ARGS the user
-    set wins). A gateway already up (a second environment in one process) keeps its own."""
+def _start_local_gateway(jvm_options: str) -> None:
+    """Start the gateway JVM, which is a local run's MiniCluster, with the TaskManagers' JVM options of
+    config.yaml: PyFlink starts it with JVM_ARGS, set only for the start (Flink's own scripts read
+    JVM_ARGS too, for a cluster or `flink run` this process may start later). A JVM_ARGS the user set
+    wins; a gateway already up (a second environment in one process) keeps its own."""
     from pyflink import java_gateway
 
-    if options and java_gateway._gateway is None:
-        os.environ.setdefault("JVM_ARGS", options)
+    if java_gateway._gateway is not None or not jvm_options or "JVM_ARGS" in os.environ:
+        java_gateway.get_gateway()
+        return
+    os.environ["JVM_ARGS"] = jvm_options
+    try:
+        java_gateway.get_gateway()
+    finally:
+        del os.environ["JVM_ARGS"]
 
 
 def make_environment(overrides: dict[str, str] | None = None,
@@ -179,8 +186,6 @@ def make_environment(overrides: dict[str, str] | None = None,
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
     local = not under_flink_client()
     all_settings = flink_settings()
-    if local:
-        _local_jvm_options(all_settings.get(TASKMANAGER_JVM_OPTIONS_KEY, ""))
     settings = job_settings(all_settings, local=local)
     for key in (CHECKPOINT_DIR_KEY, SAVEPOINT_DIR_KEY):
         settings.pop(key, None)
@@ -204,6 +209,8 @@ def make_environment(overrides: dict[str, str] | None = None,
         # interface ([::]:0), for Python workers in process mode; thread mode never calls it. This
         # (PyFlink's own) switch leaves it out, so nothing of a local run listens beyond loopback.
         os.environ.setdefault("_python_worker_execution_mode", "process")
+    if local:
+        _start_local_gateway(all_settings.get(TASKMANAGER_JVM_OPTIONS_KEY, ""))
     config = Configuration()
     for key, value in settings.items():
         config.set_string(key, value)

@@ -315,6 +315,8 @@ def test_a_local_run_starts_its_jvm_with_the_taskmanager_jvm_options(tmp_path: P
     assert flink_env.TASKMANAGER_JVM_OPTIONS_KEY not in flink_env.job_settings(flink_env.flink_settings(), local=True)
     program = ("from job.flink_env import make_environment\n"
                "make_environment()\n"
+               "import os\n"
+               "assert 'JVM_ARGS' not in os.environ, 'JVM_ARGS left behind for later JVMs'\n"
                "from pyflink.java_gateway import get_gateway\n"
                "runtime = get_gateway().jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
                "print('\\n'.join(runtime.getInputArguments()))\n")
