@@ -11,7 +11,7 @@ from samples import SAMPLES
 
 from udfs.avro_batch import _field_layout, flat_encoder
 from udfs.schemas import RECORD_NAMES, parsed_schema
-from udfs.wire import WireDecoder, WireError, _writer, encode, encode_many
+from udfs.wire import WireDecoder, WireError, _writer, encode, encode_columns, encode_many
 
 FLAT = [name for name in RECORD_NAMES if flat_encoder(name, _writer(name)[1]) is not None]
 
@@ -68,6 +68,22 @@ def test_random_records_encode_byte_for_byte_as_fastavro(name: str) -> None:
     decoder = WireDecoder(name)
     back = decoder.decode(encode_many(name, records[:1])[0])
     assert back.keys() == records[0].keys()
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_records_as_columns_encode_as_the_records_do(name: str) -> None:
+    """The learner hands its examples over as columns (lists, or numpy arrays for numbers)."""
+    rng = random.Random(f"columns {name}")
+    records = [_record(name, rng) for _ in range(500)]
+    columns = {field: [record[field] for record in records] for field in records[0]}
+    for field, values in list(columns.items()):
+        if all(type(value) in (int, float) for value in values):
+            columns[field] = np.array(values)
+    assert _same(encode_columns(name, columns), [encode(name, record) for record in records])
+    # a column the flat encoder cannot hold goes the records' way, and fastavro names the field
+    bad = {**columns, next(iter(columns)): [object()] * len(records)}
+    with pytest.raises(ValueError):
+        encode_columns(name, bad)
 
 
 def test_the_job_outputs_are_flat_and_a_batch_of_one_or_none_works() -> None:

@@ -20,7 +20,8 @@ PLAIN = ["clients.kafka_properties", "clients.topics", "clients.admin", "clients
          "udfs.join_logic", "udfs.learner_math", "udfs.learner_kernel", "udfs.metrics_math",
          "udfs.metrics_intervals", "udfs.model_store", "udfs.snapshots", "udfs.click_stall",
          "udfs.batch_learner", "udfs.interpreter", "udfs.text_encoder", "udfs.model_guard",
-         "udfs.native", "udfs.avro_batch", "udfs.event_lines", "udfs.avro_events", "udfs.json_events"]
+         "udfs.native", "udfs.avro_batch", "udfs.json_batch", "udfs.event_lines", "udfs.avro_events",
+         "udfs.json_events"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -199,12 +199,31 @@ class FlatEncoder:
         """One message per record, byte for byte what fastavro writes; NotFlat if the columns cannot hold them."""
         if not records:
             return []
-        n, fields = len(records), len(self.names)
+        try:
+            columns = (zip(*map(self.row, records), strict=True) if len(self.names) > 1
+                       else [[r[self.names[0]] for r in records]])
+            return self._encode(list(columns), len(records))
+        except (KeyError, TypeError) as error:
+            raise NotFlat(f"{type(error).__name__}: {error}") from error
+
+    def encode_columns(self, columns: Mapping[str, Sequence]) -> list[bytes]:
+        """`encode_many` of the records these columns hold (field name -> values)."""
+        try:
+            ordered = [columns[name] for name in self.names]
+        except KeyError as error:
+            raise NotFlat(f"no column {error}") from error
+        n = len(ordered[0])
+        if any(len(column) != n for column in ordered):
+            raise NotFlat("columns of different lengths")
+        return self._encode([column.tolist() if isinstance(column, np.ndarray) else column for column in ordered], n) \
+            if n else []
+
+    def _encode(self, columns: list[Sequence], n: int) -> list[bytes]:
+        fields = len(self.names)
         values = np.zeros((n, fields), dtype=np.int64)
         nulls = np.zeros((n, fields), dtype=np.bool_)
         texts = []
         try:
-            columns = zip(*map(self.row, records), strict=True) if fields > 1 else [[r[self.names[0]] for r in records]]
             for f, column in enumerate(columns):
                 if self.null_branch[f] >= 0 and None in column:
                     missing = [value is None for value in column]

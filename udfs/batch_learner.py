@@ -42,7 +42,7 @@ import heapq
 import logging
 import pickle
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter
@@ -89,8 +89,10 @@ from udfs.join_kernel import (
     S_SEQ,
     S_STATUS,
     X_CLICK_TIME,
+    X_HAS_CLICK_TIME,
     X_IMPRESSION_TIME,
     X_LABEL,
+    X_REF,
     X_SCORE_OP,
     JoinColumns,
 )
@@ -139,7 +141,7 @@ from udfs.model_store import (
     ModelStore,
     snapshot_problem,
 )
-from udfs.records import CATALOG_ITEM, CLICK, IMPRESSION, ITEM_PARAMS, TICK
+from udfs.records import CATALOG_ITEM, CLICK, IMPRESSION, ITEM_PARAMS, TICK, records_from_columns
 from udfs.snapshots import next_version
 from udfs.text_features import TextFeatures, TitleMap
 
@@ -194,14 +196,21 @@ class LearnerState:
 
 @dataclass
 class BatchOutput:
-    """What one call produced, as plain records for the Flink shell to encode."""
+    """What one call produced, as plain records for the Flink shell to encode; the examples as columns
+    (LabeledExample field -> values, in decision order), which the encoders write in one compiled pass
+    (udfs.json_batch, udfs.avro_batch), without a dict per example."""
 
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    example_columns: dict[str, Sequence] = field(default_factory=dict)
     late_clicks: list[dict[str, Any]] = field(default_factory=list)
     orphan_clicks: list[dict[str, Any]] = field(default_factory=list)
     partials: list[tuple[int, IntervalStats]] = field(default_factory=list)  # closed metric intervals
     watermark: int = NO_WATERMARK  # the join watermark after the call
     join_events: dict[str, int] = field(default_factory=dict)  # counts by kind, for Flink counters
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """The examples as records (for tools and tests: the job encodes the columns)."""
+        return records_from_columns(self.example_columns)
 
 
 def click_record(click: tuple) -> dict[str, Any]:
@@ -549,6 +558,10 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
 _USER, _ITEM, _QUERY, _POSITION = (itemgetter(IMP_USER + 1), itemgetter(IMP_ITEM + 1), itemgetter(IMP_QUERY + 1),
                                    itemgetter(IMP_POSITION + 1))
 _REQUEST_AT = IMP_REQUEST + 1
+# LabeledExample fields taken from the impression event, in the schema's order (the rest follow them).
+_EXAMPLE_EVENT_FIELDS = [("impression_id", itemgetter(1)), ("request_id", itemgetter(IMP_REQUEST + 1)),
+                         ("user_id", _USER), ("item_id", _ITEM), ("query", _QUERY), ("position", _POSITION)]
+_IMPRESSION_TIME = itemgetter(IMP_TIME + 1)
 
 
 def _rows(keys: list, cached: dict, load: Any) -> list[int]:
@@ -834,7 +847,7 @@ class _BatchRun:
         by_op = decided[:, X_SCORE_OP] >= 0  # scored in this call, else a score kept in its entry
         example_scores[by_op] = self.final_scores[self.op_of[decided[by_op, X_SCORE_OP]]]
         labels = decided[:, X_LABEL]
-        self._emit_examples(decided.tolist(), example_scores.tolist())
+        self.out.example_columns = self._example_columns(decided, example_scores)
         out = self.out
         buckets = learner.buckets
         window_ms = learner.join.window_ms
@@ -888,27 +901,22 @@ class _BatchRun:
         learner.state.meta.update(pickle.dumps(meta))
         return out
 
-    def _emit_examples(self, decided: list[list[int]], scores: list[float]) -> None:
-        """The labeled examples of this call, as records, in decision order."""
+    def _example_columns(self, decided: np.ndarray, scores: np.ndarray) -> dict[str, Sequence]:
+        """The labeled examples of this call as LabeledExample columns, in decision order."""
+        if not len(decided):
+            return {}
         rows, impressions = self.rows, self.learner.slot_impressions
-        version = self.learner.meta["version"]
-        append = self.out.examples.append
-        for (ref, label, click_time, has_click_time, _, _), score in zip(decided, scores, strict=True):
-            _, impression_id, request_id, user_id, item_id, query, position, impression_time = (
-                rows[ref][1] if ref >= 0 else impressions[-ref - 1])
-            append({
-                "impression_id": impression_id,
-                "request_id": request_id,
-                "user_id": user_id,
-                "item_id": item_id,
-                "query": query,
-                "position": position,
-                "label": label,
-                "score": score,
-                "impression_time": impression_time,
-                "click_time": click_time if has_click_time else None,
-                "model_version": version,
-            })
+        events = [rows[ref][1] if ref >= 0 else impressions[-ref - 1] for ref in decided[:, X_REF].tolist()]
+        columns: dict[str, Sequence] = {name: list(map(get, events)) for name, get in _EXAMPLE_EVENT_FIELDS}
+        columns["label"] = decided[:, X_LABEL]
+        columns["score"] = scores
+        columns["impression_time"] = list(map(_IMPRESSION_TIME, events))
+        click_times = decided[:, X_CLICK_TIME].tolist()
+        columns["click_time"] = ([None] * len(click_times) if not decided[:, X_HAS_CLICK_TIME].any() else
+                                 [time if has else None for time, has in
+                                  zip(click_times, decided[:, X_HAS_CLICK_TIME].tolist(), strict=True)])
+        columns["model_version"] = np.full(len(events), self.learner.meta["version"], dtype=np.int64)
+        return columns
 
     def _fit_title_map(self) -> None:
         """Refit the title map every FIT_EVERY learned examples, on the items learned since the last fit."""

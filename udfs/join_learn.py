@@ -181,9 +181,11 @@ class JoinAndLearn(KeyedProcessFunction):
         encode = self.encoder.encode
         for kind, count in out.join_events.items():
             self.counters[kind].inc(count)
-        yield from self.encoder.encode_all("LabeledExample", out.examples)
-        self.examples_counter.inc(len(out.examples))
-        self.positives_counter.inc(sum(example["label"] for example in out.examples))
+        columns = out.example_columns
+        if columns:
+            yield from self.encoder.encode_columns("LabeledExample", columns)
+            self.examples_counter.inc(len(columns["label"]))
+            self.positives_counter.inc(int(sum(columns["label"])))
         for click in out.late_clicks:
             yield self.tags["late-clicks"], encode("Click", click)
         for click in out.orphan_clicks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -303,3 +303,12 @@ def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
     except WireError:
         return []
     return [] if record["entity_type"] == "USER" else [record]
+
+
+def records_from_columns(columns: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """Records (dicts) of columns of equal length (field name -> values; numpy arrays as Python values)."""
+    if not columns:
+        return []
+    values = [column.tolist() if hasattr(column, "tolist") else column for column in columns.values()]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from io import BytesIO
 from typing import Any
 
@@ -97,6 +97,22 @@ def encode_many(name: str, records: list[Mapping[str, Any]]) -> list[bytes]:
         except NotFlat:
             pass  # one by one: fastavro encodes what it can and names what it cannot
     return [encode(name, record) for record in records]
+
+
+def encode_columns(name: str, columns: Mapping[str, Sequence]) -> list[bytes]:
+    """`encode_many` of the records these columns hold (field name -> values), without a dict per record
+    where schema `name` is flat."""
+    from udfs.avro_batch import NotFlat, flat_encoder
+    from udfs.records import records_from_columns  # (records decodes through this module)
+
+    schema, header = _writer(name)
+    encoder = flat_encoder(name, header)
+    if encoder is not None:
+        try:
+            return encoder.encode_columns(columns)
+        except NotFlat:
+            pass
+    return [encode(name, record) for record in records_from_columns(columns)]
 
 
 class WireDecoder:
