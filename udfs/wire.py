@@ -10,6 +10,7 @@ Anything it cannot decode raises `WireError` whose `reason` suits a dead-letter 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -105,14 +106,11 @@ def encode_columns(name: str, columns: Mapping[str, Sequence]) -> list[bytes]:
     from udfs.avro_batch import NotFlat, flat_encoder
     from udfs.records import records_from_columns  # (records decodes through this module)
 
-    schema, header = _writer(name)
-    encoder = flat_encoder(name, header)
-    if encoder is not None:
-        try:
+    encoder = flat_encoder(name, _writer(name)[1])
+    with contextlib.suppress(NotFlat):
+        if encoder is not None:
             return encoder.encode_columns(columns)
-        except NotFlat:
-            pass
-    return [encode(name, record) for record in records_from_columns(columns)]
+    return encode_many(name, records_from_columns(columns))  # as records: fastavro names what it cannot write
 
 
 class WireDecoder:
