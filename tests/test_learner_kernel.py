@@ -336,3 +336,38 @@ def test_ftrl_keeps_weak_biases_at_exactly_zero_and_rows_of_before_z_are_upgrade
     old_item = np.concatenate([item[:ITEM_BIAS_Z], item[ITEM_UPDATES:]])
     np.testing.assert_array_equal(model.upgraded(old_item, len(item))[:ITEM_BIAS_Z], item[:ITEM_BIAS_Z])
     assert model.upgraded(item, len(item)) is item  # current rows are left as they are
+
+
+@pytest.mark.parametrize("user_update", ["newton", "gradient"])
+def test_user_rows_keep_a_symmetric_covariance_and_state_keeps_its_upper_triangle(user_update: str) -> None:
+    """The learner writes a user's row back to Flink state after every call the user learned in: a Newton
+    user's covariance goes there as its upper triangle (UserCodec.stored), which is lossless only if every
+    update keeps the matrix exactly symmetric."""
+    cfg = config(8, user_update=user_update)
+    codec = UserCodec(cfg)
+    rng = np.random.default_rng(11)
+    model = ModelArrays(cfg, capacity=4)
+    stream = random_stream(rng, n_ops=3000, n_users=30, n_items=20, n_positions=5)
+    ops = np.zeros((len(stream), 5), dtype=np.int64)
+    for n, (kind, user_id, item_id, position, label, _) in enumerate(stream):
+        if user_id not in model.user_rows:
+            model.add_user(user_id, codec.new())
+        if item_id not in model.item_rows:
+            model.add_item(item_id, model.new_item_row(*ItemSide(cfg).initial_state(item_id)))
+        if position not in model.position_rows:
+            model.add_position(position, model.new_bias_row())
+        ops[n] = (kind if kind != OP_QUERY_HINT else OP_LEARN, model.user_rows[user_id], model.item_rows[item_id],
+                  model.position_rows[position], label)
+    model.run(ops, np.array([op[5] for op in stream]), rng.normal(0.0, 0.5, (len(stream), 8)))
+    rows = model.users[: model.n_users]
+    stored = codec.stored(rows)
+    if user_update == "newton":
+        covariances = rows[:, 2 * 8 + 1 :].reshape(-1, 8, 8)
+        assert (covariances != np.eye(8) * cfg.user_prior_variance).any()  # the stream moved them
+        assert np.array_equal(covariances, covariances.transpose(0, 2, 1))  # bit for bit
+        assert stored.shape == (model.n_users, 2 * 8 + 1 + 8 * 9 // 2)
+    else:
+        assert stored.shape == rows.shape
+    for row, kept in zip(rows, stored, strict=True):
+        assert np.array_equal(codec.from_bytes(kept.tobytes()), row)
+        assert np.array_equal(codec.from_bytes(row.tobytes()), row)  # rows stored whole before still load

@@ -955,7 +955,9 @@ class _BatchRun:
         while blocks and blocks[0][0] <= decided_until:
             state.entry_blocks.remove(heapq.heappop(blocks)[1])
         if self.touched_users:
-            state.users.put_all({u: model.users[model.user_rows[u]].tobytes() for u in self.touched_users})
+            users = list(self.touched_users)
+            stored = model.codec.stored(model.users[[model.user_rows[u] for u in users]])
+            state.users.put_all(dict(zip(users, map(np.ndarray.tobytes, stored), strict=True)))
         items = self.touched_items | self.merged_items | learner.started_items
         learner.started_items = set()
         if items:

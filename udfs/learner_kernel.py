@@ -16,9 +16,9 @@ Layouts. Every entity is one float64 row of a 2-D array, so a batch refers to en
 (plain integers a compiled loop can use) and nothing is allocated per example:
 
     user row      length 2*dim+1(+dim*dim)   [vector(dim) | accum(dim) | updates | covariance]
-                  identical to `UserCodec`'s layout, so a row's bytes are exactly what Flink keyed
-                  state stores (`row.tobytes()` / `UserCodec.from_bytes`); the posterior covariance
-                  (row-major) only for Newton users (LearnerConfig.user_update).
+                  identical to `UserCodec`'s layout (Flink keyed state stores `UserCodec.stored`
+                  rows: the covariance's upper triangle; `UserCodec.from_bytes` reads them); the
+                  posterior covariance (row-major) only for Newton users (LearnerConfig.user_update).
     item row      length 2*dim+3   [vector(dim) | accum(dim) | bias | bias_accum | updates]
     bias row      length 3         [value | accum | updates]
                   for position terms (one row each) and the global bias (a single row of its own).
@@ -161,9 +161,12 @@ def _newton_step(user, dim, error, curvature, sv, vsv):
     base = 2 * dim + 1
     denominator = 1.0 + curvature * vsv
     shrink = curvature / denominator
-    for a in range(dim):
-        for b in range(dim):
-            user[base + a * dim + b] -= shrink * sv[a] * sv[b]
+    for a in range(dim):  # the same value into both triangles: the covariance stays exactly symmetric
+        for b in range(a, dim):
+            step = shrink * (sv[a] * sv[b])
+            user[base + a * dim + b] -= step
+            if b != a:
+                user[base + b * dim + a] -= step
     move = error / denominator
     for a in range(dim):
         user[a] -= move * sv[a]
