@@ -911,10 +911,10 @@ class _BatchRun:
         columns["label"] = decided[:, X_LABEL]
         columns["score"] = scores
         columns["impression_time"] = list(map(_IMPRESSION_TIME, events))
-        click_times = decided[:, X_CLICK_TIME].tolist()
-        columns["click_time"] = ([None] * len(click_times) if not decided[:, X_HAS_CLICK_TIME].any() else
+        has_click = decided[:, X_HAS_CLICK_TIME]
+        columns["click_time"] = ([None] * len(events) if not has_click.any() else
                                  [time if has else None for time, has in
-                                  zip(click_times, decided[:, X_HAS_CLICK_TIME].tolist(), strict=True)])
+                                  zip(decided[:, X_CLICK_TIME].tolist(), has_click.tolist(), strict=True)])
         columns["model_version"] = np.full(len(events), self.learner.meta["version"], dtype=np.int64)
         return columns
 

@@ -9,7 +9,7 @@ import orjson
 from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
-from udfs.records import records_from_columns
+from udfs.records import column_length, records_from_columns
 
 
 class RecordEncoder(Protocol):
@@ -70,7 +70,7 @@ class JsonLinesEncoder:
         """As `encode_all`, byte for byte, in one compiled pass (udfs.json_batch)."""
         from udfs.json_batch import json_lines  # (loads or compiles its kernel on import)
 
-        if not columns or not len(next(iter(columns.values()))):
+        if not column_length(columns):
             return []
         lines = json_lines(columns, _JSON_OPTIONS, json_default)
         if lines is None:  # a value that is not a JSON scalar: record by record
@@ -120,7 +120,7 @@ class AvroWireEncoder:
         """As `encode_all`, in one compiled pass where the schema is flat (udfs.wire.encode_columns)."""
         from udfs.wire import encode_columns
 
-        if not columns or not len(next(iter(columns.values()))):
+        if not column_length(columns):
             return []
         if schema_name == "ModelSnapshot":
             return self.encode_all(schema_name, records_from_columns(columns))

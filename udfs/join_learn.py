@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import orjson
 from pyflink.common import Duration, Row, Types
 from pyflink.common.time import Time
@@ -27,10 +28,12 @@ from udfs.encoding import RecordEncoder
 from udfs.gauges import PushedGauges
 from udfs.interpreter import limit_native_threads, tune_garbage_collector
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
+from udfs.json_batch import warm_up as warm_up_json
 from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.model_store import ModelStore
+from udfs.records import column_length
 from udfs.snapshots import subtask_index
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
@@ -76,6 +79,7 @@ class JoinAndLearn(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
         warm_up_avro()  # the examples' encoder on Kafka (udfs.avro_batch), likewise
+        warm_up_json()  # and on files (udfs.json_batch)
         # The encoder's model loads once per process (udfs.text_encoder.shared_model).
         encoder = make_encoder(self.text_encoder)
         self.text = TextFeatures(encoder, self.titles) if encoder is not None else None
@@ -184,8 +188,8 @@ class JoinAndLearn(KeyedProcessFunction):
         columns = out.example_columns
         if columns:
             yield from self.encoder.encode_columns("LabeledExample", columns)
-            self.examples_counter.inc(len(columns["label"]))
-            self.positives_counter.inc(int(sum(columns["label"])))
+            self.examples_counter.inc(column_length(columns))
+            self.positives_counter.inc(int(np.count_nonzero(columns["label"])))  # (not a Python loop per example)
         for click in out.late_clicks:
             yield self.tags["late-clicks"], encode("Click", click)
         for click in out.orphan_clicks:

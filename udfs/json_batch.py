@@ -117,3 +117,8 @@ def json_lines(columns: Mapping[str, Sequence], options: int = 0, default: Calla
     size = _DEAL(key_text.ctypes.data, len(key_text), key_ends.ctypes.data, text.ctypes.data, len(text),
                  starts.ctypes.data, len(names), n, out.ctypes.data, len(out))
     return None if size < 0 else out[:size].tobytes()
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernel and run it once, before the first batch needs it."""
+    json_lines({"warm": [1]})

@@ -305,6 +305,11 @@ def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
     return [] if record["entity_type"] == "USER" else [record]
 
 
+def column_length(columns: Mapping[str, Sequence]) -> int:
+    """How many records columns (field name -> values, of one length) hold; none without columns."""
+    return len(next(iter(columns.values()))) if columns else 0
+
+
 def records_from_columns(columns: Mapping[str, Sequence]) -> list[dict[str, Any]]:
     """Records (dicts) of columns of equal length (field name -> values; numpy arrays as Python values)."""
     if not columns:
