@@ -293,7 +293,7 @@ def build_kafka_job(
 # How long a live job's network buffers may wait to fill before they are sent on (Flink's default is
 # 100 ms). A click crosses about five exchanges on its way to the learner, and at live rates a buffer
 # rarely fills: with 100 ms the click -> learner latency was ~450 ms at the median, with 10 ms ~170 ms
-# (`freshrank demo --kafka`, README Performance). Bounded runs keep Flink's default: no one waits there.
+# (`freshrank demo --kafka`, docs/performance-log.md). Bounded runs keep Flink's default: no one waits there.
 # A value in config.yaml wins, for live runs too.
 LIVE_BUFFER_TIMEOUT_MS = 10
 BUFFER_TIMEOUT_KEY = "execution.buffer-timeout.interval"

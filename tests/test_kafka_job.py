@@ -203,7 +203,7 @@ def test_a_new_job_hot_starts_from_the_snapshot_topic(kafka_run):
 
 
 def test_live_jobs_send_network_buffers_on_sooner_unless_the_config_says_otherwise(monkeypatch) -> None:
-    """A click's latency to the learner is mostly buffers waiting to fill at each exchange (README, Performance)."""
+    """A click's latency to the learner is mostly buffers waiting to fill at each exchange (docs/performance-log.md)."""
     flink_default_ms = 100
     assert kafka_environment(JOB, checkpoint_interval_s=2.0, bounded=False).get_buffer_timeout() == \
         LIVE_BUFFER_TIMEOUT_MS

@@ -249,7 +249,7 @@ def test_local_runs_bind_to_loopback_and_cluster_submissions_carry_no_cluster_ke
 
 def test_local_runs_get_the_network_buffers_that_let_the_upstream_run_ahead_of_the_learner() -> None:
     # 32 KB buffers (Flink's default, 10 per channel) made the batch window block mid-row whenever the
-    # learner was busy (README, Performance); a MiniCluster reads its network settings from the job's.
+    # learner was busy (docs/performance-log.md); a MiniCluster reads its network settings from the job's.
     settings = flink_env.flink_settings()
     local = flink_env.job_settings(settings, local=True)
     for key in ("taskmanager.memory.segment-size", "taskmanager.memory.network.min",
