@@ -32,9 +32,10 @@ from udfs.metrics_intervals import (  # noqa: F401
 
 
 def partial_metrics_type() -> TypeInformation:
-    """Learner -> merger: Row(learner subtask, interval start, pickled IntervalStats or None, join watermark)."""
-    return Types.ROW_NAMED(["learner", "start", "stats", "watermark"],
-                           [Types.INT(), Types.LONG(), Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
+    """Learner -> merger, one row a learner call: Row(learner subtask, pickled [(interval start,
+    IntervalStats)] of the intervals that closed in the call, join watermark after it)."""
+    return Types.ROW_NAMED(["learner", "partials", "watermark"],
+                           [Types.INT(), Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
 
 
 END_OF_INPUT = 2**63 - 1
@@ -50,7 +51,9 @@ class ComputeMetrics(KeyedProcessFunction):
     """Partials and progress from the learners in; encoded Metric records out, once per interval.
 
     The aggregator (open intervals and the run's totals) is kept in Flink state, so `_total` metrics
-    continue across restores.
+    continue across restores. Most rows only move a learner's progress: those write the progress
+    alone, because pickling the whole aggregator for each (its AUC histograms) held the interpreter
+    lock that the learner's thread is waiting for.
     """
 
     def __init__(self, interval_ms: int, learners: int, encoder: RecordEncoder) -> None:
@@ -60,6 +63,8 @@ class ComputeMetrics(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(ValueStateDescriptor("aggregator", Types.PICKLED_BYTE_ARRAY()))
+        # Each learner's join watermark, newer than the aggregator's copy when only progress moved.
+        self.progress = runtime_context.get_state(ValueStateDescriptor("progress", Types.PICKLED_BYTE_ARRAY()))
         self.aggregator: MetricsAggregator | None = None
         group = runtime_context.get_metrics_group().add_group("freshrank").add_group("quality")
         # Set whenever an interval closes (see udfs.gauges for why not callables).
@@ -75,18 +80,25 @@ class ComputeMetrics(KeyedProcessFunction):
     def _load(self, ctx) -> MetricsAggregator:
         if self.aggregator is None:
             self.aggregator = self.state.value() or MetricsAggregator(self.interval_ms, self.learners)
+            progress = self.progress.value()
+            if progress is not None:
+                for learner, watermark in enumerate(progress[: len(self.aggregator.progress)]):
+                    self.aggregator.add_progress(learner, watermark)
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
             self._push_gauges()  # totals restored from state
         return self.aggregator
 
     def process_element(self, value, ctx) -> Iterator:
         aggregator = self._load(ctx)
-        learner, start, stats, watermark = value
-        if stats is not None:
+        learner, partials, watermark = value
+        for start, stats in partials:
             aggregator.add_partial(start, stats)
         aggregator.add_progress(learner, watermark)
         records = aggregator.close_until(aggregator.complete_until())
-        self.state.update(aggregator)
+        if partials or records:
+            self.state.update(aggregator)
+        else:
+            self.progress.update(aggregator.progress)
         yield from self._emit(records)
 
     def _push_gauges(self) -> None:
