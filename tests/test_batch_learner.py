@@ -125,31 +125,70 @@ def test_a_restored_learner_continues_exactly_from_state(rows, mode):
 
 
 def test_join_state_keeps_only_what_retention_needs(rows):
-    """Mid-stream, state holds only entries within retention; impressions are written once per batch
-    (a block), negatives decided by their deadline are not written again, and only entries changed
-    after their block (clicks) are written one by one; at the end of the input nothing is left."""
+    """Mid-stream, state holds only entries within retention; a call writes at most two blocks (the
+    impressions that arrived, as columns; the entries changed after their block, as a list), negatives
+    decided by their deadline are not written again, nothing is written entry by entry, and at the end
+    of the input nothing is left."""
     state = new_state()
     learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
     half = len(rows) // 2
+    calls = 0
     for start in range(0, half, 50):
         learner.process_batch(rows[start:min(start + 50, half)], now_ms=0)
+        calls += 1
+        assert not state.entries.data, "an entry written one by one"
     decided_until = learner.meta["decided_until"]
     forgotten_by = decided_until - WINDOW_MS - RETENTION_MS  # impressions at or before this are forgotten
     blocks = [pickle.loads(data) for data in state.entry_blocks.data.values()]
-    keyed = [pickle.loads(data) for data in state.entries.data.values()]
-    assert blocks and keyed
-    assert len(blocks) <= -(-half // 50), "more than one block per call"
-    assert all(expiry > decided_until for expiry, *_ in blocks), "a block outlived all its impressions' retention"
+    arrived = [stored for _, *stored in blocks if len(stored) == 3]
+    changed = [entry for _, *stored in blocks if len(stored) == 1 for _, entry in stored[0]]
+    assert arrived and changed
+    assert len(arrived) <= calls and len(blocks) <= 2 * calls, "more than two blocks per call"
+    assert all(expiry > decided_until for expiry, *_ in blocks), "a block outlived all its entries"
     # (retention timers are coarsened to forget buckets: an entry may stay in state one bucket longer)
     assert all(entry[0] is None or entry[0][IMP_TIME] > forgotten_by - batch_learner.FORGET_BUCKET_MS
-               for entry in keyed)
-    block_entries = [entry for _, *stored in blocks for _, entry in batch_learner._block_entries(stored)]
+               for entry in changed)
+    block_entries = [entry for stored in arrived for _, entry in batch_learner._block_entries(stored)]
     assert any(entry[1] == PENDING and entry[0][IMP_TIME] + WINDOW_MS < decided_until for entry in block_entries), \
         "some negatives were decided without a write"
     clicks = sum(1 for _, event in rows[:half] if event[0] != IMPRESSION)
-    assert len(keyed) <= clicks, "entries written one by one beyond those changed by a click"
+    assert len(changed) <= clicks, "entries written again beyond those changed by a click"
     learner.advance_to(END_OF_INPUT)
     assert state.entries.data == {} and state.entry_blocks.data == {}
+
+
+def test_a_savepoint_with_entries_kept_one_by_one_restores_exactly(rows):
+    """State from before changed entries went in blocks (an `entries` map state, id -> entry) restores to
+    the same labels and model as a run straight through, and its entries move into a block."""
+    straight_state = new_state()
+    straight = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, straight_state)
+    state = new_state()
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    expected, got = [], []
+    half = len(rows) // 2
+    for start in range(0, half, 50):
+        expected += straight.process_batch(rows[start:min(start + 50, half)], now_ms=0).examples
+        got += learner.process_batch(rows[start:min(start + 50, half)], now_ms=0).examples
+    # The changed-entry blocks as the older code kept them: one map entry each, newest version last.
+    moved = 0
+    for number, data in sorted(state.entry_blocks.data.items()):
+        _, *stored = pickle.loads(data)
+        if len(stored) == 1:
+            del state.entry_blocks.data[number]
+            for impression_id, entry in stored[0]:
+                state.entries.data[impression_id] = pickle.dumps(entry)
+                moved += 1
+    assert moved
+    learner = BatchJoinLearner(ImpressionClickJoin(WINDOW_MS, RETENTION_MS), CONFIG, 30_000, 0, state)
+    assert not state.entries.data, "the entries kept one by one moved into a block"
+    for start in range(half, len(rows), 50):
+        expected += straight.process_batch(rows[start:start + 50], now_ms=0).examples
+        got += learner.process_batch(rows[start:start + 50], now_ms=0).examples
+    expected += straight.advance_to(END_OF_INPUT).examples
+    got += learner.advance_to(END_OF_INPUT).examples
+    assert [(e["impression_id"], e["label"]) for e in got] == [(e["impression_id"], e["label"]) for e in expected]
+    assert [e["score"] for e in got] == pytest.approx([e["score"] for e in expected], abs=1e-12)
+    assert state.users.data == straight_state.users.data
 
 
 def test_a_restore_does_not_bring_back_forgotten_impressions():

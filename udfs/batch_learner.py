@@ -10,19 +10,20 @@ decided) run in order in one compiled call (udfs.learner_kernel), so every examp
 it is learned and sees every update before it.
 
 State. Everything lives in Flink state, under the subtask's one shard key (job.routing):
-- `entry_blocks`: block number -> the join entries (udfs.join_logic.JoinState fields, the
+- `entry_blocks`: block number -> join entries (udfs.join_logic.JoinState fields, the
   impression-time score, whether a warm-up positive still has to be learned, the entry's sequence
-  number, which orders timers of the same time) of the impressions that arrived in one batch, as they
-  stood at its end, as columns: one state write per batch, not one per impression. A block is
-  removed once the retention of all its impressions is over;
-- `entries`: impression id -> the same, for entries that changed after their block was written (a
-  click, a deferred positive learned) and for held clicks without an impression; removed when the
-  entry is forgotten (retention timers are coarsened to forget buckets of FORGET_BUCKET_MS, so up to
-  a bucket later; an id seen again in between is already treated as new). After a restore this
-  version wins over the block's. Neither is written for a negative decided by its deadline, nor
-  removed when an entry's retention ends: `decided_until` in `meta` tells both apart (a PENDING
-  entry whose deadline is at or before it was emitted as a negative; one whose retention ended by
-  then was forgotten);
+  number, which orders timers of the same time) as they stood at the end of one call: one state write
+  per call, not one per entry. A call writes up to two blocks: the impressions that arrived in it (as
+  columns), and the entries that changed after their own block was written (a click, a deferred
+  positive learned) or that hold clicks without an impression. After a restore an id's version in the
+  newest block wins. A block is removed once every entry in it is over (its impression's retention, or
+  its held clicks' windows); nothing is removed entry by entry, nor written for a negative decided by
+  its deadline: `decided_until` in `meta` tells what is over (a PENDING entry whose deadline is at or
+  before it was emitted as a negative; one whose retention ended by then was forgotten, retention
+  timers being coarsened to forget buckets of FORGET_BUCKET_MS, and an id seen again in between is
+  already treated as new; held clicks whose window ended by then were emitted as orphans);
+- `entries`: impression id -> an entry, one by one: how changed entries were kept before they went
+  in blocks; read (and moved into a block) when restoring such a savepoint;
 - `users`, `items`: id -> the entity's float64 row bytes (udfs.learner_kernel layouts);
 - `biases`: position -> bias row bytes, GLOBAL_KEY for the global bias, TEXT_KEY for the two text
   terms (query-title weight, search bias) and TITLE_MAP_KEY for the learned title map;
@@ -80,7 +81,6 @@ from udfs.join_kernel import (
     S_HAS_SCORE,
     S_IMP_EVENT,
     S_IMP_TIME,
-    S_KEYED,
     S_LABEL,
     S_LISTED,
     S_LIVE,
@@ -287,22 +287,28 @@ class BatchJoinLearner:
         """Join entries and their timers come back from state (timers are derived from the entries):
         the blocks' versions first, then the per-entry versions over them (see the module doc)."""
         decided_until = self.meta.get("decided_until", NO_WATERMARK)
-        restored: dict[str, tuple[list, bool]] = {}
-        for block, data in self.state.entry_blocks.items():
+        restored: dict[str, list] = {}
+        for block, data in sorted(self.state.entry_blocks.items()):  # oldest first: the newest version wins
             expiry, *stored = pickle.loads(data)
             self.blocks.append((expiry, block))
             for impression_id, fields in _block_entries(stored):
-                if self.forget_time(fields[0]) > decided_until:  # else its retention ended: forgotten
-                    restored[impression_id] = (fields, False)
+                if self._outlives(fields, decided_until):
+                    restored[impression_id] = fields
+                else:  # over: forgotten, or its held clicks were orphans
+                    restored.pop(impression_id, None)
         heapq.heapify(self.blocks)
-        for impression_id, data in self.state.entries.items():
-            restored[impression_id] = (pickle.loads(data), True)
+        legacy = {impression_id: pickle.loads(data) for impression_id, data in self.state.entries.items()}
+        if legacy:  # entries kept one by one (a savepoint from before): over the blocks, then into one
+            restored.update(legacy)
+            self._write_changed_block(list(legacy.items()))
+            self.state.entries.clear()
+            self.state.meta.update(pickle.dumps(self.meta))  # its block number is taken
         # Entries from before sequence numbers (a legacy savepoint) get them in restore order.
         next_seq = self.meta.get("next_seq", 0)
         columns, window = self.columns, self.join.window_ms
         due: list[tuple[int, int]] = []
         forget: list[int] = []
-        for impression_id, (fields, keyed) in restored.items():
+        for impression_id, fields in restored.items():
             impression, status, label, held, score, deferred, *seq = fields
             if not seq:
                 seq, next_seq = [next_seq], next_seq + 1
@@ -310,9 +316,9 @@ class BatchJoinLearner:
                 status, label = DECIDED, 0  # its deadline passed: the negative was emitted, not written back
             slot = self._slot(impression_id)
             slots = columns.slots
-            slots[slot, [S_LIVE, S_HAS_IMP, S_IMP_TIME, S_STATUS, S_LABEL, S_DEFERRED, S_KEYED, S_HAS_SCORE, S_SEQ]] = (
+            slots[slot, [S_LIVE, S_HAS_IMP, S_IMP_TIME, S_STATUS, S_LABEL, S_DEFERRED, S_HAS_SCORE, S_SEQ]] = (
                 1, impression is not None, 0 if impression is None else impression[IMP_TIME], status, label,
-                bool(deferred), keyed, score is not None, seq[0])
+                bool(deferred), score is not None, seq[0])
             columns.scores[slot] = 0.0 if score is None else score
             self.slot_impressions[slot] = None if impression is None else [IMPRESSION, *impression]
             for click in held:
@@ -353,6 +359,26 @@ class BatchJoinLearner:
     def forget_time(self, impression: tuple) -> int:
         """The watermark at which the join forgets an impression (its retention timer)."""
         return impression[IMP_TIME] + self.join.window_ms + self.join.retention_ms
+
+    def _over_at(self, fields: list) -> int:
+        """The watermark at which a stored entry is over: its impression forgotten, or (clicks without an
+        impression) the last of its held clicks an orphan."""
+        impression, held = fields[0], fields[3]
+        if impression is not None:
+            return self.forget_time(impression)
+        return max((click[CLK_TIME] for click in held), default=NO_WATERMARK) + self.join.window_ms + 1
+
+    def _outlives(self, fields: list, decided_until: int) -> bool:
+        return self._over_at(fields) > decided_until
+
+    def _write_changed_block(self, entries: list[tuple[str, list]]) -> None:
+        """Entries (id, stored fields) as one block, removed when the last of them is over."""
+        self._write_block(max(map(self._over_at, (fields for _, fields in entries))), [entries])
+
+    def _write_block(self, expiry: int, stored: list) -> None:
+        number = self.meta["next_block"] = self.meta.get("next_block", 0) + 1
+        self.state.entry_blocks.put_all({number: pickle.dumps((expiry, *stored), protocol=pickle.HIGHEST_PROTOCOL)})
+        heapq.heappush(self.blocks, (expiry, number))
 
     # Model rows ---------------------------------------------------------------------------------
     def _user_row(self, user_id: str) -> int:
@@ -558,10 +584,9 @@ def _record(common: dict[str, Any], entity_type: str, entity_id: str, vector: np
 _USER, _ITEM, _QUERY, _POSITION = (itemgetter(IMP_USER + 1), itemgetter(IMP_ITEM + 1), itemgetter(IMP_QUERY + 1),
                                    itemgetter(IMP_POSITION + 1))
 _REQUEST_AT = IMP_REQUEST + 1
-# LabeledExample fields taken from the impression event, in the schema's order (the rest follow them).
-_EXAMPLE_EVENT_FIELDS = [("impression_id", itemgetter(1)), ("request_id", itemgetter(IMP_REQUEST + 1)),
-                         ("user_id", _USER), ("item_id", _ITEM), ("query", _QUERY), ("position", _POSITION)]
-_IMPRESSION_TIME = itemgetter(IMP_TIME + 1)
+# LabeledExample fields taken from the impression event (its element), in the schema's order (the rest follow them).
+_EXAMPLE_EVENT_FIELDS = [("impression_id", 1), ("request_id", IMP_REQUEST + 1), ("user_id", IMP_USER + 1),
+                         ("item_id", IMP_ITEM + 1), ("query", IMP_QUERY + 1), ("position", IMP_POSITION + 1)]
 
 
 def _rows(keys: list, cached: dict, load: Any) -> list[int]:
@@ -907,10 +932,11 @@ class _BatchRun:
             return {}
         rows, impressions = self.rows, self.learner.slot_impressions
         events = [rows[ref][1] if ref >= 0 else impressions[-ref - 1] for ref in decided[:, X_REF].tolist()]
-        columns: dict[str, Sequence] = {name: list(map(get, events)) for name, get in _EXAMPLE_EVENT_FIELDS}
+        fields = list(zip(*events, strict=True))  # the events as columns, in one pass in C
+        columns: dict[str, Sequence] = {name: fields[at] for name, at in _EXAMPLE_EVENT_FIELDS}
         columns["label"] = decided[:, X_LABEL]
         columns["score"] = scores
-        columns["impression_time"] = list(map(_IMPRESSION_TIME, events))
+        columns["impression_time"] = fields[IMP_TIME + 1]
         has_click = decided[:, X_HAS_CLICK_TIME]
         columns["click_time"] = ([None] * len(events) if not has_click.any() else
                                  [time if has else None for time, has in
@@ -989,9 +1015,6 @@ class _BatchRun:
         sc, slots, ids = columns.scalars, columns.slots, learner.slot_ids
         impressions = learner.slot_impressions
         forgotten = columns.forgotten[: sc[C_FORGOTTEN]]
-        # Removals first: an id forgotten and seen again in this call has a new entry to write.
-        for slot in forgotten[forgotten[:, 1] == 1, 0].tolist():
-            learner.state.entries.remove(ids[slot])
         listed = columns.listed[: sc[C_LISTED]].copy()
         if len(listed):
             view = slots[listed]
@@ -1008,15 +1031,13 @@ class _BatchRun:
                 columns.scores[listed[scored]] = self.final_scores[ops]
                 slots[listed[scored], S_HAS_SCORE] = 1
             changed = live & (view[:, S_CHANGED] == 1)
-            block = changed & (view[:, S_NEW] == 1) & (view[:, S_HAS_IMP] == 1)
-            keyed = changed & ~block
-            slots[listed[keyed], S_KEYED] = 1
+            arrived_block = changed & (view[:, S_NEW] == 1) & (view[:, S_HAS_IMP] == 1)
             slots[listed, S_SCORE_OP] = -1
             slots[listed, S_IMP_EVENT] = -1
             slots[listed, S_CHANGED] = 0
             slots[listed, S_NEW] = 0
             slots[listed, S_LISTED] = 0
-            self._write_entries(listed[block], listed[keyed])
+            self._write_entries(listed[arrived_block], listed[changed & ~arrived_block])
         if len(forgotten):
             gone = np.unique(forgotten[:, 0])
             freed = gone[slots[gone, S_LIVE] == 0].tolist()
@@ -1027,33 +1048,29 @@ class _BatchRun:
                 impressions[slot] = None
             columns.release_slots(freed)
 
-    def _write_entries(self, block: np.ndarray, keyed: np.ndarray) -> None:
-        """This call's new entries with an impression as one block (columns); other changed entries one by one."""
+    def _write_entries(self, arrived: np.ndarray, changed: np.ndarray) -> None:
+        """This call's new entries with an impression as one block (columns); the other changed entries as
+        another (a list)."""
         learner = self.learner
         columns = learner.columns
         ids, impressions = learner.slot_ids, learner.slot_impressions
-        if len(block):
-            rows = columns.slots[block]
+        if len(arrived):
+            rows = columns.slots[arrived]
             expiry = int(rows[:, S_IMP_TIME].max()) + learner.join.window_ms + learner.join.retention_ms
-            slots = block.tolist()
             # The impressions as one JSON text: one C call, where pickling thousands of small lists was not.
-            data = pickle.dumps((expiry, orjson.dumps([impressions[s] for s in slots]),
-                                 np.ascontiguousarray(rows[:, _BLOCK_COLUMNS]).tobytes(),
-                                 columns.scores[block].tobytes()), protocol=pickle.HIGHEST_PROTOCOL)
-            number = learner.meta["next_block"] = learner.meta.get("next_block", 0) + 1
-            learner.state.entry_blocks.put_all({number: data})
-            heapq.heappush(learner.blocks, (expiry, number))
-        if len(keyed):
-            stored = {}
+            learner._write_block(expiry, [orjson.dumps([impressions[s] for s in arrived.tolist()]),
+                                          np.ascontiguousarray(rows[:, _BLOCK_COLUMNS]).tobytes(),
+                                          columns.scores[arrived].tobytes()])
+        if len(changed):
+            entries = []
             for slot, (status, label, deferred, seq, has_score) in zip(
-                    keyed.tolist(), columns.slots[keyed][:, _BLOCK_COLUMNS].tolist(), strict=True):
+                    changed.tolist(), columns.slots[changed][:, _BLOCK_COLUMNS].tolist(), strict=True):
                 held = [learner.held[handle] for handle in columns.held_handles(slot)]
                 score = float(columns.scores[slot]) if has_score else None
                 impression = impressions[slot]
-                stored[ids[slot]] = pickle.dumps([None if impression is None else tuple(impression[1:]), status, label,
-                                                  held, score, bool(deferred), seq],
-                                                 protocol=pickle.HIGHEST_PROTOCOL)
-            learner.state.entries.put_all(stored)
+                entries.append((ids[slot], [None if impression is None else tuple(impression[1:]), status, label,
+                                            held, score, bool(deferred), seq]))
+            learner._write_changed_block(entries)
 
 
 # A block's entries as columns: [status, label, deferred, sequence number, has a score] per entry.

@@ -24,7 +24,8 @@ What a call reports (the Python side turns it into learning ops, examples and st
            in decision order; the score is that of `score op` if >= 0, else `example_scores[i]` (a stored score);
 - join events [kind (index into join_logic.JOIN_EVENT_KINDS), ref]: ref is the batch event of a
            duplicate impression, else a click handle (`click_base` + batch index for the batch's clicks);
-- forgotten [slot, keyed]: entries forgotten (keyed: a version of it is in `entries` state);
+- forgotten [slot, keyed]: entries forgotten (keyed: S_KEYED, which the learner no longer sets, since
+           changed entries go to state in blocks);
 - released: handles of held clicks no longer held; listed: the slots changed in this call.
 """
 
