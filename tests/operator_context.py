@@ -1,4 +1,5 @@
-"""A runtime context for calling PyFlink operator functions without Flink: counters that count."""
+"""A runtime context for calling PyFlink operator functions without Flink: counters that count, gauges
+that keep what they were given, value states that keep bytes."""
 
 from __future__ import annotations
 
@@ -13,11 +14,22 @@ class Counter:
         self.count += n
 
 
+class Distribution:
+    """The Java gauge PyFlink's `distribution` makes: every value pushed to it, in order."""
+
+    def __init__(self) -> None:
+        self.updates: list[int] = []
+
+    def update(self, value: int) -> None:
+        self.updates.append(value)
+
+
 class MetricGroup:
-    """Every subgroup is this group: counters are found by their own name."""
+    """Every subgroup is this group: counters and gauges are found by their own name."""
 
     def __init__(self) -> None:
         self.counters: dict[str, Counter] = {}
+        self.distributions: dict[str, Distribution] = {}
 
     def add_group(self, _name: str) -> MetricGroup:
         return self
@@ -25,8 +37,8 @@ class MetricGroup:
     def counter(self, name: str) -> Counter:
         return self.counters.setdefault(name, Counter())
 
-    def distribution(self, _name: str) -> Distribution:
-        return Distribution()
+    def distribution(self, name: str) -> Distribution:
+        return self.distributions.setdefault(name, Distribution())
 
 
 class RuntimeContext:
@@ -35,14 +47,6 @@ class RuntimeContext:
 
     def get_metrics_group(self) -> MetricGroup:
         return self.group
-
-
-class Distribution:
-    def __init__(self) -> None:
-        self.value: int | None = None
-
-    def update(self, value: int) -> None:
-        self.value = value
 
 
 class PickledValueState:

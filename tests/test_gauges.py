@@ -5,36 +5,21 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from operator_context import MetricGroup
+
 from udfs.gauges import PushedGauges
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class FakeDistribution:
-    def __init__(self) -> None:
-        self.updates: list[int] = []
-
-    def update(self, value: int) -> None:
-        self.updates.append(value)
-
-
-class FakeGroup:
-    def __init__(self) -> None:
-        self.metrics: dict[str, FakeDistribution] = {}
-
-    def distribution(self, name: str) -> FakeDistribution:
-        self.metrics[name] = FakeDistribution()
-        return self.metrics[name]
-
-
 def test_pushed_gauges_hold_the_last_value_and_skip_repeats() -> None:
-    group = FakeGroup()
+    group = MetricGroup()
     gauges = PushedGauges(group, ["model_version", "click_stalled"])
     for value in (0, 3, 3, 4):
         gauges.set("model_version", value)
     gauges.set("click_stalled", True)
-    assert group.metrics["model_version"].updates == [0, 3, 4]
-    assert group.metrics["click_stalled"].updates == [1]
+    assert group.distributions["model_version"].updates == [0, 3, 4]
+    assert group.distributions["click_stalled"].updates == [1]
 
 
 def test_no_operator_registers_a_python_callable_gauge() -> None:

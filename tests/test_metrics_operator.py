@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import orjson
+from operator_context import KeyedContext, StatefulRuntimeContext
 
-from tests.operator_context import KeyedContext, StatefulRuntimeContext
 from udfs.encoding import JsonLinesEncoder
 from udfs.metrics import ComputeMetrics
 from udfs.metrics_intervals import IntervalStats
