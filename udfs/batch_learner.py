@@ -284,8 +284,9 @@ class BatchJoinLearner:
 
     # Restore ------------------------------------------------------------------------------------
     def _restore_entries(self) -> None:
-        """Join entries and their timers come back from state (timers are derived from the entries):
-        the blocks' versions first, then the per-entry versions over them (see the module doc)."""
+        """Join entries and their timers come back from state (timers are derived from the entries): the
+        blocks oldest first, so an entry's newest version wins, then the entries an older savepoint kept
+        one by one over them (see the module doc)."""
         decided_until = self.meta.get("decided_until", NO_WATERMARK)
         restored: dict[str, list] = {}
         for block, data in sorted(self.state.entry_blocks.items()):  # oldest first: the newest version wins

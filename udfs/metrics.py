@@ -52,8 +52,7 @@ class ComputeMetrics(KeyedProcessFunction):
 
     The aggregator (open intervals and the run's totals) is kept in Flink state, so `_total` metrics
     continue across restores. Most rows only move a learner's progress: those write the progress
-    alone, because pickling the whole aggregator for each (its AUC histograms) held the interpreter
-    lock that the learner's thread is waiting for.
+    alone (a few numbers), not the whole aggregator with its AUC histograms.
     """
 
     def __init__(self, interval_ms: int, learners: int, encoder: RecordEncoder) -> None:
