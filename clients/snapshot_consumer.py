@@ -49,6 +49,10 @@ class SnapshotConsumer:
 
     `text`: the catalog's titles and the text encoder the job uses (udfs.text_features), so searches
     are ranked with their query and items the model never learned from their titles.
+    `on_applied(record, applied_at_ms)`: called (in the polling thread, the lock held) with every record
+    that changed the store, e.g. to follow each version of an entity: a poll can apply several versions
+    of one entity at once (a checkpoint commits every snapshot made since the one before), and the
+    store keeps only the newest.
     `group_id` only names the client (nothing is committed); `conf` is passed to confluent_kafka.Consumer
     over this class's settings, as `**{"fetch.max.bytes": ...}`.
     """
@@ -61,9 +65,11 @@ class SnapshotConsumer:
         *,
         metadata_timeout_s: float = 30.0,
         text: TextFeatures | None = None,
+        on_applied: Callable[[dict[str, Any], int], None] | None = None,
         **conf: Any,
     ) -> None:
         self.topic = topic
+        self.on_applied = on_applied
         self.store = ModelStore(text)
         self.decoder = WireDecoder("ModelSnapshot")
         self.records_read = 0  # decoded snapshot records, including stale ones
@@ -128,8 +134,11 @@ class SnapshotConsumer:
         if not self.store.apply(record):
             self.stale += 1
             return False
+        applied_at_ms = int(time.time() * 1000)
         if record["entity_type"] == USER:
-            self._user_seen_at[record["entity_id"]] = int(time.time() * 1000)
+            self._user_seen_at[record["entity_id"]] = applied_at_ms
+        if self.on_applied is not None:
+            self.on_applied(record, applied_at_ms)
         return True
 
     def poll(self, timeout_s: float = 0.0) -> int:

@@ -348,8 +348,16 @@ def test_snapshot_consumer_newest_committed_versions_win(kafka_broker: str) -> N
     transaction(producer, topic, [snapshot("ITEM", "it-ghost-2", v3, [1.0, 1.0])], commit=False)
 
     expected = ModelStore().apply_all(newer + older)
-    with SnapshotConsumer(kafka_broker, topic) as consumer:
+    applied: list[tuple[str, str, int]] = []
+
+    def on_applied(record: dict, applied_at_ms: int) -> None:
+        assert abs(applied_at_ms - time.time() * 1000) < 5_000
+        applied.append((record["entity_type"], record["entity_id"], record["version"]))
+
+    with SnapshotConsumer(kafka_broker, topic, on_applied=on_applied) as consumer:
         assert consumer.catch_up(30) == len(newer) + 1  # the older records do not change the store (but u-late)
+        # Every record that changed the store, each once, none of the stale, aborted or undecodable ones.
+        assert sorted(applied) == sorted((r["entity_type"], r["entity_id"], r["version"]) for r in newer + older[-1:])
         assert consumer.lag() == 0
         # The aborted records are in the log (one marker at least per transaction), just not read.
         written = len(newer) + len(aborted) + len(older) + 2 + 1
@@ -389,6 +397,14 @@ def test_snapshot_consumer_newest_committed_versions_win(kafka_broker: str) -> N
         assert record == update and consumer.version == v3
         assert consumer.seen_at_ms("u-1") >= sent_ms - 1
         assert consumer.lag() == 0
+
+        # Two versions of a user committed together (two snapshots in one checkpoint): the store keeps
+        # the newer, and on_applied reports both, oldest first.
+        applied.clear()
+        transaction(producer, topic, [snapshot("USER", "u-2", v3, [0.5, 0.5], updates=20),
+                                      snapshot("USER", "u-2", v3 + 1, [0.25, 0.25], updates=21)])
+        assert consumer.wait_for_user_version("u-2", min_updates=21, timeout_s=15)["version"] == v3 + 1
+        assert applied == [("USER", "u-2", v3), ("USER", "u-2", v3 + 1)]
 
 
 def test_snapshot_consumer_missing_topic(kafka_broker: str) -> None:

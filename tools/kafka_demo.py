@@ -55,6 +55,7 @@ from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
 from udfs.encoding import json_default
 from udfs.learner_math import DECIDED_MODE
+from udfs.model_store import ITEM, USER
 from udfs.records import parse_wire
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
@@ -181,8 +182,6 @@ def print_ranking(bootstrap: str, topics: TopicNames, user_id: str, candidates: 
 def serve_demo(bootstrap: str, topics: TopicNames, n_users: int = 3, k: int = 5, timeout_s: float = 60.0,
                kafka_properties: Mapping[str, str] | None = None) -> None:
     """Catch up, then print the top-k of all known items for the `n_users` users with the most updates."""
-    from udfs.model_store import ITEM, USER
-
     with _caught_up_consumer(bootstrap, topics, timeout_s, kafka_properties) as consumer:
         print(_model_line(consumer))
         records = consumer.store.records
@@ -534,7 +533,15 @@ def run_live(
             f"impressions and {len(stream.clicks):,} clicks live: {span_s:,.0f} s of event time at {speedup:.1f}x "
             f"(~{duration_s:.0f} s) ...")
         history: dict[str, list[tuple[int, int, int]]] = {u: [] for u in watched}
-        with SnapshotConsumer(bootstrap, topics.snapshots, **librdkafka_properties(kafka_properties)) as consumer:
+
+        def record_version(record: dict[str, Any], applied_at_ms: int) -> None:
+            # Every version, not only the newest after a poll: one commit makes all the snapshots since
+            # the checkpoint before visible at once, and the click's update is in the first of them.
+            if record["entity_type"] == USER and record["entity_id"] in history:
+                history[record["entity_id"]].append((record["version"], applied_at_ms, record["created_at"]))
+
+        with SnapshotConsumer(bootstrap, topics.snapshots, on_applied=record_version,
+                              **librdkafka_properties(kafka_properties)) as consumer:
 
             def follow(seconds: float | None = None, while_alive: threading.Thread | None = None) -> None:
                 until = time.monotonic() + (seconds or 0.0)
@@ -544,11 +551,6 @@ def run_live(
                         local.check_state()
                         checked = time.monotonic()
                     consumer.poll(0.1)
-                    for user in watched:
-                        record = consumer.user_record(user)
-                        if record is not None and (not history[user] or history[user][-1][0] != record["version"]):
-                            history[user].append((record["version"], consumer.seen_at_ms(user),
-                                                  record["created_at"]))
                     local._check_alive()
 
             stop = threading.Event()
