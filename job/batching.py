@@ -1,32 +1,30 @@
-"""The JVM half of the batched core: per-shard event batches for the Python learner, one call per batch.
+"""The JVM half of the batched core: per-shard event blocks for the Python learner, one call per block.
 
-Per-record Python is what a PyFlink job pays for; so the events are parsed once, then shuffled,
-stamped and grouped entirely in JVM operators (checkpointed state only), and the learner gets one
-row per shard and batch:
+Per-record Python is what a PyFlink job pays for, and so are per-event rows through JVM operators (each
+one serialised at every exchange, copied by every SQL stage): so events travel in blocks from the
+parse to the learner, and the JVM stages in between handle one row per block:
 
-    parsed events (shard, event_time, event JSON), one stream per source, parsed a batch of raw
-    records per call (files: `line_batches`; Kafka: `message_batches`, which carry the source's own
-    watermark through the parse)
-      ─ event-time watermarks per source (file mode; Kafka sources bring their own)
+    raw records, batched per `batch_ms` for the parse (files: `line_batches`; Kafka: `message_batches`,
+    which carry the source's own watermark through the parse)
+      ─ parse (Python, one call per batch): a block per shard, Row(shard, event_time, events), events
+        the shard's events of the batch as JSON arrays joined by commas, event_time how far the
+        event-time watermark may move after the block (udfs.parse.ParseEventBatches)
+      ─ event-time watermarks per source from the blocks' newest event times (file mode; Kafka
+        sources bring their own, made again after the parse: `carried_watermark`)
       ─ union ─ keyBy(shard) in the JVM
-      ─ stamp: the join watermark as this event passed (CURRENT_WATERMARK after the shuffle, so the
-        minimum over all sources and subtasks: exactly what a per-event keyed operator would have seen)
-        and the wall-clock ingestion time
-      ─ ingestion-time watermark (replaces the event-time one, which now travels inside the rows)
-      ─ TUMBLE(ingestion time, batch_ms) GROUP BY shard: ARRAY_AGG of "[watermark,event]" strings
-      = Row(shard, batch)
+      ─ stamp: the join watermark as the block passed (CURRENT_WATERMARK after the shuffle, so the
+        minimum over all sources and subtasks)
+      = Row(shard, Row(shard, join_watermark, events)) for the learner
 
-Why ingestion-time windows: a batch is cut by wall-clock time (freshness does not wait for event
-time), yet a window is emitted before the watermark that passes its end, so batches arrive in order,
-nothing is held back at the end of the input, and no row is ever late. The learner then decides
-each event with the watermark it carries (the watermark "from before" it), which makes its labels
-those of the per-event design, whatever the batch boundaries.
+Every event of a block carries the watermark from before the block: never ahead of the one a
+per-event stamp would have given it (that one could only have moved on within the block), so no
+event is late that was not late at its source, and the learner decides each event with a watermark
+from before it, which makes its labels those of the per-event design, whatever the block boundaries.
 
-Unbounded inputs differ in two ways. Their batches are processing-time windows (an ingestion-time
-window would only close when a later row reached its subtask). And ticks join the events before
-the shuffle, so that a shard without traffic still receives the join watermark as it moves on;
-they travel with the clicks through a first keyBy and stamp, which gives each tick the clicks' own
-watermark (the click-stall guard, udfs.click_stall, holds decisions there).
+Unbounded inputs add ticks before the shuffle, so that a shard without traffic still receives the
+join watermark as it moves on; they travel with the clicks through a first keyBy and stamp, which
+gives each tick the clicks' own watermark (the click-stall guard, udfs.click_stall, holds decisions
+there).
 """
 
 from __future__ import annotations
@@ -49,8 +47,8 @@ _EPOCH_MS = ("(CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {x}) AS BIGINT
              " + EXTRACT(SECOND FROM {x}) * 1000 + EXTRACT(MILLISECOND FROM {x}))")
 _INGEST_MS = _EPOCH_MS.format(x="CAST(PROCTIME() AS TIMESTAMP_LTZ(3))")  # when a row passes, epoch ms
 _NO_MESSAGES = "ARRAY_SLICE(ARRAY[X'00'], 2, 1)"  # an empty ARRAY<BYTES>: Flink SQL has no empty array literal
-LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `batches`)
-EVENT_COLUMNS = ("shard", "event_time", "event")
+LATE_INGEST_MS = 2000  # how far a bounded run's batch windows trail the wall clock (see `_batch_clock`)
+BLOCK_COLUMNS = ("shard", "event_time", "events")
 
 
 # The planner options that `_planner_options` sets for a few operators, with Flink's defaults.
@@ -85,27 +83,36 @@ def _planner_options(t_env: StreamTableEnvironment, options: Mapping[str, str]) 
 ONE_LANE = {"table.exec.resource.default-parallelism": "1"}
 
 
-def event_row_type() -> TypeInformation:
-    """Parsed events: Row(shard, event_time, event JSON) (see udfs.records for the JSON)."""
-    return Types.ROW_NAMED(list(EVENT_COLUMNS), [Types.STRING(), Types.LONG(), Types.STRING()])
+def block_row_type(with_watermark: bool = False) -> TypeInformation:
+    """Parsed events as blocks: Row(shard, event_time, events), events a shard's events of one parse call
+    as JSON arrays (udfs.records) joined by commas, UTF-8 (one bytes object crosses between Python and
+    the JVM much faster than a list of strings), event_time what the event-time watermark follows (the
+    newest event time of the batch on its last block, see udfs.parse.ParseEventBatches); with `with_watermark`,
+    Row(shard, event_time, events, source_watermark), the watermark the raw batch carried
+    (`message_batches`), and a batch without events still gives a row, Row(None, None, None, watermark)."""
+    names, types = list(BLOCK_COLUMNS), [Types.STRING(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())]
+    if with_watermark:
+        names, types = [*names, "source_watermark"], [*types, Types.LONG()]
+    return Types.ROW_NAMED(names, types)
 
 
 def batch_row_type() -> TypeInformation:
-    """What the learner gets: Row(shard, batch), batch = "[join watermark, event]" JSON arrays joined by
-    commas, as UTF-8 bytes (one bytes object crosses into Python much faster than a list of strings)."""
-    return Types.ROW_NAMED(["shard", "batch"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    """What the learner gets: Row(shard, join_watermark, events), events as in `block_row_type`, each of them
+    with the join watermark `join_watermark` from before the block."""
+    return Types.ROW_NAMED(["shard", "join_watermark", "events"],
+                           [Types.STRING(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def keyed_batch_row_type() -> TypeInformation:
-    """A batch row with its shard in front, Row(shard, Row(shard, batch)): what PyFlink's keyed operators
-    read (the key, then the record)."""
+    """A batch row with its shard in front, Row(shard, Row(shard, join_watermark, events)): what PyFlink's
+    keyed operators read (the key, then the record)."""
     return Types.ROW_NAMED(["shard_key", "batch_row"], [Types.STRING(), batch_row_type()])
 
 
 def keyed_by_shard(batched: DataStream) -> KeyedStream:
     """The learner's input keyed by shard in the JVM. PyFlink's `key_by` would add a Python operator
     that turns every batch row (thousands of events) into Python objects and back just to put its key
-    in front; here the JVM batches come keyed already (`batches`), and only the rare rows made in
+    in front; here the JVM blocks come keyed already (`stamped`), and only the rare rows made in
     Python (catalog updates, the Kafka item loop) get their key in Python."""
     gateway = get_gateway()
     j_keyed = batched._j_data_stream.keyBy(gateway.jvm.KeyByKeySelector(),
@@ -114,16 +121,16 @@ def keyed_by_shard(batched: DataStream) -> KeyedStream:
 
 
 def with_key(rows: DataStream) -> DataStream:
-    """Batch rows made in Python, keyed as `batches` keys its own (low volume: one row per update)."""
+    """Batch rows made in Python, keyed as `stamped` keys its own (low volume: one row per update)."""
     return rows.map(lambda row: Row(row[0], row), output_type=keyed_batch_row_type())
 
 
-def _event_schema(watermark: str) -> Schema:
+def _block_schema(watermark: str) -> Schema:
     return (
         Schema.new_builder()
         .column("shard", DataTypes.STRING())
         .column("event_time", DataTypes.BIGINT())
-        .column("event", DataTypes.STRING())
+        .column("events", DataTypes.BYTES())
         .column_by_expression("rt", "TO_TIMESTAMP_LTZ(event_time, 3)")
         .watermark("rt", watermark)
         .build()
@@ -131,10 +138,10 @@ def _event_schema(watermark: str) -> Schema:
 
 
 def with_event_time(t_env: StreamTableEnvironment, parsed: DataStream, max_disorder_ms: int) -> DataStream:
-    """Bounded-out-of-orderness watermarks from the `event_time` field, in the JVM (as Flink's
+    """Bounded-out-of-orderness watermarks from the blocks' newest event times, in the JVM (as Flink's
     `for_bounded_out_of_orderness`: the newest event time minus the bound minus 1 ms)."""
-    table = t_env.from_data_stream(parsed, _event_schema(f"TO_TIMESTAMP_LTZ(event_time - {max_disorder_ms + 1}, 3)"))
-    return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in EVENT_COLUMNS]), event_row_type())
+    table = t_env.from_data_stream(parsed, _block_schema(f"TO_TIMESTAMP_LTZ(event_time - {max_disorder_ms + 1}, 3)"))
+    return t_env.to_append_stream(table.select(*[table.__getattr__(c) for c in BLOCK_COLUMNS]), block_row_type())
 
 
 TICK_EVENT = f"[{TICK}]"  # carries a join watermark (and, once stamped, the clicks' watermark)
@@ -154,9 +161,9 @@ def ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, shards
     # One branch per shard over the same source (a cross join with the shard list would plan a
     # VALUES source that finishes at once, leaving the job never fully running).
     table = t_env.sql_query(" UNION ALL ".join(
-        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time, '{TICK_EVENT}' AS event"
-        f" FROM {tick_table}" for shard in shards))
-    return _idle_channel(t_env.to_append_stream(table, event_row_type()), "ticks-idle")
+        f"SELECT CAST('{shard}' AS STRING) AS shard, CAST(0 AS BIGINT) AS event_time,"
+        f" ENCODE('{TICK_EVENT}', 'UTF-8') AS events FROM {tick_table}" for shard in shards))
+    return _idle_channel(t_env.to_append_stream(table, block_row_type()), "ticks-idle")
 
 
 def _tick_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment) -> str:
@@ -195,19 +202,19 @@ def clicks_with_ticks(env: StreamExecutionEnvironment, t_env: StreamTableEnviron
     channel is idle or, once active again, not yet aligned, so they never hold it back themselves.
     """
     keyed = _key_by_shard(env, ticks(env, t_env, shards).union(clicks))
-    table = t_env.from_data_stream(keyed, _event_schema("SOURCE_WATERMARK()"))
+    table = t_env.from_data_stream(keyed, _block_schema("SOURCE_WATERMARK()"))
     clicks_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
     stamped = t_env.sql_query(
-        f"SELECT shard, event_time, CASE WHEN event = '{TICK_EVENT}'"
-        f" THEN '[{TICK},' || CAST(COALESCE({clicks_ms}, {NO_WATERMARK}) AS STRING) || ']' ELSE event END AS event"
-        f" FROM {table}"
+        f"SELECT shard, event_time, CASE WHEN events = ENCODE('{TICK_EVENT}', 'UTF-8')"
+        f" THEN ENCODE('[{TICK},' || CAST(COALESCE({clicks_ms}, {NO_WATERMARK}) AS STRING) || ']', 'UTF-8')"
+        f" ELSE events END AS events FROM {table}"
     )
-    return t_env.to_append_stream(stamped, event_row_type())
+    return t_env.to_append_stream(stamped, block_row_type())
 
 
 def _key_by_shard(env: StreamExecutionEnvironment, events: DataStream) -> DataStream:
     """A JVM keyBy on the `shard` field (PyFlink's key_by would call Python for every record)."""
-    return _key_by_field(env, events, EVENT_COLUMNS.index("shard"))
+    return _key_by_field(env, events, BLOCK_COLUMNS.index("shard"))
 
 
 def _key_by_field(env: StreamExecutionEnvironment, rows: DataStream, field: int) -> DataStream:
@@ -225,41 +232,23 @@ def _key_by_field(env: StreamExecutionEnvironment, rows: DataStream, field: int)
     return DataStream(j_stream.keyBy(selector))
 
 
-def batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, events: DataStream,
-            batch_ms: int, bounded: bool) -> DataStream:
-    """Row(shard, Row(shard, batch)) every `batch_ms` of wall-clock time per shard that had events (see
-    module doc), the shard in front for `keyed_by_shard`.
-
-    Bounded inputs cut batches by ingestion time, so the end of the input flushes the last ones.
-    Unbounded inputs cut them by processing time: a window closes on time even when no row follows
-    it, and idle Kafka partitions (whose idle status passes through the stamping) cannot stall it.
-    """
-    keyed = _key_by_shard(env, events)
-    stamped = t_env.from_data_stream(keyed, _event_schema("SOURCE_WATERMARK()"))
+def stamped(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, blocks: DataStream) -> DataStream:
+    """Row(shard, Row(shard, join_watermark, events)) for every block: the join watermark as it passed the
+    shuffle by shard (see module doc), the shard in front for `keyed_by_shard`."""
+    keyed = _key_by_shard(env, blocks)
+    table = t_env.from_data_stream(keyed, _block_schema("SOURCE_WATERMARK()"))
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
-    stamped = t_env.sql_query(
-        f"SELECT shard, '[' || CAST(COALESCE({watermark_ms}, {NO_WATERMARK}) AS STRING) || ',' || event || ']' AS item,"
-        f" {_INGEST_MS} AS ingest FROM {stamped}"
+    rows = t_env.sql_query(
+        f"SELECT shard, CAST(ROW(shard, COALESCE({watermark_ms}, {NO_WATERMARK}), events)"
+        f" AS ROW<shard STRING, join_watermark BIGINT, events BYTES>) FROM {table}"
     )
-    stamped_rows = t_env.to_append_stream(
-        stamped, Types.ROW_NAMED(["shard", "item", "ingest"], [Types.STRING(), Types.STRING(), Types.LONG()])
-    )
-    cut = _batch_clock(t_env, stamped_rows, {"shard": DataTypes.STRING(), "item": DataTypes.STRING()}, bounded,
-                       partition="shard")
-    grouped = t_env.sql_query(
-        f"SELECT shard, CAST(ROW(shard, ENCODE(ARRAY_JOIN(ARRAY_AGG(item), ','), 'UTF-8'))"
-        f" AS ROW<shard STRING, batch BYTES>)"
-        f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t),"
-        f" INTERVAL '{batch_ms / 1000:.3f}' SECOND)) GROUP BY shard, window_start, window_end"
-    )
-    return t_env.to_append_stream(grouped, keyed_batch_row_type())
+    return t_env.to_append_stream(rows, keyed_batch_row_type())
 
 
 def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType],
-                 bounded: bool, partition: str | None = None) -> Table:
+                 bounded: bool) -> Table:
     """`rows` (`columns`, then `ingest` ms) as a table with the time attribute `t` that batch windows
-    are cut by: ingestion time for bounded inputs, processing time for unbounded ones. `partition`
-    names the column the windows are grouped by (none: one stream)."""
+    are cut by: ingestion time for bounded inputs, processing time for unbounded ones."""
     schema = Schema.new_builder()
     for column, data_type in columns.items():
         schema = schema.column(column, data_type)
@@ -270,9 +259,9 @@ def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[
         # overtake theirs. The wall clock steps back at times on these machines (one row in 300,000
         # was lost when the watermark trailed the newest ingestion time by 1 ms; once a batch holding
         # a stream's first rows came out after later ones). So the ingestion times are made monotone
-        # per partition first, and the watermark trails them by LATE_INGEST_MS: a bounded input's last
+        # first, and the watermark trails them by LATE_INGEST_MS: a bounded input's last
         # windows close at its end anyway, so this delays no result.
-        rows = _monotone_ingest(t_env, rows, columns, partition)
+        rows = _monotone_ingest(t_env, rows, columns)
         schema = schema.column_by_expression("t", "TO_TIMESTAMP_LTZ(ingest, 3)").watermark(
             "t", f"t - INTERVAL '{LATE_INGEST_MS / 1000:.3f}' SECOND")
     else:
@@ -280,18 +269,16 @@ def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[
     return t_env.from_data_stream(rows, schema.build())
 
 
-def _monotone_ingest(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType],
-                     partition: str | None) -> DataStream:
-    """`rows` with each `ingest` raised to the newest one before it in the same `partition`: a running
+def _monotone_ingest(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType]) -> DataStream:
+    """`rows` with each `ingest` raised to the newest one before it: a running
     maximum in the JVM (a processing-time OVER, which emits each row at once; about 1 µs a row)."""
     schema = Schema.new_builder()
     for column, data_type in columns.items():
         schema = schema.column(column, data_type)
     table = t_env.from_data_stream(
         rows, schema.column("ingest", DataTypes.BIGINT()).column_by_expression("pt", "PROCTIME()").build())
-    by = f"PARTITION BY {partition} " if partition else ""
     monotone = t_env.sql_query(
-        f"SELECT {', '.join(columns)}, MAX(ingest) OVER ({by}ORDER BY pt"
+        f"SELECT {', '.join(columns)}, MAX(ingest) OVER (ORDER BY pt"
         f" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ingest FROM {table}")
     return t_env.to_append_stream(monotone, rows.get_type())
 
@@ -299,17 +286,6 @@ def _monotone_ingest(t_env: StreamTableEnvironment, rows: DataStream, columns: d
 def line_batch_type() -> TypeInformation:
     """Raw lines of a bounded input, batched for the parse: Row(lines)."""
     return Types.ROW_NAMED(["lines"], [Types.OBJECT_ARRAY(Types.STRING())])
-
-
-def parsed_batch_type(with_watermark: bool = False) -> TypeInformation:
-    """What a batch parse emits: Row(events), events the lines "shard<TAB>event_time<TAB>event JSON" as
-    one UTF-8 bytes object (not rows: PyFlink hands every row of an array to the JVM in one reused
-    object; not strings: each string's crossing costs more than one copy of all their bytes), null
-    for none; with `with_watermark`, Row(events, source_watermark), the watermark the raw batch
-    carried (`message_batches`)."""
-    if with_watermark:
-        return Types.ROW_NAMED(["events", "source_watermark"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG()])
-    return Types.ROW_NAMED(["events"], [Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def message_batch_type() -> TypeInformation:
@@ -324,8 +300,8 @@ def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int
 
     Parsing one record per call cost the replay more interpreter time than the whole parse's work:
     each call crosses from the JVM into Python and back, while the learner wants the interpreter
-    (thread mode: one per JVM). Batches are cut like the learner's (`batches`): ingestion time, so
-    the end of the input flushes the last one. Before the parse there are no event times yet, so the
+    (thread mode: one per JVM). Batches are cut by ingestion time (`_batch_clock`), so the end of
+    the input flushes the last one. Before the parse there are no event times yet, so the
     windows span the whole input stream (one window operator; the parse runs at the job's parallelism,
     each subtask with its own event-time progress, as per-record parsing had).
     """
@@ -339,47 +315,27 @@ def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int
     return t_env.to_append_stream(grouped, line_batch_type())
 
 
-def unnest_events(t_env: StreamTableEnvironment, parsed: DataStream, carried_watermarks: bool = False,
-                  idle_timeout_ms: int = 0) -> DataStream:
-    """A batch parse's output as parsed events again, Row(shard, event_time, event), in the JVM.
-
-    The batch windows' ingestion-time watermarks end here. Without `carried_watermarks`, event-time
-    watermarks are assigned to these rows next (`with_event_time`). With it, the batches carry the
-    source's own watermark (`message_batches`), and it becomes the stream's watermark again: each
-    row's batch watermark, the newest one seen so far, and the stream idle after `idle_timeout_ms`
-    without rows (0: never), as the source's partitions were."""
-    parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks())
-    if carried_watermarks:
-        parsed = parsed.set_parallelism(1)
-    table = t_env.from_data_stream(parsed)
-    tab, newline = "U&'\\0009'", "U&'\\000A'"
-    # A batch that carries a watermark but no event still gives a row (its event NULL), or the
-    # watermark could not move on without events: dropped once the watermark is assigned.
-    carried, join, on = ((f", {table}.source_watermark", "LEFT JOIN", " ON TRUE") if carried_watermarks
-                         else ("", "CROSS JOIN", ""))
-    flat = t_env.sql_query(
-        f"SELECT SPLIT_INDEX(e.s, {tab}, 0) AS shard, CAST(SPLIT_INDEX(e.s, {tab}, 1) AS BIGINT) AS event_time,"
-        f" SPLIT_INDEX(e.s, {tab}, 2) AS event{carried} FROM {table}"
-        f" {join} UNNEST(SPLIT(DECODE({table}.events, 'UTF-8'), {newline})) AS e(s){on}")
-    if not carried_watermarks:
-        return t_env.to_append_stream(flat, event_row_type())
+def carried_watermark(t_env: StreamTableEnvironment, parsed: DataStream, idle_timeout_ms: int = 0) -> DataStream:
+    """The blocks of a parse over `message_batches` with the source's watermark made again from the ones
+    the batches carried, in the JVM: each row's batch watermark, the newest one seen so far, and the
+    stream idle after `idle_timeout_ms` without rows (0: never), as the source's partitions were. The
+    rows that only carried a watermark (no events) end here."""
+    parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks()).set_parallelism(1)
     with _planner_options(t_env, {**ONE_LANE, "table.exec.source.idle-timeout": f"{idle_timeout_ms} ms"}):
-        rows = t_env.to_append_stream(flat, Types.ROW_NAMED(
-            [*EVENT_COLUMNS, "source_watermark"], [Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()]))
         schema = (
             Schema.new_builder()
             .column("shard", DataTypes.STRING())
             .column("event_time", DataTypes.BIGINT())
-            .column("event", DataTypes.STRING())
+            .column("events", DataTypes.BYTES())
             .column("source_watermark", DataTypes.BIGINT())
             # NO_WATERMARK (no source watermark yet) would not fit a timestamp: the epoch holds nothing back either.
             .column_by_expression("wt", "TO_TIMESTAMP_LTZ(GREATEST(source_watermark, 0), 3)")
             .watermark("wt", "wt")
             .build()
         )
-        table = t_env.from_data_stream(rows, schema)
-        events = t_env.sql_query(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {table} WHERE event IS NOT NULL")
-        return t_env.to_append_stream(events, event_row_type())
+        table = t_env.from_data_stream(parsed, schema)
+        blocks = t_env.sql_query(f"SELECT {', '.join(BLOCK_COLUMNS)} FROM {table} WHERE events IS NOT NULL")
+        return t_env.to_append_stream(blocks, block_row_type())
 
 
 def _source_watermark_schema() -> Schema.Builder:
@@ -399,14 +355,14 @@ def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironme
     passed while it was open, so downstream of the parse the watermark would run ahead of the events.
     Instead every message is stamped with the source's watermark as it passes (where all source
     subtasks meet: their minimum, as the learner's stamp is), each batch keeps the first (smallest)
-    stamp of its messages, and `unnest_events` makes the watermark from the batches again. It then
+    stamp of its messages, and `carried_watermark` makes the watermark from the batches again. It then
     trails the source's by up to a batch, which only delays decisions: no event becomes late that was
     not late at the source. Unbounded runs stamp ticks too (`ticks`, about twice a second), so the
     watermark the source reaches after its last message still moves on when no message follows;
     their batches may hold no message (`messages` empty), only the watermark.
 
     From the stamp to the watermark made again everything runs in one lane (parallelism 1: the
-    batches, their parse and the unnest). Spread over parallel parse subtasks, a subtask that got no
+    batches, their parse and `carried_watermark`). Spread over parallel parse subtasks, a subtask that got no
     batch lately would hold the join watermark at its last stamp, without any partition being quiet.
     The lane's parallelism stays inside it (`_planner_options`): what follows, the learner above all,
     runs at the job's.

@@ -101,10 +101,10 @@ class FanOutItemParams:
         if len(self.shards) == 1:  # one replica, which wrote every record: not even worth decoding
             return
         for record in item_side_snapshots(message):
-            item = orjson.dumps([NO_WATERMARK, [ITEM_PARAMS, record]])
+            item = orjson.dumps([ITEM_PARAMS, record])
             for replica, shard in enumerate(self.shards):
                 if replica != record["replica"]:
-                    yield Row(shard, item)
+                    yield Row(shard, NO_WATERMARK, item)
 
 
 def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,

@@ -1,14 +1,15 @@
 """The freshrank dataflow, independent of connectors: raw events in, six output streams out.
 
     impressions ─ parse ─┐     (Python, a batch of raw records per call: files' lines, or Kafka
-                         │      messages with the source watermark they passed, job.batching)
-                         ├─ watermarks, keyBy shard, stamp,      (JVM, job.batching)
-    clicks ────── parse ─┘  batch per shard every batch_ms
+                         │      messages with the source watermark they passed, every batch_ms;
+                         │      out: a block of events per shard, job.batching)
+                         ├─ watermarks, keyBy shard, stamp       (JVM, one row per block, job.batching)
+    clicks ────── parse ─┘
       (unbounded: + ticks, stamped with the clicks' own watermark for the click-stall guard)
                                   │
     item-side snapshots (Kafka loop, one row per subtask) ─┐
                                   ▼                         │
-             join + learn (key: shard, one call per batch) ◄┘  (Python, udfs.join_learn)
+             join + learn (key: shard, one call per block) ◄┘  (Python, udfs.join_learn)
                  ├─ examples, snapshots, late clicks, orphan clicks
                  └─ metric partials ─ metrics (one subtask)
     parse rejects ─ dead letter
@@ -26,14 +27,13 @@ from pyflink.table import StreamTableEnvironment
 
 from job.batching import (
     batch_row_type,
-    batches,
+    block_row_type,
+    carried_watermark,
     clicks_with_ticks,
-    event_row_type,
     keyed_by_shard,
     line_batches,
     message_batches,
-    parsed_batch_type,
-    unnest_events,
+    stamped,
     with_event_time,
     with_key,
 )
@@ -111,7 +111,7 @@ def build_pipeline(
     }
     shards = routing_keys(config.parallelism)
 
-    # parse: Row(shard, event_time, event JSON); rejects to the dead letter
+    # parse: a block of events per shard, Row(shard, event_time, events); rejects to the dead letter
     parsed = {}
     rejects = []
     if inputs.parse_in_batches and inputs.unbounded and not inputs.timestamps_assigned:
@@ -123,26 +123,26 @@ def build_pipeline(
         raw = getattr(inputs, source)
         if carried:
             stream = (message_batches(env, t_env, raw, config.batch_ms, not inputs.unbounded, source)
-                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type(with_watermark=True))
+                      .process(ParseEventBatches(*parse_args), output_type=block_row_type(with_watermark=True))
                       .set_parallelism(1))  # one lane: see message_batches
         elif inputs.parse_in_batches:
             stream = (line_batches(t_env, raw, config.batch_ms)
-                      .process(ParseEventBatches(*parse_args), output_type=parsed_batch_type()))
+                      .process(ParseEventBatches(*parse_args), output_type=block_row_type()))
         else:
-            stream = raw.process(ParseEvents(*parse_args), output_type=event_row_type())
+            stream = raw.process(ParseEvents(*parse_args), output_type=block_row_type())
         stream = stream.name(f"parse-{source}").uid(f"parse-{source}")
         rejects.append(stream.get_side_output(dead_letter_tag))
-        if inputs.parse_in_batches:
-            stream = unnest_events(t_env, stream, carried, inputs.idle_timeout_ms)
+        if carried:
+            stream = carried_watermark(t_env, stream, inputs.idle_timeout_ms)
         parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
                                                                                     config.max_disorder_ms)
 
-    # batches: Row(shard, ["[join watermark, event]", ...]) per shard every batch_ms (JVM)
+    # blocks keyed by shard, each with the join watermark from before it: Row(shard, join_watermark, events) (JVM)
     clicks = parsed["clicks"]
     if inputs.unbounded:
         clicks = clicks_with_ticks(env, t_env, clicks, shards)
     events = parsed["impressions"].union(clicks)
-    batched = batches(env, t_env, events, config.batch_ms, bounded=not inputs.unbounded)
+    batched = stamped(env, t_env, events)
     if inputs.item_loop is not None:
         batched = batched.union(with_key(inputs.item_loop(shards)))
     if inputs.catalog_updates is not None:

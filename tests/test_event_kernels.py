@@ -136,10 +136,15 @@ def _outcome(outputs, events: list[str], dead: list[tuple[str, bytes]]) -> None:
             letter = orjson.loads(out[1])
             # (a bound quoted in a reason ages with the wall clock: milliseconds apart between the runs)
             dead.append((re.sub(r"the bound \d+", "the bound B", letter["reason"]), letter["payload"]))
-        elif len(out) == 3:  # a record parse's Row(shard, event_time, event)
-            events.append(f"{out[0]}\t{out[1]}\t{out[2]}")
-        elif out[0] is not None:  # a batch parse's Row(events, source_watermark)
-            events.extend(out[0].decode().split("\n"))
+        elif out[2] is not None:  # a block, Row(shard, event_time, events[, source_watermark]), not a watermark only
+            block = orjson.loads(b"[" + out[2] + b"]")
+            # as the parse's output lines (udfs.event_lines; the block's event time: tests/test_guard_rails.py)
+            events.extend(f"{out[0]}\t{event[-1]}\t{orjson.dumps(event).decode()}" for event in block)
+
+
+def _by_shard(events: list[str]) -> list[str]:
+    """Each shard's events in their order (a block holds one shard's: their order across shards goes)."""
+    return sorted(events, key=lambda event: event.split("\t")[0])
 
 
 def _per_record(schema: str, messages: list, decode=parse_wire) -> tuple[list[str], list, int]:
@@ -149,7 +154,7 @@ def _per_record(schema: str, messages: list, decode=parse_wire) -> tuple[list[st
     events, dead = [], []
     for message in messages:
         _outcome(parse.process_element(message, None), events, dead)
-    return events, dead, context.group.counters["accepted"].count
+    return _by_shard(events), dead, context.group.counters["accepted"].count
 
 
 def _batched(schema: str, messages: list, rng: random.Random, decode=parse_wire) -> tuple[list[str], list, int]:
@@ -164,7 +169,7 @@ def _batched(schema: str, messages: list, rng: random.Random, decode=parse_wire)
         batch = messages[at:at + size]
         _outcome(parse.process_element([batch, 7] if decode is parse_wire else [batch], None), events, dead)
         at += size
-    return events, dead, context.group.counters["accepted"].count
+    return _by_shard(events), dead, context.group.counters["accepted"].count
 
 
 @pytest.mark.parametrize("schema", ["Impression", "Click"])

@@ -147,14 +147,16 @@ def unaged(reason: str) -> str:
     return re.sub(r"the bound \d+", "the bound B", reason)
 
 
-def events_of(block: bytes | None) -> list[str]:
-    """A batch parse's events (lines of UTF-8 bytes; None for none)."""
-    return block.decode().split("\n") if block is not None else []
+def events_of(row) -> list[tuple[str, list]]:
+    """(shard, event) of each event in a parse's block row (None for none: a row with a watermark only)."""
+    if row[2] is None:
+        return []
+    return [(row[0], event) for event in orjson.loads(b"[" + row[2] + b"]")]
 
 
 def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
-    """The batch parse over `batches` of raw lines, without Flink: (events as (shard, event_time, event)
-    in order, dead letters, the accepted counter)."""
+    """The batch parse over `batches` of raw lines, without Flink: (events as (shard, event) in order,
+    dead letters, the accepted counter)."""
     parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), ["s0"], parse_json, DAY_MS)
     context = RuntimeContext()
     parse.open(context)
@@ -164,9 +166,7 @@ def run_batch_parse(batches: list[list]) -> tuple[list, list[dict], int]:
             if isinstance(out, tuple) and out[0] == DEAD:
                 dead.append(orjson.loads(out[1]))
             else:
-                for event in events_of(out[0]):
-                    shard, event_time, text = event.split("\t")
-                    accepted.append((shard, int(event_time), text))
+                accepted.extend(events_of(out))
     return accepted, dead, context.group.counters["accepted"].count
 
 
@@ -181,7 +181,7 @@ def test_a_batch_parse_accepts_and_rejects_exactly_what_the_record_parse_does() 
     accepted, dead = run_parse(values)
     for split in ([values], [values[:3], values[3:7], values[7:]], [[value] for value in values]):
         batch_accepted, batch_dead, counted = run_batch_parse([[v.decode() for v in batch] for batch in split])
-        assert batch_accepted == [tuple(row) for row in accepted]
+        assert batch_accepted == [event for row in accepted for event in events_of(row)]
         # (a bound quoted in a reason ages with the wall clock: milliseconds apart between the runs)
         assert [(unaged(d["reason"]), d["payload"]) for d in batch_dead] == [(unaged(d["reason"]), d["payload"])
                                                                               for d in dead]
@@ -189,6 +189,39 @@ def test_a_batch_parse_accepts_and_rejects_exactly_what_the_record_parse_does() 
     # the record with a tab and a newline in its strings survived the batch's tab-separated form
     assert [orjson.loads(row[2])[1] for row in accepted] == ["a", "b\tc", "d"]
     assert len(dead) == 6
+
+
+def test_no_block_lets_the_watermark_overtake_an_event_still_to_come() -> None:
+    """The event-time watermark of a file run follows the blocks' event times (job.batching): a block must
+    not carry a time that a per-event watermark would only reach after an event of a later block of the
+    same batch (a shard's block holds events from all through the batch): at most the newest time before
+    that event in the input, or the event's own. After a batch's last block the watermark may move to
+    the newest event time so far, not less."""
+    shards = ["s0", "s1", "s2"]
+    parse = ParseEventBatches("impressions", "Impression", DEAD, JsonLinesEncoder(), shards, parse_json, DAY_MS)
+    parse.open(RuntimeContext())
+    rng = np.random.default_rng(5)
+    t0 = SAMPLES["Impression"]["event_time"]
+    times = t0 + np.cumsum(rng.integers(0, 50, 3000)) - rng.integers(0, 400, 3000)  # disorder within 400 ms
+    lines = [line(impression_id=f"i{n}", user_id=f"u{rng.integers(0, 40)}", event_time=int(t)).decode()
+             for n, t in enumerate(times)]
+    newest_before = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(times)[:-1]])
+    at, newest_so_far, batches = 0, None, 0
+    while at < len(lines):
+        size = int(rng.choice([1, 3, 50, 400]))
+        rows = list(parse.process_element([lines[at:at + size]], None))
+        at += size
+        assert rows and len({row[0] for row in rows}) == len(rows)  # one block per shard with events
+        # per block: the least of its events' max(newest time before the event in the input, its own time)
+        later = [min(max(newest_before[int(event[1][1:])], event[-1]) for _, event in events_of(row))
+                 for row in rows]
+        for k, row in enumerate(rows[:-1]):
+            assert row[1] <= min(later[k + 1:])
+        batch_newest = max(event[-1] for row in rows for _, event in events_of(row))
+        newest_so_far = batch_newest if newest_so_far is None else max(newest_so_far, batch_newest)
+        assert max(row[1] for row in rows) == rows[-1][1] == newest_so_far
+        batches += len(rows) > 1
+    assert batches > 10  # batches of several shards' blocks, or the test proves nothing
 
 
 def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_watermark() -> None:
@@ -205,15 +238,15 @@ def test_a_batch_of_kafka_messages_parses_as_its_records_do_and_keeps_its_waterm
     outs = list(parse.process_element([values, 12_345], None))
     batch_dead = [orjson.loads(out[1]) for out in outs if isinstance(out, tuple) and out[0] == DEAD]
     rows = [out for out in outs if not (isinstance(out, tuple) and out[0] == DEAD)]
-    assert len(rows) == 1 and rows[0][1] == 12_345
-    assert [tuple(e.split("\t")) for e in events_of(rows[0][0])] == [(r[0], str(r[1]), r[2]) for r in accepted]
-    assert [orjson.loads(e.split("\t")[2])[1] for e in events_of(rows[0][0])] == ["a", "c"]
+    assert len(rows) == 1 and rows[0][3] == 12_345
+    assert events_of(rows[0]) == [event for row in accepted for event in events_of(row)]
+    assert [event[1] for _, event in events_of(rows[0])] == ["a", "c"]
     assert [unaged(d["reason"]) for d in batch_dead] == [unaged(d["reason"]) for d in dead]
     assert len(dead) == 5 and "tombstone" in dead[0]["reason"]
     # a batch without one valid record, or without messages (ticks only), still hands on its watermark
     for messages in ([None, b"x"], [], None):
         outs = [out for out in parse.process_element([messages, 99], None) if not isinstance(out, tuple)]
-        assert [(events_of(row[0]), row[1]) for row in outs] == [([], 99)]
+        assert [(events_of(row), row[3]) for row in outs] == [([], 99)]
 
 
 # --- dead-letter payloads ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from samples import SAMPLES
 
 from job.kafka_job import FanOutItemParams
 from job.routing import max_parallelism, routing_keys
+from udfs.records import NO_WATERMARK
 from udfs.wire import encode
 
 
@@ -33,6 +34,6 @@ def test_the_item_loop_sends_a_record_to_every_replica_but_its_own(parallelism: 
         record = dict(SAMPLES["ModelSnapshot"], replica=replica)
         rows = list(fan_out(encode("ModelSnapshot", record)))
         assert [row[0] for row in rows] == [shard for index, shard in enumerate(shards) if index != replica]
-        assert all(orjson.loads(row[1])[1][1] == record for row in rows)
+        assert all(row[1] == NO_WATERMARK and orjson.loads(row[2])[1] == record for row in rows)
     user = dict(SAMPLES["ModelSnapshot"], entity_type="USER", replica=parallelism)
     assert list(fan_out(encode("ModelSnapshot", user))) == []  # user vectors stay with their replica

@@ -1,10 +1,10 @@
 """The learner operator: a thin Flink shell around `udfs.batch_learner.BatchJoinLearner`.
 
-Keyed by shard (one shard key per subtask, job.routing), it gets one row per batch of events
-(job.batching) and makes one Python call per batch. Its state handles are Flink map and value
+Keyed by shard (one shard key per subtask, job.routing), it gets one row per block of events
+(job.batching) and makes one Python call per block. Its state handles are Flink map and value
 states; its timers are a processing-time timer for the snapshot schedule and one event-time timer
-at the end of the input (the job's watermark here is ingestion time: the join watermark travels
-inside the batches).
+at the end of the input (only the end of the input moves the job's watermark that far: the join
+watermark the learner decides by travels inside the rows, one per block).
 
 Outputs: main = encoded LabeledExample; side outputs = snapshots, late clicks, orphan clicks and
 metric partials (with the learner's join watermark, so the merger knows when an interval is complete).
@@ -146,7 +146,9 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def process_element(self, value, ctx) -> Iterator:
         learner = self._learner(ctx)
-        rows = orjson.loads(b"[" + value[1] + b"]")
+        # Every event of a block carries the join watermark from before the block (job.batching).
+        watermark = value[1]
+        rows = [(watermark, event) for event in orjson.loads(b"[" + value[2] + b"]")]
         self.batches_counter.inc()
         yield from self._emit(learner.process_batch(rows, int(time.time() * 1000)))
         if not self.snapshot_pending:  # changed state is published on a wall-clock schedule

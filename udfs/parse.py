@@ -12,6 +12,7 @@ from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction
 
 from udfs.encoding import RecordEncoder
+from udfs.event_blocks import ShardBlocks
 from udfs.interpreter import limit_native_threads, tune_garbage_collector
 from udfs.records import (
     NO_WATERMARK,
@@ -98,8 +99,8 @@ def parse_event(schema_name: str, value: Any, shards: list[str],
 
 
 class ParseEvents(ProcessFunction):
-    """Raw record -> Row(shard, event_time, event JSON) (job.batching); a bad record goes to
-    `dead_letter_tag` with its reason."""
+    """Raw record -> a block of one event, Row(shard, event_time, event JSON as UTF-8) (job.batching); a
+    bad record goes to `dead_letter_tag` with its reason."""
 
     def __init__(
         self,
@@ -143,7 +144,8 @@ class ParseEvents(ProcessFunction):
             yield self._reject(parsed, value)
             return
         self.accepted.inc()
-        yield Row(*parsed)
+        shard, event_time, event = parsed
+        yield Row(shard, event_time, event.encode())
 
     def _event_or_reason(self, value: Any) -> tuple[str, int, str] | str:
         """(shard, event_time, event JSON) of a valid record within the event-time bound, else the
@@ -165,17 +167,19 @@ class ParseEvents(ProcessFunction):
 
 
 class ParseEventBatches(ParseEvents):
-    """Row(lines) of raw records (job.batching.line_batches) -> Row(events), events the lines
-    "shard<TAB>event_time<TAB>event JSON" as UTF-8 bytes (job.batching.unnest_events makes rows of them again);
-    a bad record goes to `dead_letter_tag` with its reason, as with `ParseEvents`, record by record in
-    the order of the batch. One call per batch: the per-record crossing between the JVM and Python
-    cost more interpreter time than the parse itself. A batch of messages with the watermark it
-    carries (job.batching.message_batches, Row(messages, source_watermark)) gives Row(events,
-    source_watermark), with or without events: the watermark must go on."""
+    """Row(lines) of raw records (job.batching.line_batches) -> a block per shard with events,
+    Row(shard, event_time, events) (job.batching.block_row_type); a bad record goes to `dead_letter_tag`
+    with its reason, as with `ParseEvents`, record by record in the order of the batch. One call per
+    batch: the per-record crossing between the JVM and Python cost more interpreter time than the parse
+    itself. A batch of messages with the watermark it carries (job.batching.message_batches,
+    Row(messages, source_watermark)) gives Row(shard, event_time, events, source_watermark) per block,
+    and a row without events if the batch had none: the watermark must go on."""
 
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
         self.compiled = self._compiled_decoder()
+        self.blocks = ShardBlocks(self.shards)
+        self.newest_before: int | None = None  # the newest event time of this subtask's batches so far
 
     def _compiled_decoder(self) -> EventKernel | None:
         """The compiled pass from raw records to events (udfs.event_lines) for this parse's format, where
@@ -227,13 +231,31 @@ class ParseEventBatches(ParseEvents):
                 # Neither a shard key nor JSON text (which escapes control characters) holds a tab.
                 events.append("\t".join((parsed[0], str(parsed[1]), parsed[2])))
         self.accepted.inc(len(events))
-        # One bytes object, not a list of strings: it crosses into the JVM as one copy (JSON text
-        # escapes newlines too, so they can separate the events).
-        block = "\n".join(events).encode() if events else None
-        if len(value) > 1:  # a batch of messages: its watermark goes on, events or not
-            yield Row(block, value[1])
-        elif events:
-            yield Row(block)
+        # (JSON text escapes newlines too, so they can separate the events)
+        yield from self._blocks("\n".join(events).encode(), value)
+
+    def _blocks(self, lines: bytes, value) -> Iterator:
+        """The block rows of the parse output `lines` of the batch `value` (see the class doc)."""
+        blocks = self.blocks.blocks(lines)
+        if len(value) > 1:  # a batch of messages: its watermark, from before the batch, goes on, events or not
+            for shard, newest, _, events in blocks:
+                yield Row(shard, newest, events, value[1])
+            if not blocks:
+                yield Row(None, None, None, value[1])
+            return
+        if not blocks:
+            return
+        # The event-time watermark follows the blocks' event times (job.batching.with_event_time), and a
+        # shard's block holds events from all through the batch: one with the batch's newest time ahead
+        # of another shard's block would let the watermark overtake that block's events. So every block
+        # but the batch's last carries the newest time of the batches before (the first batch: its
+        # oldest), and only the last one the batch's newest.
+        before = self.newest_before if self.newest_before is not None else min(block[2] for block in blocks)
+        newest = max(before, *(block[1] for block in blocks))
+        last = len(blocks) - 1
+        for at, (shard, _, _, events) in enumerate(blocks):
+            yield Row(shard, newest if at == last else before, events)
+        self.newest_before = newest
 
     def _compiled_batch(self, value) -> Iterator:
         """`process_element` through the compiled pass: runs of records it accepts as they are, and each
@@ -261,11 +283,7 @@ class ParseEventBatches(ParseEvents):
                 accepted += 1
             at += 1
         self.accepted.inc(accepted)
-        block = b"".join(parts)[:-1] or None  # (each line ends with a newline: the last one goes)
-        if len(value) > 1:
-            yield Row(block, value[1])
-        elif block is not None:
-            yield Row(block)
+        yield from self._blocks(b"".join(parts), value)
 
 
 class FanOutCatalog(ProcessFunction):
@@ -296,6 +314,6 @@ class FanOutCatalog(ProcessFunction):
             return
         self.accepted.inc()
         # The learner's join watermark is in its other batches: this row carries none.
-        row = orjson.dumps([NO_WATERMARK, catalog_item_event(record)])
+        event = orjson.dumps(catalog_item_event(record))
         for shard in self.shards:
-            yield Row(shard, row)
+            yield Row(shard, NO_WATERMARK, event)
