@@ -20,6 +20,7 @@ from samples import SAMPLES
 
 from udfs.avro_events import avro_event_kernel
 from udfs.encoding import JsonLinesEncoder
+from udfs.event_blocks import ShardBlocks
 from udfs.event_lines import PackedRecords
 from udfs.json_events import json_event_kernel
 from udfs.parse import TO_EVENT, ParseEventBatches, ParseEvents
@@ -247,3 +248,13 @@ def test_schemas_the_kernels_cannot_write_keep_the_record_parse() -> None:
         assert make("Item", ["s0"], lambda record: [4, *record.values()]) is None  # an array field
         # an event that is not [kind, the fields in schema order] is not what a kernel writes
         assert make("Click", ["s0"], lambda record: [1, record["user_id"]]) is None
+
+
+def test_shard_blocks_regroup_the_parse_lines_by_shard_in_order() -> None:
+    blocks = ShardBlocks(["shard-0", "shard-12", "shard-1"])
+    lines = b'shard-12\t5\t[0,"a"]\nshard-0\t7\t[1,"b\\tc"]\nshard-12\t-3\t[0,"d"]\n'
+    assert blocks.blocks(lines) == [("shard-0", 7, 7, b'[1,"b\\tc"]'), ("shard-12", 5, -3, b'[0,"a"],[0,"d"]')]
+    assert blocks.blocks(lines.rstrip(b"\n")) == blocks.blocks(lines)  # the last line's newline is optional
+    assert blocks.blocks(b"") == []
+    with pytest.raises(ValueError, match="names no shard of this job"):
+        blocks.blocks(b'shard-1\t1\t[0]\nshard-2\t1\t[0]')

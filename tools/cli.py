@@ -211,7 +211,7 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
     apply_mode_defaults(args, {"n_impressions": 1_000_000})
     run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", args.n_impressions, job_config(args),
                     seed=args.seed, heavy_users=args.heavy_users, bootstrap=args.bootstrap,
-                    taskmanagers=args.taskmanagers,
+                    taskmanagers=args.taskmanagers, checkpoint_interval_s=args.checkpoint_interval,
                     kafka_properties=kafka_properties_of(args), checkpoint_dir=args.checkpoint_dir)
     return 0
 
@@ -465,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "once running, at steady state), of a live job catching up, and the snapshot "
                             "freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
+    bench.add_argument("--checkpoint-interval", type=float, default=2.0,
+                       help="with --kafka: seconds between checkpoints = commit latency, for every job of the "
+                            "bench (default %(default)s)")
     bench.add_argument("--text", action="store_true",
                        help="what reading text buys and costs: AUC with and without the query-title term and the "
                             "title map (search requests, items launched mid-stream) on a stream with English and "

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from udfs.event_lines import name_index
 from udfs.native import cached_cfunc, cached_njit
 
 _TAB, _NEWLINE, _COMMA, _MINUS, _ZERO = 9, 10, 44, 45, 48
@@ -38,18 +39,7 @@ def _regroup(data, shard_names, shard_ends, out, starts, sizes, counts, newest, 
         start = at
         while data[at] != _TAB:
             at += 1
-        shard = -1
-        for k in range(n_shards):
-            name_start = 0 if k == 0 else shard_ends[k - 1]
-            if shard_ends[k] - name_start == at - start:
-                same = True
-                for j in range(at - start):
-                    if data[start + j] != shard_names[name_start + j]:
-                        same = False
-                        break
-                if same:
-                    shard = k
-                    break
+        shard = name_index(data, start, at, shard_names, shard_ends)
         if shard < 0:
             return start
         at += 1

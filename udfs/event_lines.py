@@ -177,6 +177,23 @@ def _write_json_string(data: np.ndarray, start: int, end: int, out: np.ndarray, 
 
 
 @cached_njit
+def name_index(data: np.ndarray, start: int, end: int, names: np.ndarray, name_ends: np.ndarray) -> int:
+    """The index of the name data[start:end] among `names` (concatenated, each ending at `name_ends`), or -1."""
+    for f in range(name_ends.shape[0]):
+        begin = 0 if f == 0 else name_ends[f - 1]
+        if name_ends[f] - begin != end - start:
+            continue
+        same = True
+        for k in range(end - start):
+            if names[begin + k] != data[start + k]:
+                same = False
+                break
+        if same:
+            return f
+    return -1
+
+
+@cached_njit
 def write_line(out: np.ndarray, at: int, layout: np.ndarray, prefix: np.ndarray, user_field: int, time_field: int,
                shard_names: np.ndarray, shard_ends: np.ndarray, text: np.ndarray, starts: np.ndarray,
                lengths: np.ndarray) -> int:

@@ -31,6 +31,7 @@ from udfs.event_lines import (
     EventKernel,
     event_kernel,
     kernel_entry,
+    name_index,
     utf8_ok,
     value_ok,
     within_bound,
@@ -170,23 +171,6 @@ def _read_integer(data: np.ndarray, at: int, end: int, value: np.ndarray) -> int
 
 
 @cached_njit
-def _field_of(data: np.ndarray, start: int, end: int, names: np.ndarray, name_ends: np.ndarray) -> int:
-    """The field whose name is data[start:end], or -1."""
-    for f in range(name_ends.shape[0]):
-        begin = 0 if f == 0 else name_ends[f - 1]
-        if name_ends[f] - begin != end - start:
-            continue
-        same = True
-        for k in range(end - start):
-            if names[begin + k] != data[start + k]:
-                same = False
-                break
-        if same:
-            return f
-    return -1
-
-
-@cached_njit
 def _read_record(data: np.ndarray, at: int, end: int, layout: np.ndarray, names: np.ndarray,
                  name_ends: np.ndarray, scratch: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                  seen: np.ndarray, value: np.ndarray, written: np.ndarray) -> bool:
@@ -211,7 +195,7 @@ def _read_record(data: np.ndarray, at: int, end: int, layout: np.ndarray, names:
             at += 1
         if at >= end or data[at] != 34:  # (an escaped key: the record parse reads it)
             return False
-        f = _field_of(data, key, at, names, name_ends)
+        f = name_index(data, key, at, names, name_ends)
         if f < 0 or seen[f]:
             return False
         seen[f] = 1
