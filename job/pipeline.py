@@ -101,7 +101,7 @@ def build_pipeline(
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
     env = inputs.impressions.get_execution_environment()
     t_env = t_env or StreamTableEnvironment.create(env)
-    t_env.get_config().set("table.optimizer.agg-phase-strategy", "ONE_PHASE")  # one list per shard and batch
+    t_env.get_config().set("table.optimizer.agg-phase-strategy", "ONE_PHASE")  # one list of raw records per batch
     dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
     tags = {
         "late-clicks": OutputTag("late-clicks", encoder.flink_type("Click")),

@@ -179,7 +179,9 @@ class ParseEventBatches(ParseEvents):
         super().open(runtime_context)
         self.compiled = self._compiled_decoder()
         self.blocks = ShardBlocks(self.shards)
-        self.newest_before: int | None = None  # the newest event time of this subtask's batches so far
+        # The newest event time of this subtask's batches so far. Not state: Flink restarts watermarks
+        # from nothing after a restore, and the first batch then starts from its own oldest event time.
+        self.newest_before: int | None = None
 
     def _compiled_decoder(self) -> EventKernel | None:
         """The compiled pass from raw records to events (udfs.event_lines) for this parse's format, where
