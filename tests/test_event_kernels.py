@@ -256,5 +256,7 @@ def test_shard_blocks_regroup_the_parse_lines_by_shard_in_order() -> None:
     assert blocks.blocks(lines) == [("shard-0", 7, 7, b'[1,"b\\tc"]'), ("shard-12", 5, -3, b'[0,"a"],[0,"d"]')]
     assert blocks.blocks(lines.rstrip(b"\n")) == blocks.blocks(lines)  # the last line's newline is optional
     assert blocks.blocks(b"") == []
-    with pytest.raises(ValueError, match="names no shard of this job"):
-        blocks.blocks(b'shard-1\t1\t[0]\nshard-2\t1\t[0]')
+    for bad in (b'shard-1\t1\t[0]\nshard-2\t1\t[0]', b'shard-1\t1\t[0]\nshard-1', b'shard-1\t1x\t[0]',
+                b'shard-1\t\t[0]', b'shard-1\t12', b'\t\t\n\t\t\n\t\t\n\t\t\n'):
+        with pytest.raises(ValueError, match="names no shard of this job"):
+            blocks.blocks(bad)

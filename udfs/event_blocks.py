@@ -4,8 +4,8 @@ The parse writes a line per event, "shard<TAB>event_time<TAB>event JSON" (udfs.e
 single events through the JVM stages between the parse and the learner (a shuffle by shard, the
 join-watermark stamp) cost more than the learner's own work per event; a block of a shard's events
 passes them as one row. A block is the events' JSON arrays joined by commas (the learner reads the
-block as one JSON array) and the newest event time in it (the event-time watermark after the block,
-job.batching.with_event_time).
+block as one JSON array), with its newest and oldest event time (from which the parse picks the time
+the event-time watermark may follow, udfs.parse.ParseEventBatches).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def _regroup(data, shard_names, shard_ends, out, starts, sizes, counts, newest, 
              json_end, fill):
     """Lines of `data` into `out`, shard by shard in shard order, each event's JSON followed by a comma;
     per shard: where its block starts in `out`, its size with the commas, its event count, its newest and
-    its oldest event time. Returns -1, or the byte offset of a line whose shard is none of `shard_names`. (The
-    other arrays are scratch space, allocated by the caller: no allocation in the kernel.)"""
+    its oldest event time. Returns -1, or the byte offset of a line that is not "shard<TAB>time<TAB>JSON"
+    with a shard of `shard_names` (nothing is read beyond `data`). (The other arrays are scratch space,
+    allocated by the caller: no allocation in the kernel.)"""
     n_shards = shard_ends.shape[0]
     size = data.shape[0]
     # Pass 1: each line's shard and JSON span; the shards' sizes.
@@ -37,19 +38,22 @@ def _regroup(data, shard_names, shard_ends, out, starts, sizes, counts, newest, 
     at = 0
     while at < size:
         start = at
-        while data[at] != _TAB:
+        while at < size and data[at] != _TAB:
             at += 1
         shard = name_index(data, start, at, shard_names, shard_ends)
-        if shard < 0:
+        if shard < 0 or at + 1 >= size or lines == line_shard.shape[0]:
             return start
         at += 1
         negative = data[at] == _MINUS
         if negative:
             at += 1
+        digits = at
         value = np.int64(0)
-        while data[at] != _TAB:
+        while at < size and _ZERO <= data[at] <= _ZERO + 9:
             value = value * 10 + (data[at] - _ZERO)
             at += 1
+        if at == digits or at >= size or data[at] != _TAB:
+            return start
         if negative:
             value = -value
         at += 1
@@ -140,7 +144,8 @@ class ShardBlocks:
                        counts.ctypes.data, newest.ctypes.data, oldest.ctypes.data, fill.ctypes.data,
                        line_shard.ctypes.data, json_start.ctypes.data, json_end.ctypes.data, lines_at_most)
         if bad >= 0:
-            raise ValueError(f"a parse output line names no shard of this job: {lines[bad:bad + 80]!r}")
+            raise ValueError(f"a parse output line is not shard<TAB>time<TAB>event, or names no shard of this job: "
+                             f"{lines[bad:bad + 80]!r}")
         return [(self.shards[k], int(newest[k]), int(oldest[k]), out[starts[k]:starts[k] + sizes[k] - 1].tobytes())
                 for k in range(n) if counts[k]]
 
