@@ -61,7 +61,7 @@ import yaml
 
 from infra.flink_rest import flink_rest
 from infra.ports import free_port, port_is_free
-from infra.processes import alive, command_line, java_bin, last_lines, log_tail, send_signal
+from infra.processes import alive, command_line, java_bin, last_lines, log_tail, pin_to_cpus, send_signal
 from infra.waiting import wait_until
 from job.paths import IMPORT_ROOT, cache_dir, flink_conf_dir, main_py
 
@@ -98,7 +98,10 @@ class StandaloneCluster:
 
     `rest_port=0` picks a free port. Without `home` a temporary folder is used (kept after `stop()`,
     like pytest's tmp_path, so logs survive a failure; `remove_home=True` deletes it). `config`
-    adds or overrides Flink settings of the generated config.yaml.
+    adds or overrides Flink settings of the generated config.yaml. `cpus_per_taskmanager` > 0 runs each
+    TaskManager on CPUs of its own (the first TaskManager on the first CPUs this process may use, the
+    next on the next ones): what a TaskManager does with one core, and what a second one adds, measured
+    on one machine as on separate ones. The JobManager and everything else stay free.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class StandaloneCluster:
         python: str | os.PathLike[str] = sys.executable,
         config: dict[str, Any] | None = None,
         remove_home: bool = False,
+        cpus_per_taskmanager: int = 0,
     ) -> None:
         self.home = Path(home).resolve() if home is not None else None
         self.rest_port = rest_port
@@ -121,7 +125,11 @@ class StandaloneCluster:
         self.python = str(python)
         self.extra_config = {key: str(value) for key, value in (config or {}).items()}
         self.remove_home = remove_home
+        if cpus_per_taskmanager < 0:
+            raise ValueError(f"cpus_per_taskmanager must not be negative, not {cpus_per_taskmanager}")
+        self.cpus_per_taskmanager = cpus_per_taskmanager
         self._pids: list[int] = []
+        self._cpu_sets: dict[int, int] = {}  # TaskManager pid -> its CPU set's index (see _pin_taskmanagers)
 
     # --- paths and environment ------------------------------------------------------------------
 
@@ -199,6 +207,7 @@ class StandaloneCluster:
             raise ClusterError(f"REST port {self.rest_port} is in use (another cluster or MiniCluster?)")
         if self._running_pids():
             raise ClusterError(f"a cluster of {self.home} is still running (pids {self._running_pids()}): stop it")
+        self._usable_cpus()  # refuse before anything starts
         self._write_home()
         result = self._run([str(self.flink_bin / "start-cluster.sh")], timeout_s=max(5.0, deadline - time.monotonic()))
         self._pids = self._pid_file_pids()
@@ -209,6 +218,7 @@ class StandaloneCluster:
                                f"{result.stderr}\n{self.log_tail()}")
         try:
             self._wait_ready(deadline)
+            self._pin_taskmanagers()
         except BaseException:
             self.stop()
             raise
@@ -251,8 +261,9 @@ class StandaloneCluster:
             raise ClusterError(f"no cluster state in {state_path}: is a cluster running from that home?")
         state = json.loads(state_path.read_text())
         cluster = cls(home, state["rest_port"], slots=state["slots"], taskmanagers=state.get("taskmanagers", 1),
-                      python=state["python"])
+                      python=state["python"], cpus_per_taskmanager=state.get("cpus_per_taskmanager", 0))
         cluster._pids = state["pids"]
+        cluster._cpu_sets = {int(pid): index for pid, index in state.get("cpu_sets", {}).items()}
         return cluster
 
     # --- failover ---------------------------------------------------------------------------------
@@ -295,6 +306,28 @@ class StandaloneCluster:
         wait_until(lambda: {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]} - before, timeout_s, 0.5,
                    timeout_error=lambda: ClusterError(
                        f"the new TaskManager did not register in time:\n{self.log_tail()}"))
+        self._pin_taskmanagers()
+
+    def _usable_cpus(self) -> list[int]:
+        cpus = sorted(os.sched_getaffinity(0))
+        needed = self.taskmanagers * self.cpus_per_taskmanager
+        if needed > len(cpus):
+            raise ClusterError(f"{self.taskmanagers} TaskManager(s) with {self.cpus_per_taskmanager} CPU(s) each need "
+                               f"{needed} CPUs; this process may use {len(cpus)}")
+        return cpus
+
+    def _pin_taskmanagers(self) -> None:
+        """Each live TaskManager on its CPU set; one started in place of a dead one takes the free set."""
+        if not self.cpus_per_taskmanager:
+            return
+        cpus, k = self._usable_cpus(), self.cpus_per_taskmanager
+        live = self.taskmanager_pids()
+        self._cpu_sets = {pid: index for pid, index in self._cpu_sets.items() if pid in live}
+        for pid in sorted(set(live) - set(self._cpu_sets)):
+            index = min(set(range(self.taskmanagers)) - set(self._cpu_sets.values()))
+            pin_to_cpus(pid, set(cpus[index * k:(index + 1) * k]))
+            self._cpu_sets[pid] = index
+        self._write_state()
 
     # --- REST -----------------------------------------------------------------------------------
 
@@ -491,7 +524,8 @@ class StandaloneCluster:
 
     def _write_state(self) -> None:
         state = {"rest_port": self.rest_port, "slots": self.slots, "taskmanagers": self.taskmanagers,
-                 "python": self.python, "pids": self._pids}
+                 "python": self.python, "pids": self._pids, "cpus_per_taskmanager": self.cpus_per_taskmanager,
+                 "cpu_sets": self._cpu_sets}
         (self._home() / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
     def _wait_ready(self, deadline: float) -> None:
@@ -539,6 +573,8 @@ def build_parser(prog: str = "python -m infra.cluster") -> argparse.ArgumentPars
     start.add_argument("--slots", type=int, default=2, help="slots per TaskManager (default %(default)s)")
     start.add_argument("--taskmanagers", type=int, default=1,
                        help="TaskManager JVMs (default %(default)s; in thread mode each runs one Python interpreter)")
+    start.add_argument("--cpus-per-taskmanager", type=int, default=0, metavar="N",
+                       help="run each TaskManager on N CPUs of its own (default: no pinning)")
     start.add_argument("--prometheus-port", metavar="PORT-PORT",
                        help="expose every daemon's metrics to Prometheus, each on the first free port of this range "
                             "(e.g. 9250-9260; Flink's reporter listens on every interface, so it is off unless given)")
@@ -571,7 +607,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m infra.cluster") -
 
             reporter = prometheus_reporter(args.prometheus_port) if args.prometheus_port else {}
             cluster = StandaloneCluster(args.home, args.port, slots=args.slots,
-                                        taskmanagers=args.taskmanagers, config=reporter).start()
+                                        taskmanagers=args.taskmanagers, config=reporter,
+                                        cpus_per_taskmanager=args.cpus_per_taskmanager).start()
             print(f"Flink cluster up in {time.monotonic() - started:.1f}s: {cluster.rest_url} "
                   f"(logs {cluster.log_dir}); for the raw `flink` client:", file=sys.stderr)
             _print_env(cluster)

@@ -35,6 +35,38 @@ def send_signal(pid: int, sig: int) -> None:
         pass
 
 
+def pin_to_cpus(pid: int, cpus: set[int]) -> None:
+    """Run every thread of `pid` on `cpus` only, and so the threads they start later (a new thread
+    inherits its creator's mask). The process's own mask would move only its first thread: a JVM's
+    other threads, its compiler, collector and task threads, would stay free."""
+    pinned: set[int] = set()
+    while True:  # a thread started while we go through the list is pinned in the next pass
+        try:
+            threads = {thread.id for thread in psutil.Process(pid).threads()}
+        except psutil.NoSuchProcess:
+            return
+        if threads <= pinned:
+            return
+        for tid in threads - pinned:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+        pinned |= threads
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (those gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def last_lines(text: str, lines: int) -> str:
     """The last `lines` lines of a command's output, for error messages."""
     return "\n".join(text.splitlines()[-lines:])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka import Producer as RawProducer
@@ -31,7 +33,7 @@ from reference_joiner import reference_join
 
 from clients.producer import Producer as EventProducer
 from clients.topics import TopicNames, create_all
-from infra.cluster import StandaloneCluster
+from infra.cluster import ClusterError, StandaloneCluster
 from tools.generate import GeneratorConfig, generate
 from udfs.learner_math import moderated
 from udfs.wire import WireDecoder, encode
@@ -304,6 +306,31 @@ def test_a_cluster_of_two_taskmanagers_runs_two_jvms(tmp_path):
         assert StandaloneCluster.attach(cluster.home).taskmanagers == 2
     with pytest.raises(ValueError):
         StandaloneCluster(tmp_path / "none", taskmanagers=0)
+
+
+def _thread_cpus(pid: int) -> set[frozenset[int]]:
+    return {frozenset(os.sched_getaffinity(thread.id)) for thread in psutil.Process(pid).threads()}
+
+
+@pytest.mark.flink
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_taskmanagers_pinned_to_cpus_of_their_own_keep_them_across_a_restart(tmp_path):
+    """Every thread of each TaskManager JVM runs on its own CPU; one started in place of a killed
+    TaskManager takes the CPU that was freed, not the other's."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    with StandaloneCluster(tmp_path / "pinned", slots=1, taskmanagers=2, cpus_per_taskmanager=1) as cluster:
+        pids = sorted(cluster.taskmanager_pids())
+        assert [_thread_cpus(pid) for pid in pids] == [{frozenset({first})}, {frozenset({second})}]
+        assert StandaloneCluster.attach(cluster.home).cpus_per_taskmanager == 1
+        killed = cluster.kill_taskmanager()
+        freed = {first, second} - {cpu for s in _thread_cpus(next(p for p in pids if p != killed)) for cpu in s}
+        assert cluster.ensure_taskmanagers() == 1
+        (replacement,) = set(cluster.taskmanager_pids()) - set(pids)
+        assert _thread_cpus(replacement) == {frozenset(freed)}
+    too_many = len(os.sched_getaffinity(0)) + 1
+    with pytest.raises(ClusterError, match=f"need {too_many} CPUs"):
+        StandaloneCluster(tmp_path / "greedy", taskmanagers=1, cpus_per_taskmanager=too_many).start()
+    assert not (tmp_path / "greedy" / "log").exists()
 
 
 def test_a_click_outage_holds_negatives_until_the_clicks_return(kafka_broker, flink_cluster):

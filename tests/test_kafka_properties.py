@@ -295,10 +295,10 @@ def test_child_jobs_get_properties_as_a_file_and_the_checkpoint_dir(tmp_path: Pa
     """`demo --kafka` / `bench --kafka` start `freshrank run` with the properties in an owner-only file
     (never their values on the command line) and their checkpoint dir."""
     from job.config import JobConfig
-    from tools.kafka_demo import _properties_file, run_args
+    from tools.kafka_demo import job_properties_file, run_args
 
-    assert _properties_file({}, tmp_path) is None
-    path = _properties_file({"librdkafka.sasl.password": "s3cret"}, tmp_path)
+    assert job_properties_file({}, tmp_path) is None
+    path = job_properties_file({"librdkafka.sasl.password": "s3cret"}, tmp_path)
     assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
     args = run_args("h:1", "-x", JobConfig(), group_id="g", job_name="j", checkpoint_interval_s=1.0,
                     kafka_properties_file=path, checkpoint_dir=tmp_path / "ck")

@@ -170,6 +170,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale_out and not args.kafka:
+        raise UsageError("--scale-out: measured on Kafka, add --kafka")
     if args.kafka:
         return cmd_bench_kafka(args)
     if args.text:
@@ -209,6 +211,16 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 
     # The file bench's size: a bounded job of 400k ran ~25 s, most of it while the JVM was still compiling.
     apply_mode_defaults(args, {"n_impressions": 1_000_000})
+    if args.scale_out:
+        from tools.scale_out_bench import run_scale_out_bench
+
+        if args.rounds < 1:
+            raise UsageError("--rounds: must be at least 1")
+        run_scale_out_bench(Path(args.out) / f"scale-out-{time.strftime('%Y%m%d-%H%M%S')}", args.n_impressions,
+                            job_config(args), rounds=args.rounds, seed=args.seed, heavy_users=args.heavy_users,
+                            bootstrap=args.bootstrap, checkpoint_interval_s=args.checkpoint_interval,
+                            kafka_properties=kafka_properties_of(args))
+        return 0
     run_kafka_bench(Path(args.out) / f"kafka-{time.strftime('%Y%m%d-%H%M%S')}", args.n_impressions, job_config(args),
                     seed=args.seed, heavy_users=args.heavy_users, bootstrap=args.bootstrap,
                     taskmanagers=args.taskmanagers, checkpoint_interval_s=args.checkpoint_interval,
@@ -477,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--taskmanagers", type=int, default=0,
                        help="with --kafka: run the bounded job on a standalone cluster of this many TaskManager "
                             "JVMs (each runs one Python interpreter) instead of a local MiniCluster")
+    bench.add_argument("--scale-out", action="store_true",
+                       help="with --kafka: only the scale-out measurement: parallelism 1 on one TaskManager against "
+                            "parallelism 2 on two, each TaskManager pinned to a CPU of its own (needs 2 CPUs), at "
+                            "steady state in alternating rounds")
+    bench.add_argument("--rounds", type=int, default=3, help="with --scale-out: rounds (default %(default)s)")
     bench.set_defaults(func=cmd_bench)
     _add_kafka_commands(commands)
     return parser

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -59,6 +59,9 @@ from udfs.model_store import ITEM, USER
 from udfs.records import parse_wire
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
+
+if TYPE_CHECKING:
+    from infra.cluster import StandaloneCluster
 
 # --- reading topics ------------------------------------------------------------------------------------
 
@@ -243,7 +246,7 @@ def run_args(bootstrap: str, topics_suffix: str, config: JobConfig, *, group_id:
     return args
 
 
-def _properties_file(kafka_properties: Mapping[str, str] | None, work_dir: Path) -> Path | None:
+def job_properties_file(kafka_properties: Mapping[str, str] | None, work_dir: Path) -> Path | None:
     """The run's Kafka properties in an owner-only file of `work_dir` for a child job (None without any)."""
     if not kafka_properties:
         return None
@@ -509,7 +512,7 @@ def run_live(
 
     run_id = uuid.uuid4().hex[:8]
     name = f"freshrank-live-{run_id}"
-    properties_file = _properties_file(kafka_properties, work_dir)
+    properties_file = job_properties_file(kafka_properties, work_dir)
     local = LocalJob(run_args(bootstrap, topic_suffix, job, group_id=name, job_name=name, idleness_s=LIVE_IDLENESS_S,
                               checkpoint_interval_s=checkpoint_interval_s, items=catalog.resolve(),
                               kafka_properties_file=properties_file,
@@ -654,7 +657,7 @@ def demo_generator_config(n_impressions: int, n_users: int, n_items: int, seed: 
                    requests_per_s=requests / span_s, start_ms=int(time.time() * 1000))
 
 
-def _unique_suffix(kind: str) -> str:
+def unique_suffix(kind: str) -> str:
     return f"-{kind}-{uuid.uuid4().hex[:6]}"
 
 
@@ -708,7 +711,7 @@ def run_kafka_demo(
         duration_s = gen.n_impressions / MAX_DEMO_RATE
         print(f"{gen.n_impressions:,} impressions: streaming for {duration_s:.0f} s "
               f"(at most {MAX_DEMO_RATE:,.0f} impressions/s on this machine kind)")
-    suffix = topic_suffix if topic_suffix is not None else _unique_suffix("demo")
+    suffix = topic_suffix if topic_suffix is not None else unique_suffix("demo")
     print(f"world: {gen.n_impressions:,} impressions, {gen.n_users:,} users, {gen.n_items:,} items; job: window "
           f"{job.window_s:g} s, snapshots every {job.snapshot_interval_s:g} s, checkpoints every "
           f"{checkpoint_interval_s:g} s, parallelism {job.parallelism}")
@@ -802,18 +805,24 @@ def _bounded_on_cluster(args: list[str], parallelism: int, taskmanagers: int, ho
 
     slots = -(-parallelism // taskmanagers)
     with StandaloneCluster(home, slots=slots, taskmanagers=taskmanagers) as cluster:
-        started = time.monotonic()
-        job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
-        startup_s = None
-        while True:  # start-up ends when every task runs (a bounded source may have finished by then)
-            job = cluster.rest(f"/jobs/{job_id}")
-            if startup_s is None and all(v["status"] in ("RUNNING", "FINISHED") for v in job["vertices"]):
-                startup_s = time.monotonic() - started
-            if job["state"] == "FINISHED":
-                return time.monotonic() - started, startup_s
-            if job["state"] in ("FAILED", "CANCELED"):
-                raise RuntimeError(f"bounded job {job['state']}:\n{cluster.failure(job_id)}")
-            time.sleep(0.2)
+        return bounded_on(cluster, args, parallelism)
+
+
+def bounded_on(cluster: StandaloneCluster, args: list[str], parallelism: int) -> tuple[float, float]:
+    """`freshrank run --bounded` ARGS submitted to a running cluster, until it finishes: (wall seconds
+    from the submission, start-up seconds)."""
+    started = time.monotonic()
+    job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
+    startup_s = None
+    while True:  # start-up ends when every task runs (a bounded source may have finished by then)
+        job = cluster.rest(f"/jobs/{job_id}")
+        if startup_s is None and all(v["status"] in ("RUNNING", "FINISHED") for v in job["vertices"]):
+            startup_s = time.monotonic() - started
+        if job["state"] == "FINISHED":
+            return time.monotonic() - started, startup_s if startup_s is not None else math.nan
+        if job["state"] in ("FAILED", "CANCELED"):
+            raise RuntimeError(f"bounded job {job['state']}:\n{cluster.failure(job_id)}")
+        time.sleep(0.2)
 
 
 def _send_closers(bootstrap: str, topics: TopicNames, event_time: int,
@@ -862,14 +871,14 @@ def _live_catch_up(servers: str, stream, job: JobConfig, expected: int, work_dir
                    checkpoint_dir: str | os.PathLike[str] | None) -> tuple[float, float]:
     """A live (unbounded) job started over the stream as a backlog, closed by one late event per
     partition: (seconds from running until its `expected` examples are committed, start-up seconds)."""
-    suffix = _unique_suffix("bench-catch-up")
+    suffix = unique_suffix("bench-catch-up")
     topics = TopicNames().suffixed(suffix)
     create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
     produce_in_order(servers, topics, stream, kafka_properties)
     last_ms = max(r["event_time"] for r in stream.impressions + stream.clicks)
     _send_closers(servers, topics, last_ms + job.window_ms + job.max_disorder_ms + 1000, kafka_properties)
     name = f"freshrank-catch-up-{uuid.uuid4().hex[:8]}"
-    properties_file = _properties_file(kafka_properties, work_dir)
+    properties_file = job_properties_file(kafka_properties, work_dir)
     args = run_args(servers, suffix, job, group_id=name, job_name=name, checkpoint_interval_s=checkpoint_interval_s,
                     kafka_properties_file=properties_file,
                     checkpoint_dir=checkpoint_dir or (work_dir / "catch-up-checkpoints").resolve())
@@ -886,7 +895,7 @@ def _live_catch_up(servers: str, stream, job: JobConfig, expected: int, work_dir
             properties_file.unlink(missing_ok=True)
 
 
-def _generated_now(n_impressions: int, seed: int, heavy_users: int):
+def generated_now(n_impressions: int, seed: int, heavy_users: int):
     """A generated stream whose event times end now: retention (measured against the wall clock) keeps them."""
     stream = generate(GeneratorConfig(n_impressions=n_impressions, seed=seed, heavy_users=heavy_users))
     records = stream.impressions + stream.clicks
@@ -921,10 +930,10 @@ def run_kafka_bench(
     once (the JIT compiling the JVM operators, the final checkpoint and commit) cancels out."""
     figures: dict[str, float] = {}
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
-        suffix = _unique_suffix("bench")
+        suffix = unique_suffix("bench")
         topics = TopicNames().suffixed(suffix)
         create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
-        stream = _generated_now(n_impressions, seed, heavy_users)
+        stream = generated_now(n_impressions, seed, heavy_users)
         # The baseline, on the same events: the plain single-process program reading them from files.
         files = write_stream(stream, work_dir / "events")
         plain = run_plain_program(files["impressions"], files["clicks"], job.window_ms, job.learner)
@@ -936,13 +945,13 @@ def run_kafka_bench(
         sent = produce_in_order(servers, topics, stream, kafka_properties)
         figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
         n_small = small_size(n_impressions)
-        small_suffix = _unique_suffix("bench-small")
+        small_suffix = unique_suffix("bench-small")
         small_topics = TopicNames().suffixed(small_suffix)
         create_all(servers, small_topics, partitions=2, kafka_properties=kafka_properties)
-        sent_small = produce_in_order(servers, small_topics, _generated_now(n_small, seed, heavy_users),
+        sent_small = produce_in_order(servers, small_topics, generated_now(n_small, seed, heavy_users),
                                       kafka_properties)
         work_dir.mkdir(parents=True, exist_ok=True)
-        properties_file = _properties_file(kafka_properties, work_dir)
+        properties_file = job_properties_file(kafka_properties, work_dir)
         # On a standalone cluster without --checkpoint-dir, its own config (its home) names the dirs.
         local_dir = None if taskmanagers else (work_dir / "checkpoints").resolve()
 
@@ -1027,7 +1036,7 @@ def run_kafka_bench(
                                          KAFKA_DEMO_DEFAULTS["n_items"], seed, live_job)
         print(f"live run for freshness: {live_impressions:,} impressions over ~{live_duration_s:.0f} s, "
               f"snapshots every {live_job.snapshot_interval_s:g} s ...")
-        live = run_live(servers, _unique_suffix("bench-live"), live_gen, live_job,
+        live = run_live(servers, unique_suffix("bench-live"), live_gen, live_job,
                         work_dir / "live", duration_s=live_duration_s, checkpoint_interval_s=checkpoint_interval_s,
                         kafka_properties=kafka_properties, checkpoint_dir=checkpoint_dir)
         figures.update({f"freshness_{k}": v for k, v in freshness_figures(live).items()})

@@ -1,0 +1,36 @@
+"""`freshrank bench --kafka --scale-out` runs its jobs on pinned TaskManagers and reports consistent figures
+(what they come to is a benchmark's business, printed by the command, not asserted here)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from job.config import JobConfig
+from tools.scale_out_bench import run_scale_out_bench
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_scale_out_bench_measures_both_parallelisms_on_the_same_topics(kafka_broker, tmp_path, capsys):
+    figures = run_scale_out_bench(tmp_path, 120_000, JobConfig(), rounds=1, bootstrap=kafka_broker)
+    one, two = figures["scale_out_p1_impressions_per_s"], figures["scale_out_p2_impressions_per_s"]
+    assert math.isfinite(one) and math.isfinite(two)
+    assert figures["scale_out_ratio"] == pytest.approx(two / one)
+    # Both runs used their TaskManagers' CPU for the extra impressions (a job that read nothing would not).
+    assert figures["scale_out_p1_cpu_us_per_impression"] > 0
+    assert 0 < figures["scale_out_p2_busiest_cpu_us_per_impression"] < figures["scale_out_p2_cpu_us_per_impression"]
+    assert figures["scale_out_cpu_bound_ratio"] == pytest.approx(
+        figures["scale_out_p1_cpu_us_per_impression"] / figures["scale_out_p2_busiest_cpu_us_per_impression"])
+    printed = capsys.readouterr().out
+    assert "round 1, parallelism 1 on 1 TaskManager(s)" in printed
+    assert "round 1, parallelism 2 on 2 TaskManager(s)" in printed
+    assert "parallelism 2 / parallelism 1 at steady state" in printed
+
+
+def test_scale_out_needs_rounds() -> None:
+    with pytest.raises(ValueError, match="rounds"):
+        run_scale_out_bench(None, 1, JobConfig(), rounds=0)  # refused before anything starts
