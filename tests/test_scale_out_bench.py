@@ -34,3 +34,9 @@ def test_scale_out_bench_measures_both_parallelisms_on_the_same_topics(kafka_bro
 def test_scale_out_needs_rounds() -> None:
     with pytest.raises(ValueError, match="rounds"):
         run_scale_out_bench(None, 1, JobConfig(), rounds=0)  # refused before anything starts
+
+
+def test_scale_out_refuses_a_machine_without_the_cpus() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=f"need {2 * cpus} CPUs; this process may use {cpus}"):
+        run_scale_out_bench(None, 1, JobConfig(), cpus_per_taskmanager=cpus)

@@ -19,6 +19,7 @@ cores are few the ratio errs low.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import uuid
 from collections.abc import Mapping
@@ -57,6 +58,10 @@ def run_scale_out_bench(
     round, and the median of the rounds' ratios; prints them as it goes."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
+    usable = len(os.sched_getaffinity(0))
+    if 2 * cpus_per_taskmanager > usable:  # refused now, not after the parallelism-1 runs
+        raise ValueError(f"two TaskManagers with {cpus_per_taskmanager} CPU(s) each need {2 * cpus_per_taskmanager} "
+                         f"CPUs; this process may use {usable}")
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
         # Two partitions: a source subtask each at parallelism 2.
         sent = {}
