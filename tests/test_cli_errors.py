@@ -144,3 +144,14 @@ def test_evaluate_passes_the_stream_shape_to_the_generator(tmp_path: Path) -> No
     assert result.returncode == 1
     assert result.stderr.strip() == ("freshrank: error: heavy_users must be at least 0 and below n_users "
                                      "(the rest need someone)")
+
+
+def test_scale_out_bench_options_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = freshrank("bench", "--scale-out", "--out", str(out))
+    assert result.returncode != 0
+    assert result.stderr.strip() == "freshrank: error: --scale-out: measured on Kafka, add --kafka"
+    result = freshrank("bench", "--kafka", "--scale-out", "--rounds", "0", "--out", str(out))
+    assert result.returncode != 0
+    assert result.stderr.strip() == "freshrank: error: rounds must be at least 1, not 0"
+    assert not out.exists()

@@ -214,8 +214,6 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
     if args.scale_out:
         from tools.scale_out_bench import run_scale_out_bench
 
-        if args.rounds < 1:
-            raise UsageError("--rounds: must be at least 1")
         run_scale_out_bench(Path(args.out) / f"scale-out-{time.strftime('%Y%m%d-%H%M%S')}", args.n_impressions,
                             job_config(args), rounds=args.rounds, seed=args.seed, heavy_users=args.heavy_users,
                             bootstrap=args.bootstrap, checkpoint_interval_s=args.checkpoint_interval,

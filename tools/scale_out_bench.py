@@ -104,6 +104,9 @@ def run_scale_out_bench(
                             before = [cpu_seconds([pid]) for pid in pids]
                             wall_s, startup_s = bounded_on(cluster, args, parallelism)
                             walls[size] = wall_s - startup_s
+                            if sorted(cluster.taskmanager_pids()) != pids:  # its CPU time went with it
+                                raise RuntimeError(f"a TaskManager died during the {size} job; logs in "
+                                                   f"{cluster.log_dir}")
                             cpus[size] = [cpu_seconds([pid]) - start for pid, start in zip(pids, before, strict=True)]
                     seconds = walls["big"] - walls["small"]
                     rate = extra / seconds if seconds > 0 else math.nan
@@ -111,7 +114,7 @@ def run_scale_out_bench(
                     # Each TaskManager's CPU for the extra impressions: with a core each, the busiest one
                     # bounds the rate (1e6 / its µs per impression).
                     per_tm = [(big - small) / extra * 1e6
-                              for big, small in zip(cpus["big"], cpus["small"], strict=False)]
+                              for big, small in zip(cpus["big"], cpus["small"], strict=True)]
                     cpu_us[parallelism].append(sum(per_tm))
                     busiest[parallelism].append(max(per_tm))
                     print(f"round {number + 1}, parallelism {parallelism} on {parallelism} TaskManager(s): "
