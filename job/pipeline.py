@@ -17,8 +17,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyflink.common import Types
@@ -39,6 +39,7 @@ from job.batching import (
 )
 from job.catalog import Catalog
 from job.config import JobConfig
+from job.lanes import Lanes
 from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
 from udfs.join_learn import JoinAndLearn
@@ -55,7 +56,7 @@ OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "or
 
 @dataclass
 class PipelineInputs:
-    """Raw event streams (text or bytes) and how to decode one record."""
+    """Raw event streams (text lines, or Kafka's Row(partition, message)) and how to decode one record."""
 
     impressions: DataStream
     clicks: DataStream
@@ -78,6 +79,8 @@ class PipelineInputs:
     # With timestamps_assigned: after how long without records a stream stops holding the watermark
     # back (the sources' idleness, 0: never), once the batch parse has made the watermark again.
     idle_timeout_ms: int = 0
+    # With timestamps_assigned and parse_in_batches: each source's batching lanes (job.lanes).
+    lanes: Mapping[str, Lanes] = field(default_factory=dict)
 
 
 def _off_the_learner(output: DataStream, unbounded: bool) -> DataStream:
@@ -122,9 +125,10 @@ def build_pipeline(
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
         if carried:
-            stream = (message_batches(env, t_env, raw, config.batch_ms, not inputs.unbounded, source)
+            lanes = inputs.lanes[source]
+            stream = (message_batches(env, t_env, raw, lanes, config.batch_ms, not inputs.unbounded, source)
                       .process(ParseEventBatches(*parse_args), output_type=block_row_type(with_watermark=True))
-                      .set_parallelism(1))  # one lane: see message_batches
+                      .set_parallelism(len(lanes.keys)))  # in each lane's subtask: see message_batches
         elif inputs.parse_in_batches:
             stream = (line_batches(t_env, raw, config.batch_ms)
                       .process(ParseEventBatches(*parse_args), output_type=block_row_type()))
@@ -133,7 +137,7 @@ def build_pipeline(
         stream = stream.name(f"parse-{source}").uid(f"parse-{source}")
         rejects.append(stream.get_side_output(dead_letter_tag))
         if carried:
-            stream = carried_watermark(t_env, stream, inputs.idle_timeout_ms)
+            stream = carried_watermark(t_env, stream, inputs.idle_timeout_ms, len(lanes.keys))
         parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
                                                                                     config.max_disorder_ms)
 

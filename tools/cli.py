@@ -13,6 +13,7 @@ import orjson
 from job.config import JobConfig
 from job.errors import UsageError, run_reporting_errors
 from job.options import (
+    DEMO_CHECKPOINT_INTERVAL_S,
     add_job_options,
     add_kafka_options,
     add_kafka_property_options,
@@ -404,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_demo.add_argument("--topic-suffix", help="topic name suffix (default: a new one per run)")
     kafka_demo.add_argument("--duration", type=float, default=60.0,
                             help="wall seconds the live stream should take (default %(default)s)")
-    kafka_demo.add_argument("--checkpoint-interval", type=float, default=2.0,
+    kafka_demo.add_argument("--checkpoint-interval", type=float, default=DEMO_CHECKPOINT_INTERVAL_S,
                             help="seconds between checkpoints = commit latency (default %(default)s)")
     demo.set_defaults(func=cmd_demo)
 
@@ -475,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "once running, at steady state), of a live job catching up, and the snapshot "
                             "freshness of a live run")
     bench.add_argument("--bootstrap", help="with --kafka: use this broker instead of starting one")
-    bench.add_argument("--checkpoint-interval", type=float, default=2.0,
+    bench.add_argument("--checkpoint-interval", type=float, default=DEMO_CHECKPOINT_INTERVAL_S,
                        help="with --kafka: seconds between checkpoints = commit latency, for every job of the "
                             "bench (default %(default)s)")
     bench.add_argument("--text", action="store_true",

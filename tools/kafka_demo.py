@@ -49,7 +49,7 @@ from infra.processes import log_tail
 from infra.waiting import wait_until
 from job.catalog import catalog_from_topic
 from job.config import JobConfig
-from job.options import job_option_args
+from job.options import DEMO_CHECKPOINT_INTERVAL_S, job_option_args
 from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, small_size, where_the_time_goes
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.plain_program import run_plain_program
@@ -483,7 +483,7 @@ def run_live(
     work_dir: Path,
     *,
     duration_s: float = 60.0,
-    checkpoint_interval_s: float = 2.0,
+    checkpoint_interval_s: float = DEMO_CHECKPOINT_INTERVAL_S,
     samples: int = 500,
     progress: bool = True,
     say: Callable[[str], None] = print,
@@ -695,7 +695,7 @@ def run_kafka_demo(
     bootstrap: str | None = None,
     topic_suffix: str | None = None,
     duration_s: float = 60.0,
-    checkpoint_interval_s: float = 2.0,
+    checkpoint_interval_s: float = DEMO_CHECKPOINT_INTERVAL_S,
     kafka_properties: Mapping[str, str] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
@@ -913,7 +913,7 @@ def run_kafka_bench(
     seed: int = 7,
     heavy_users: int = 3,
     bootstrap: str | None = None,
-    checkpoint_interval_s: float = 2.0,
+    checkpoint_interval_s: float = DEMO_CHECKPOINT_INTERVAL_S,
     live_impressions: int = 20_000,
     live_duration_s: float = 45.0,
     taskmanagers: int = 0,

@@ -30,6 +30,7 @@ from clients.topics import TopicNames, create_all
 from infra.cluster import StandaloneCluster
 from infra.processes import cpu_seconds
 from job.config import JobConfig
+from job.options import DEMO_CHECKPOINT_INTERVAL_S
 from tools.kafka_demo import (
     Broker,
     bounded_on,
@@ -51,7 +52,7 @@ def run_scale_out_bench(
     seed: int = 7,
     heavy_users: int = 3,
     bootstrap: str | None = None,
-    checkpoint_interval_s: float = 2.0,
+    checkpoint_interval_s: float = DEMO_CHECKPOINT_INTERVAL_S,
     kafka_properties: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Steady-state impressions/s at parallelism 1 and 2 (one pinned TaskManager per subtask) in each
