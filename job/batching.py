@@ -353,17 +353,12 @@ def _source_watermark_schema() -> Schema.Builder:
         "rt", "SOURCE_WATERMARK()")
 
 
-def partitioned_message_type() -> TypeInformation:
-    """A Kafka source's raw records: Row(partition, message), message None for a tombstone."""
-    return Types.ROW_NAMED(["partition", "message"], [Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-
-
-def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: DataStream,
+def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: Table,
                     lanes: Lanes, batch_ms: int, bounded: bool, name: str) -> DataStream:
     """The raw messages of a source that brings its own watermarks (Kafka: per partition, from the
-    record timestamps), Row(partition, message), as Row(messages, source_watermark) per `batch_ms` and
-    lane, each lane's in the order read, for a parse that takes one batch per call
-    (udfs.parse.ParseEventBatches) in the lane's subtask; `name` names the source.
+    record timestamps), a table of (`partition` INT, `message` BYTES), as Row(messages,
+    source_watermark) per `batch_ms` and lane, each lane's in the order read, for a parse that takes
+    one batch per call (udfs.parse.ParseEventBatches) in the lane's subtask; `name` names the source.
 
     The watermark must survive the batching: a window emits its batch after the watermarks that
     passed while it was open, so downstream of the parse the watermark would run ahead of the events.
@@ -385,10 +380,8 @@ def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironme
     # The messages become rows with their lane first (chained to the source): a keyBy in the JVM.
     row_type = Types.ROW_NAMED(["k", "message", "tick"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
                                                          Types.BOOLEAN()])
-    table = t_env.from_data_stream(messages, _source_watermark_schema().column("partition", DataTypes.INT())
-                                   .column("message", DataTypes.BYTES()).build())
     rows = t_env.to_append_stream(t_env.sql_query(
-        f"SELECT {lanes.sql_key('`partition`')} AS k, message, FALSE AS tick FROM {table}"), row_type)
+        f"SELECT {lanes.sql_key('`partition`')} AS k, `message`, FALSE AS tick FROM {messages}"), row_type)
     if not bounded:
         tick_table = _tick_source(env, t_env)
         ticks = t_env.sql_query(" UNION ALL ".join(

@@ -17,12 +17,12 @@ from pyflink.datastream.connectors.kafka import (
     KafkaTopicPartition,
 )
 from pyflink.java_gateway import get_gateway
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, Table
 
 from clients.admin import partitions_with_records
 from clients.kafka_properties import client_config, java_properties, librdkafka_properties
 from clients.topics import DEFAULT_TOPICS, TopicNames
-from job.batching import NO_WATERMARK, batch_row_type, partitioned_message_type
+from job.batching import NO_WATERMARK, batch_row_type
 from job.catalog import Catalog, catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import flink_settings, make_environment
@@ -51,9 +51,9 @@ def _with_properties(builder, kafka_properties: Mapping[str, str] | None):
 
 
 def kafka_events(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str, config: JobConfig,
-                 bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> DataStream:
-    """Row(partition, message) for every record of `topic` (message: the value's bytes, None for a
-    tombstone, which the parse dead-letters), with per-partition bounded-out-of-orderness watermarks
+                 bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> Table:
+    """A table of (`partition`, `message`) for every record of `topic` (message: the value's bytes, NULL
+    for a tombstone, which the parse dead-letters), with per-partition bounded-out-of-orderness watermarks
     from the Kafka record timestamps (the event times); idle partitions do not hold them back.
 
     SQL's Kafka source rather than the DataStream one: it gives each record its partition, which
@@ -81,8 +81,7 @@ def kafka_events(t_env: StreamTableEnvironment, bootstrap: str, topic: str, grou
         f" `rt` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,"
         f" WATERMARK FOR `rt` AS `rt` - INTERVAL '{(config.max_disorder_ms + 1) / 1000:.3f}' SECOND"
         f") WITH (\n{sql_with_options(options)}\n)")
-    return t_env.to_append_stream(t_env.sql_query(f"SELECT `partition`, `message` FROM {table}"),
-                                  partitioned_message_type())
+    return t_env.sql_query(f"SELECT `partition`, `message` FROM {table}")
 
 
 def source_lanes(bootstrap: str, topic: str, group_id: str, parallelism: int, bounded: bool,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import DataStream, OutputTag
-from pyflink.table import StreamTableEnvironment
+from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
+from pyflink.table import StreamTableEnvironment, Table
 
 from job.batching import (
     batch_row_type,
@@ -56,10 +56,10 @@ OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "or
 
 @dataclass
 class PipelineInputs:
-    """Raw event streams (text lines, or Kafka's Row(partition, message)) and how to decode one record."""
+    """Raw event streams (text lines; Kafka: tables of `partition` and `message`) and how to decode one record."""
 
-    impressions: DataStream
-    clicks: DataStream
+    impressions: DataStream | Table
+    clicks: DataStream | Table
     decode: Callable[[str, Any], dict[str, Any]] = parse_json
     # Kafka sources generate per-partition watermarks from the record timestamps themselves; file
     # sources need watermarks from the parsed event times.
@@ -102,8 +102,13 @@ def build_pipeline(
     t_env: StreamTableEnvironment | None = None,
 ) -> None:
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
-    env = inputs.impressions.get_execution_environment()
-    t_env = t_env or StreamTableEnvironment.create(env)
+    if isinstance(inputs.impressions, Table):
+        if t_env is None:
+            raise ValueError("input tables need the table environment they were made in")
+        env = StreamExecutionEnvironment(t_env._j_tenv.execEnv())  # (PyFlink has no getter for it)
+    else:
+        env = inputs.impressions.get_execution_environment()
+        t_env = t_env or StreamTableEnvironment.create(env)
     t_env.get_config().set("table.optimizer.agg-phase-strategy", "ONE_PHASE")  # one list of raw records per batch
     dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
     tags = {

@@ -16,11 +16,11 @@ from pyflink.table import DataTypes, StreamTableEnvironment
 
 from job.batching import (
     _batch_clock,
+    _source_watermark_schema,
     block_row_type,
     carried_watermark,
     line_batches,
     message_batches,
-    partitioned_message_type,
     stamped,
     with_event_time,
 )
@@ -97,12 +97,16 @@ def test_message_batches_carry_the_source_watermark_and_keep_each_partition_in_o
           'connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rows // 2}',
           'fields.n.kind' = 'sequence', 'fields.n.start' = '0', 'fields.n.end' = '{rows - 1}'
         )""")
-    messages = t_env.to_append_stream(
-        t_env.sql_query(f"SELECT CAST(MOD(n, {partitions}) AS INT), CAST(CAST(n AS STRING) AS BYTES) FROM messages"),
-        partitioned_message_type())
-    env.set_parallelism(2)
+    messages = t_env.sql_query(f"SELECT CAST(MOD(n, {partitions}) AS INT) AS `partition`,"
+                               f" CAST(CAST(n AS STRING) AS BYTES) AS message FROM messages")
     lanes = lanes_for(2, lane_keys, range(partitions))
     assert dict(lanes.of_partition) == {0: 0, 1: 1, 2: 0}
+    # (planned now: the source at parallelism 1, the rest at 2)
+    messages = t_env.to_append_stream(messages, Types.ROW_NAMED(["partition", "message"], [
+        Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    env.set_parallelism(2)
+    messages = t_env.from_data_stream(messages, _source_watermark_schema().column("partition", DataTypes.INT())
+                                      .column("message", DataTypes.BYTES()).build())
     batched = message_batches(env, t_env, messages, lanes, batch_ms=20, bounded=True, name="test")
     # the parse would run here, a lane per subtask (this module shipped for the worker to import WithSubtask)
     env.add_python_file(__file__)
@@ -172,7 +176,7 @@ def test_the_lane_stages_leave_the_job_parallelism_to_what_follows() -> None:
     keyed state, and after a restore it read back only the shard of its first batch.)"""
     env = make_environment({"parallelism.default": "3"})
     t_env = StreamTableEnvironment.create(env)
-    one = t_env.to_append_stream(t_env.sql_query("SELECT 0, CAST('1' AS BYTES)"), partitioned_message_type())
+    one = t_env.sql_query("SELECT 0 AS `partition`, CAST('1' AS BYTES) AS message")
     message_batches(env, t_env, one, lanes_for(3, lane_keys, [0, 1]), batch_ms=20, bounded=False, name="test")
     parsed = t_env.to_append_stream(t_env.sql_query("SELECT 's0', CAST(1 AS BIGINT), ENCODE('[0]', 'UTF-8'),"
                                                     " CAST(1 AS BIGINT)"), block_row_type(with_watermark=True))

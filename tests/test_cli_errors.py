@@ -155,3 +155,22 @@ def test_scale_out_bench_options_are_refused_before_anything_starts(tmp_path: Pa
     assert result.returncode != 0
     assert result.stderr.strip() == "freshrank: error: rounds must be at least 1, not 0"
     assert not out.exists()
+
+
+def test_demo_and_bench_checkpoints_reach_their_jobs_and_a_deployed_job_keeps_its_own() -> None:
+    """Demo and bench checkpoint every second unless told otherwise (freshness: commits publish the
+    snapshots), a deployed job (`run`) every ten; what the bench is given reaches its child jobs."""
+    from job.config import JobConfig
+    from job.options import DEMO_CHECKPOINT_INTERVAL_S, RUN_CHECKPOINT_INTERVAL_S
+    from tools.cli import build_parser
+    from tools.kafka_demo import run_args
+
+    parser = build_parser()
+    assert DEMO_CHECKPOINT_INTERVAL_S < RUN_CHECKPOINT_INTERVAL_S
+    assert parser.parse_args(["demo", "--kafka"]).checkpoint_interval == DEMO_CHECKPOINT_INTERVAL_S
+    assert parser.parse_args(["run", "--bootstrap", "127.0.0.1:9"]).checkpoint_interval == RUN_CHECKPOINT_INTERVAL_S
+    for given, expected in (([], DEMO_CHECKPOINT_INTERVAL_S), (["--checkpoint-interval", "3.5"], 3.5)):
+        bench = parser.parse_args(["bench", "--kafka", *given])
+        child = parser.parse_args(run_args("127.0.0.1:9", "-t", JobConfig(), group_id="g", job_name="j",
+                                           checkpoint_interval_s=bench.checkpoint_interval))
+        assert (bench.checkpoint_interval, child.checkpoint_interval) == (expected, expected)
