@@ -110,30 +110,3 @@ def create_topics(
         if time.monotonic() > deadline:
             raise TopicsNotReady(f"topics have no leader after {timeout_s}s: {pending}")
         time.sleep(0.1)
-
-
-def partitions_with_records(bootstrap: str, topic: str, group_id: str,
-                            kafka_properties: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> list[int]:
-    """The partitions of `topic` where consumer group `group_id` has records left to read up to the
-    current end: from its committed offset, or from the beginning where it has none (a bounded job
-    starts there). Commits nothing."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from clients.kafka_properties import client_config
-
-    consumer = Consumer(client_config(bootstrap, kafka_properties, **{
-        "group.id": group_id, "enable.auto.commit": False, "log_level": 3}))
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        if metadata.error is not None:
-            raise RuntimeError(f"cannot read topic {topic}: {metadata.error}")
-        committed = consumer.committed([TopicPartition(topic, p) for p in metadata.partitions], timeout=timeout_s)
-        readable = []
-        for position in committed:
-            low, high = consumer.get_watermark_offsets(position, timeout=timeout_s)
-            start = position.offset if position.offset >= 0 else low  # no commit yet: from the beginning
-            if high > start:
-                readable.append(position.partition)
-        return sorted(readable)
-    finally:
-        consumer.close()

@@ -39,8 +39,6 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.types import DataType
 
-from job.lanes import Lanes
-from job.sql import sql_string
 from udfs.records import NO_WATERMARK, TICK
 
 # A SQL expression's TIMESTAMP_LTZ(3) as epoch milliseconds (a plain CAST only gives seconds;
@@ -80,10 +78,9 @@ def _planner_options(t_env: StreamTableEnvironment, options: Mapping[str, str]) 
         j_env.setParallelism(env_parallelism)
 
 
-def lane_parallelism(lanes: int) -> dict[str, str]:
-    """The planner options for the lanes of a source that brings its own watermarks
-    (`message_batches`): stamp, batches and the watermark made again in a subtask per lane."""
-    return {"table.exec.resource.default-parallelism": str(lanes)}
+# One lane for a source that brings its own watermarks (`message_batches`): stamp, batches, parse and
+# the watermark made again all at parallelism 1 (see there).
+ONE_LANE = {"table.exec.resource.default-parallelism": "1"}
 
 
 def block_row_type(with_watermark: bool = False) -> TypeInformation:
@@ -249,10 +246,9 @@ def stamped(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, bloc
 
 
 def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType],
-                 bounded: bool, partition_by: str | None = None) -> Table:
+                 bounded: bool) -> Table:
     """`rows` (`columns`, then `ingest` ms) as a table with the time attribute `t` that batch windows
-    are cut by: ingestion time for bounded inputs, processing time for unbounded ones; with
-    `partition_by`, a column whose values each keep a monotone ingestion time of their own (lanes)."""
+    are cut by: ingestion time for bounded inputs, processing time for unbounded ones."""
     schema = Schema.new_builder()
     for column, data_type in columns.items():
         schema = schema.column(column, data_type)
@@ -265,7 +261,7 @@ def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[
         # a stream's first rows came out after later ones). So the ingestion times are made monotone
         # first, and the watermark trails them by LATE_INGEST_MS: a bounded input's last
         # windows close at its end anyway, so this delays no result.
-        rows = _monotone_ingest(t_env, rows, columns, partition_by)
+        rows = _monotone_ingest(t_env, rows, columns)
         schema = schema.column_by_expression("t", "TO_TIMESTAMP_LTZ(ingest, 3)").watermark(
             "t", f"t - INTERVAL '{LATE_INGEST_MS / 1000:.3f}' SECOND")
     else:
@@ -273,18 +269,16 @@ def _batch_clock(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[
     return t_env.from_data_stream(rows, schema.build())
 
 
-def _monotone_ingest(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType],
-                     partition_by: str | None = None) -> DataStream:
-    """`rows` with each `ingest` raised to the newest one before it (of its `partition_by` value): a
-    running maximum in the JVM (a processing-time OVER, which emits each row at once; about 1 µs a row)."""
+def _monotone_ingest(t_env: StreamTableEnvironment, rows: DataStream, columns: dict[str, DataType]) -> DataStream:
+    """`rows` with each `ingest` raised to the newest one before it: a running
+    maximum in the JVM (a processing-time OVER, which emits each row at once; about 1 µs a row)."""
     schema = Schema.new_builder()
     for column, data_type in columns.items():
         schema = schema.column(column, data_type)
     table = t_env.from_data_stream(
         rows, schema.column("ingest", DataTypes.BIGINT()).column_by_expression("pt", "PROCTIME()").build())
-    partition = f"PARTITION BY {partition_by} " if partition_by else ""
     monotone = t_env.sql_query(
-        f"SELECT {', '.join(columns)}, MAX(ingest) OVER ({partition}ORDER BY pt"
+        f"SELECT {', '.join(columns)}, MAX(ingest) OVER (ORDER BY pt"
         f" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ingest FROM {table}")
     return t_env.to_append_stream(monotone, rows.get_type())
 
@@ -321,15 +315,13 @@ def line_batches(t_env: StreamTableEnvironment, lines: DataStream, batch_ms: int
     return t_env.to_append_stream(grouped, line_batch_type())
 
 
-def carried_watermark(t_env: StreamTableEnvironment, parsed: DataStream, idle_timeout_ms: int = 0,
-                      lanes: int = 1) -> DataStream:
-    """The blocks of a parse over `message_batches` (`lanes` subtasks) with the source's watermark made
-    again in each lane from the ones its batches carried, in the JVM: each row's batch watermark, the
-    newest one seen so far, and the lane idle after `idle_timeout_ms` without rows (0: never), as the
-    source's partitions were. The rows that only carried a watermark (no events) end here."""
-    parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks()).set_parallelism(lanes)
-    idleness = {"table.exec.source.idle-timeout": f"{idle_timeout_ms} ms"}
-    with _planner_options(t_env, {**lane_parallelism(lanes), **idleness}):
+def carried_watermark(t_env: StreamTableEnvironment, parsed: DataStream, idle_timeout_ms: int = 0) -> DataStream:
+    """The blocks of a parse over `message_batches` with the source's watermark made again from the ones
+    the batches carried, in the JVM: each row's batch watermark, the newest one seen so far, and the
+    stream idle after `idle_timeout_ms` without rows (0: never), as the source's partitions were. The
+    rows that only carried a watermark (no events) end here."""
+    parsed = parsed.assign_timestamps_and_watermarks(WatermarkStrategy.no_watermarks()).set_parallelism(1)
+    with _planner_options(t_env, {**ONE_LANE, "table.exec.source.idle-timeout": f"{idle_timeout_ms} ms"}):
         schema = (
             Schema.new_builder()
             .column("shard", DataTypes.STRING())
@@ -353,58 +345,59 @@ def _source_watermark_schema() -> Schema.Builder:
         "rt", "SOURCE_WATERMARK()")
 
 
-def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: Table,
-                    lanes: Lanes, batch_ms: int, bounded: bool, name: str) -> DataStream:
+def message_batches(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, messages: DataStream,
+                    batch_ms: int, bounded: bool, name: str) -> DataStream:
     """The raw messages of a source that brings its own watermarks (Kafka: per partition, from the
-    record timestamps), a table of (`partition` INT, `message` BYTES), as Row(messages,
-    source_watermark) per `batch_ms` and lane, each lane's in the order read, for a parse that takes
-    one batch per call (udfs.parse.ParseEventBatches) in the lane's subtask; `name` names the source.
+    record timestamps) as Row(messages, source_watermark) per `batch_ms`, in the order read, for a parse
+    that takes one batch per call (udfs.parse.ParseEventBatches); `name` names the source.
 
     The watermark must survive the batching: a window emits its batch after the watermarks that
     passed while it was open, so downstream of the parse the watermark would run ahead of the events.
     Instead every message is stamped with the source's watermark as it passes (where all source
-    subtasks meet, after the keyBy into the lanes: their minimum, as the learner's stamp is), each
-    batch keeps the first (smallest) stamp of its messages, and `carried_watermark` makes each lane's
-    watermark from its batches again. It then trails the source's by up to a batch, which only
-    delays decisions: no event becomes late that was not late at the source, as a lane is first in,
-    first out and the join takes the smallest lane's watermark. Unbounded runs stamp ticks in every
-    lane too (`ticks`, about twice a second), so a lane's watermark moves on when no message follows
-    (the source reaches a watermark after its last message) or none comes at all (a lane without a
-    busy partition); their batches may hold no message (`messages` empty), only the watermark.
+    subtasks meet: their minimum, as the learner's stamp is), each batch keeps the first (smallest)
+    stamp of its messages, and `carried_watermark` makes the watermark from the batches again. It then
+    trails the source's by up to a batch, which only delays decisions: no event becomes late that was
+    not late at the source. Unbounded runs stamp ticks too (`ticks`, about twice a second), so the
+    watermark the source reaches after its last message still moves on when no message follows;
+    their batches may hold no message (`messages` empty), only the watermark.
 
-    From the keyBy to the watermark made again a lane runs in one subtask (`lane_keys` address them
-    through the JVM keyBy and SQL's hash exchanges alike; `_planner_options` gives these stages the
-    lanes' parallelism, what follows, the learner above all, keeps the job's). A partition reads in
-    one lane (job.lanes), so a partition's order holds to the join.
+    From the stamp to the watermark made again everything runs in one lane (parallelism 1: the
+    batches, their parse and `carried_watermark`). Spread over parallel parse subtasks, a subtask that got no
+    batch lately would hold the join watermark at its last stamp, without any partition being quiet.
+    The lane's parallelism stays inside it (`_planner_options`): what follows, the learner above all,
+    runs at the job's.
     """
-    # The messages become rows with their lane first (chained to the source): a keyBy in the JVM.
+    # One stamp point, all in the JVM: a keyBy of one key. The messages become rows first (chained to
+    # the source), as a null message (a tombstone, dead-lettered by the parse) cannot cross a network
+    # exchange, a null field can. (A table made from a stream drops the stream's watermarks unless its
+    # schema declares them.)
     row_type = Types.ROW_NAMED(["k", "message", "tick"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
                                                          Types.BOOLEAN()])
-    rows = t_env.to_append_stream(t_env.sql_query(
-        f"SELECT {lanes.sql_key('`partition`')} AS k, `message`, FALSE AS tick FROM {messages}"), row_type)
+    table = t_env.from_data_stream(messages, _source_watermark_schema().column("f0", DataTypes.BYTES()).build())
+    rows = t_env.to_append_stream(t_env.sql_query(f"SELECT '' AS k, f0 AS message, FALSE AS tick FROM {table}"),
+                                  row_type)
     if not bounded:
-        tick_table = _tick_source(env, t_env)
-        ticks = t_env.sql_query(" UNION ALL ".join(
-            f"SELECT CAST({sql_string(key)} AS STRING) AS k, CAST(NULL AS BYTES) AS message, TRUE AS tick"
-            f" FROM {tick_table}" for key in lanes.keys))
+        ticks = t_env.sql_query(f"SELECT '' AS k, CAST(NULL AS BYTES) AS message, TRUE AS tick"
+                                f" FROM {_tick_source(env, t_env)}")
         rows = rows.union(_idle_channel(t_env.to_append_stream(ticks, row_type), f"ticks-idle-{name}"))
     schema = (_source_watermark_schema().column("k", DataTypes.STRING()).column("message", DataTypes.BYTES())
               .column("tick", DataTypes.BOOLEAN()).build())
     table = t_env.from_data_stream(_key_by_field(env, rows, 0), schema)
     watermark_ms = _EPOCH_MS.format(x="CURRENT_WATERMARK(rt)")
     stamped = t_env.sql_query(
-        f"SELECT k, message, tick, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark,"
+        f"SELECT message, tick, COALESCE({watermark_ms}, {NO_WATERMARK}) AS source_watermark,"
         f" {_INGEST_MS} AS ingest FROM {table}")
-    with _planner_options(t_env, lane_parallelism(len(lanes.keys))):
-        rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["k", "message", "tick", "source_watermark", "ingest"], [
-            Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BOOLEAN(), Types.LONG(), Types.LONG()]))
-        cut = _batch_clock(t_env, rows, {"k": DataTypes.STRING(), "message": DataTypes.BYTES(),
-                                         "tick": DataTypes.BOOLEAN(), "source_watermark": DataTypes.BIGINT()},
-                           bounded, partition_by="k")
+    # Only the stamp subtask of the one key gets rows; the others must not hold the batch clock of a
+    # bounded run back (ingestion time: an idle input only ever delays batches, never drops a row).
+    with _planner_options(t_env, ONE_LANE):
+        rows = t_env.to_append_stream(stamped, Types.ROW_NAMED(["message", "tick", "source_watermark", "ingest"], [
+            Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BOOLEAN(), Types.LONG(), Types.LONG()]))
+        cut = _batch_clock(t_env, rows, {"message": DataTypes.BYTES(), "tick": DataTypes.BOOLEAN(),
+                                         "source_watermark": DataTypes.BIGINT()}, bounded)
         grouped = t_env.sql_query(
             # (a batch of ticks only: an empty array, which PyFlink can hand to Python, unlike NULL)
             f"SELECT COALESCE(ARRAY_AGG(message) FILTER (WHERE NOT tick), {_NO_MESSAGES}) AS messages,"
             f" MIN(source_watermark) AS source_watermark"
             f" FROM TABLE(TUMBLE(TABLE {cut}, DESCRIPTOR(t), INTERVAL '{batch_ms / 1000:.3f}' SECOND))"
-            f" GROUP BY window_start, window_end, k")
+            f" GROUP BY window_start, window_end")
         return t_env.to_append_stream(grouped, message_batch_type())

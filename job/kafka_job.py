@@ -17,9 +17,8 @@ from pyflink.datastream.connectors.kafka import (
     KafkaTopicPartition,
 )
 from pyflink.java_gateway import get_gateway
-from pyflink.table import StreamTableEnvironment, Table
+from pyflink.table import StreamTableEnvironment
 
-from clients.admin import partitions_with_records
 from clients.kafka_properties import client_config, java_properties, librdkafka_properties
 from clients.topics import DEFAULT_TOPICS, TopicNames
 from job.batching import NO_WATERMARK, batch_row_type
@@ -27,10 +26,8 @@ from job.catalog import Catalog, catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import flink_settings, make_environment
 from job.jars import flink_kafka_connector_jar
-from job.lanes import Lanes, lanes_for
 from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
 from job.replay import load_snapshots
-from job.routing import lane_keys
 from job.sql import sql_identifier, sql_with_options
 from udfs.encoding import AvroWireEncoder
 from udfs.model_store import ModelStore, SnapshotError, snapshot_problem
@@ -50,46 +47,26 @@ def _with_properties(builder, kafka_properties: Mapping[str, str] | None):
     return builder
 
 
-def kafka_events(t_env: StreamTableEnvironment, bootstrap: str, topic: str, group_id: str, config: JobConfig,
-                 bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> Table:
-    """A table of (`partition`, `message`) for every record of `topic` (message: the value's bytes, NULL
-    for a tombstone, which the parse dead-letters), with per-partition bounded-out-of-orderness watermarks
-    from the Kafka record timestamps (the event times); idle partitions do not hold them back.
-
-    SQL's Kafka source rather than the DataStream one: it gives each record its partition, which
-    keeps a partition in one batching lane (job.lanes), and its raw format keeps a tombstone as a
-    row with a null value. The watermark is the DataStream source's `for_bounded_out_of_orderness`:
-    the newest timestamp minus the bound minus 1 ms."""
-    options: dict[str, object] = {
-        **{f"properties.{key}": value for key, value in java_properties(kafka_properties).items()},
-        "connector": "kafka",
-        "topic": topic,
-        "properties.bootstrap.servers": bootstrap,
-        "properties.group.id": group_id,
-        "scan.startup.mode": "group-offsets",
-        "properties.auto.offset.reset": "earliest",
-        "properties.isolation.level": "read_committed",
-        "value.format": "raw",
-    }
+def kafka_events(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str, config: JobConfig,
+                 bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> DataStream:
+    """Raw message bytes of `topic`, timestamped by the Kafka record timestamp (the event time) with
+    per-partition bounded-out-of-orderness watermarks; idle partitions do not hold the watermark back."""
+    builder = _with_properties(
+        KafkaSource.builder()
+        .set_bootstrap_servers(bootstrap)
+        .set_topics(topic)
+        .set_group_id(group_id)
+        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
+        .set_property("isolation.level", "read_committed"),
+        kafka_properties,
+    )
+    _keep_tombstones(builder)
     if bounded:
-        options["scan.bounded.mode"] = "latest-offset"
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(config.max_disorder_ms))
     if idleness_s > 0:
-        options["scan.watermark.idle-timeout"] = f"{int(idleness_s * 1000)} ms"
-    table = sql_identifier(f"source_{topic}")
-    t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE {table} (`message` BYTES, `partition` INT METADATA VIRTUAL,"
-        f" `rt` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,"
-        f" WATERMARK FOR `rt` AS `rt` - INTERVAL '{(config.max_disorder_ms + 1) / 1000:.3f}' SECOND"
-        f") WITH (\n{sql_with_options(options)}\n)")
-    return t_env.sql_query(f"SELECT `partition`, `message` FROM {table}")
-
-
-def source_lanes(bootstrap: str, topic: str, group_id: str, parallelism: int, bounded: bool,
-                 kafka_properties: Mapping[str, str] | None = None) -> Lanes:
-    """The batching lanes of `topic`'s messages (job.lanes): a bounded run's from the partitions it
-    will find records in."""
-    readable = partitions_with_records(bootstrap, topic, group_id, kafka_properties) if bounded else None
-    return lanes_for(parallelism, lane_keys, readable)
+        watermarks = watermarks.with_idleness(Duration.of_millis(int(idleness_s * 1000)))
+    return env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid(f"source-{topic}")
 
 
 def _keep_tombstones(builder) -> None:
@@ -299,13 +276,11 @@ def build_kafka_job(
         initial_model = load_snapshot_topic(bootstrap, topics.snapshots, config.learner.dim, kafka_properties)
     catalog = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
     inputs = PipelineInputs(
-        kafka_events(t_env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
-        kafka_events(t_env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
+        kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
+        kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),
         decode=parse_wire,
         timestamps_assigned=True,
         parse_in_batches=True,  # a batch of messages per call (job.batching.message_batches)
-        lanes={source: source_lanes(bootstrap, getattr(topics, source), group_id, config.parallelism, bounded,
-                                    kafka_properties) for source in ("impressions", "clicks")},
         idle_timeout_ms=int(idleness_s * 1000),
         item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
         catalog_updates=catalog_updates(env, bootstrap, topics.items, group_id, catalog.topic_ends, bounded,

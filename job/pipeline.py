@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import DataStream, OutputTag, StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment, Table
+from pyflink.datastream import DataStream, OutputTag
+from pyflink.table import StreamTableEnvironment
 
 from job.batching import (
     batch_row_type,
@@ -39,7 +39,6 @@ from job.batching import (
 )
 from job.catalog import Catalog
 from job.config import JobConfig
-from job.lanes import Lanes
 from job.routing import routing_keys
 from udfs.encoding import RecordEncoder
 from udfs.join_learn import JoinAndLearn
@@ -56,10 +55,10 @@ OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "or
 
 @dataclass
 class PipelineInputs:
-    """Raw event streams (text lines; Kafka: tables of `partition` and `message`) and how to decode one record."""
+    """Raw event streams (text or bytes) and how to decode one record."""
 
-    impressions: DataStream | Table
-    clicks: DataStream | Table
+    impressions: DataStream
+    clicks: DataStream
     decode: Callable[[str, Any], dict[str, Any]] = parse_json
     # Kafka sources generate per-partition watermarks from the record timestamps themselves; file
     # sources need watermarks from the parsed event times.
@@ -79,8 +78,6 @@ class PipelineInputs:
     # With timestamps_assigned: after how long without records a stream stops holding the watermark
     # back (the sources' idleness, 0: never), once the batch parse has made the watermark again.
     idle_timeout_ms: int = 0
-    # With timestamps_assigned and parse_in_batches: each source's batching lanes (job.lanes).
-    lanes: Mapping[str, Lanes] = field(default_factory=dict)
 
 
 def _off_the_learner(output: DataStream, unbounded: bool) -> DataStream:
@@ -102,13 +99,8 @@ def build_pipeline(
     t_env: StreamTableEnvironment | None = None,
 ) -> None:
     """Wire the job onto the environment of `inputs`; `sinks` must cover every name in OUTPUTS."""
-    if isinstance(inputs.impressions, Table):
-        if t_env is None:
-            raise ValueError("input tables need the table environment they were made in")
-        env = StreamExecutionEnvironment(t_env._j_tenv.execEnv())  # (PyFlink has no getter for it)
-    else:
-        env = inputs.impressions.get_execution_environment()
-        t_env = t_env or StreamTableEnvironment.create(env)
+    env = inputs.impressions.get_execution_environment()
+    t_env = t_env or StreamTableEnvironment.create(env)
     t_env.get_config().set("table.optimizer.agg-phase-strategy", "ONE_PHASE")  # one list of raw records per batch
     dead_letter_tag = OutputTag("dead-letter", encoder.flink_type("DeadLetter"))
     tags = {
@@ -130,10 +122,9 @@ def build_pipeline(
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
         if carried:
-            lanes = inputs.lanes[source]
-            stream = (message_batches(env, t_env, raw, lanes, config.batch_ms, not inputs.unbounded, source)
+            stream = (message_batches(env, t_env, raw, config.batch_ms, not inputs.unbounded, source)
                       .process(ParseEventBatches(*parse_args), output_type=block_row_type(with_watermark=True))
-                      .set_parallelism(len(lanes.keys)))  # in each lane's subtask: see message_batches
+                      .set_parallelism(1))  # one lane: see message_batches
         elif inputs.parse_in_batches:
             stream = (line_batches(t_env, raw, config.batch_ms)
                       .process(ParseEventBatches(*parse_args), output_type=block_row_type()))
@@ -142,7 +133,7 @@ def build_pipeline(
         stream = stream.name(f"parse-{source}").uid(f"parse-{source}")
         rejects.append(stream.get_side_output(dead_letter_tag))
         if carried:
-            stream = carried_watermark(t_env, stream, inputs.idle_timeout_ms, len(lanes.keys))
+            stream = carried_watermark(t_env, stream, inputs.idle_timeout_ms)
         parsed[source] = stream if inputs.timestamps_assigned else with_event_time(t_env, stream,
                                                                                     config.max_disorder_ms)
 

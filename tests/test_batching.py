@@ -11,12 +11,10 @@ import json
 
 import pytest
 from pyflink.common import Row, Types
-from pyflink.datastream import ProcessFunction, RuntimeContext
 from pyflink.table import DataTypes, StreamTableEnvironment
 
 from job.batching import (
     _batch_clock,
-    _source_watermark_schema,
     block_row_type,
     carried_watermark,
     line_batches,
@@ -25,10 +23,7 @@ from job.batching import (
     with_event_time,
 )
 from job.flink_env import make_environment
-from job.lanes import lanes_for
-from job.routing import lane_keys
 from udfs.records import NO_WATERMARK
-from udfs.snapshots import subtask_index
 
 pytestmark = pytest.mark.flink  # runs the job on a local MiniCluster
 
@@ -80,16 +75,14 @@ def test_each_block_carries_the_join_watermark_from_before_it() -> None:
     assert stamps == sorted(stamps)
 
 
-def test_message_batches_carry_the_source_watermark_and_keep_each_partition_in_order() -> None:
-    """Kafka's batch parse (job.batching.message_batches): every message in exactly one batch, each
-    batch stamped with a source watermark that had been reached before any of its messages passed,
-    and a partition's messages in one lane, in order, as the lanes split the work over subtasks."""
-    rows, disorder_ms, partitions = 60_000, 5, 3
-    # one source subtask, as a Kafka partition is read by one (the rest of the job at parallelism 2)
+def test_message_batches_carry_the_source_watermark() -> None:
+    """Kafka's batch parse (job.batching.message_batches): every message in exactly one batch, and each
+    batch stamped with a source watermark that had been reached before any of its messages passed."""
+    rows, disorder_ms = 60_000, 5
     env = make_environment({"parallelism.default": "1"})
     t_env = StreamTableEnvironment.create(env)
     # growing times n * 10 with a bounded-disorder watermark (the minimum over several source subtasks
-    # is tested through Kafka: tests/test_flink_cluster.py); partition n mod 3
+    # is tested through Kafka: tests/test_flink_cluster.py)
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE messages (
           n BIGINT, rt AS TO_TIMESTAMP_LTZ(n * 10, 3), WATERMARK FOR rt AS rt - INTERVAL '0.00{disorder_ms}' SECOND
@@ -97,56 +90,19 @@ def test_message_batches_carry_the_source_watermark_and_keep_each_partition_in_o
           'connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rows // 2}',
           'fields.n.kind' = 'sequence', 'fields.n.start' = '0', 'fields.n.end' = '{rows - 1}'
         )""")
-    messages = t_env.sql_query(f"SELECT CAST(MOD(n, {partitions}) AS INT) AS `partition`,"
-                               f" CAST(CAST(n AS STRING) AS BYTES) AS message FROM messages")
-    lanes = lanes_for(2, lane_keys, range(partitions))
-    assert dict(lanes.of_partition) == {0: 0, 1: 1, 2: 0}
-    # (planned now: the source at parallelism 1, the rest at 2)
-    messages = t_env.to_append_stream(messages, Types.ROW_NAMED(["partition", "message"], [
-        Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
-    env.set_parallelism(2)
-    messages = t_env.from_data_stream(messages, _source_watermark_schema().column("partition", DataTypes.INT())
-                                      .column("message", DataTypes.BYTES()).build())
-    batched = message_batches(env, t_env, messages, lanes, batch_ms=20, bounded=True, name="test")
-    # the parse would run here, a lane per subtask (this module shipped for the worker to import WithSubtask)
-    env.add_python_file(__file__)
-    marked = batched.process(WithSubtask(), output_type=Types.ROW([*batched.get_type().get_field_types(),
-                                                                   Types.INT()])).set_parallelism(2)
-    with marked.execute_and_collect() as results:
-        seen, subtask_of = [], {}
-        for row in results:
-            numbers = [int(bytes(m)) for m in row[0]]
-            seen.append((numbers, row[1]))
-            subtask_of.setdefault(lanes.of_partition[numbers[0] % partitions], set()).add(row[2])
-    assert subtask_of == {0: {0}, 1: {1}}  # lane i in subtask i, from the source to the parse
+    as_rows = t_env.to_append_stream(t_env.sql_query("SELECT CAST(CAST(n AS STRING) AS BYTES) FROM messages"),
+                                     Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    messages = as_rows.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
+    batched = message_batches(env, t_env, messages, batch_ms=20, bounded=True, name="test")
+    with batched.execute_and_collect() as results:
+        seen = [([int(bytes(m)) for m in row[0]], row[1]) for row in results]
     assert sorted(n for numbers, _ in seen for n in numbers) == list(range(rows))
     stamped = [(numbers, stamp) for numbers, stamp in seen if stamp != NO_WATERMARK]
     assert len(stamped) >= len(seen) // 2 > 2  # the watermark reached the stamps (a table drops it unless declared)
     for numbers, stamp in stamped:
-        # the source's times grow, so its watermark stays below the times it has yet to send
+        # each source subtask's times grow, so its watermark stays below the times it has yet to send
         assert stamp < min(numbers) * 10 - disorder_ms
-    by_lane: dict[int, list[tuple[list[int], int]]] = {}
-    for numbers, stamp in seen:
-        batch_lanes = {lanes.of_partition[n % partitions] for n in numbers}
-        assert len(batch_lanes) == 1  # a batch is one lane's
-        by_lane.setdefault(batch_lanes.pop(), []).append((numbers, stamp))
-    assert sorted(by_lane) == [0, 1]
-    for batches in by_lane.values():
-        # results interleave the lanes' subtasks; within a lane, batches keep their order
-        assert [stamp for _, stamp in batches] == sorted(stamp for _, stamp in batches)
-        for partition in range(partitions):
-            in_order = [n for numbers, _ in batches for n in numbers if n % partitions == partition]
-            assert in_order == sorted(in_order)
-
-
-class WithSubtask(ProcessFunction):
-    """Each row with the number of the subtask it reached."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.subtask = subtask_index(runtime_context)
-
-    def process_element(self, value, ctx):
-        yield Row(*value, self.subtask)
+    assert [stamp for _, stamp in seen] == sorted(stamp for _, stamp in seen)
 
 
 def test_batches_keep_the_arrival_order_when_the_wall_clock_steps_back() -> None:
@@ -169,22 +125,22 @@ def test_batches_keep_the_arrival_order_when_the_wall_clock_steps_back() -> None
     assert [n for numbers in batched for n in numbers] == list(range(per_key))
 
 
-def test_the_lane_stages_leave_the_job_parallelism_to_what_follows() -> None:
-    """Kafka's batch parse runs from the stamp to the watermark made again at the lanes' parallelism;
-    the operators planned after it (the learner) keep the job's. (Planning with a default
+def test_the_one_lane_stages_leave_the_job_parallelism_to_what_follows() -> None:
+    """Kafka's batch parse runs from the stamp to the watermark made again at parallelism 1; the
+    operators planned after it (the learner) keep the job's parallelism. (Planning with a default
     parallelism once set the environment's: the learner ran as one subtask holding every shard's
     keyed state, and after a restore it read back only the shard of its first batch.)"""
-    env = make_environment({"parallelism.default": "3"})
+    env = make_environment({"parallelism.default": "2"})
     t_env = StreamTableEnvironment.create(env)
-    one = t_env.sql_query("SELECT 0 AS `partition`, CAST('1' AS BYTES) AS message")
-    message_batches(env, t_env, one, lanes_for(3, lane_keys, [0, 1]), batch_ms=20, bounded=False, name="test")
+    one = t_env.to_append_stream(t_env.sql_query("SELECT CAST('1' AS BYTES)"),
+                                 Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    message_batches(env, t_env, one.map(lambda row: row[0], output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())),
+                    batch_ms=20, bounded=False, name="test")
     parsed = t_env.to_append_stream(t_env.sql_query("SELECT 's0', CAST(1 AS BIGINT), ENCODE('[0]', 'UTF-8'),"
                                                     " CAST(1 AS BIGINT)"), block_row_type(with_watermark=True))
-    blocks = carried_watermark(t_env, parsed, lanes=2)
+    blocks = carried_watermark(t_env, parsed)
     blocks.map(lambda row: row, output_type=block_row_type()).name("after-the-lane")
-    assert env.get_parallelism() == 3
+    assert env.get_parallelism() == 2
     nodes = json.loads(env.get_execution_plan())["nodes"]
-    assert [node["parallelism"] for node in nodes if node["contents"].startswith("after-the-lane")] == [3]
-    # unbounded: a lane per subtask (ticks keep each moving); the lanes of `carried_watermark` as asked
-    assert any(node["parallelism"] == 3 and "WindowAggregate" in node["contents"] for node in nodes)
-    assert any(node["parallelism"] == 2 and "WHERE" in node["contents"].upper() for node in nodes)
+    assert [node["parallelism"] for node in nodes if node["contents"].startswith("after-the-lane")] == [2]
+    assert any(node["parallelism"] == 1 and "WindowAggregate" in node["contents"] for node in nodes)

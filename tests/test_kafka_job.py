@@ -88,7 +88,7 @@ def kafka_run(kafka_broker, request):
                                               "embedding": [float("nan")] * 4}))
     raw.flush(10)
 
-    # The batch parse runs in a lane per partition with records, up to the parallelism (job.lanes).
+    # The batch parse runs in one lane whatever the parallelism; the learner behind it at the job's.
     job = replace(JOB, parallelism=request.param)
     env = kafka_environment(job, checkpoint_interval_s=2.0, bounded=True)
     build_kafka_job(env, kafka_broker, job, topics, group_id=f"job-{uuid.uuid4().hex[:6]}", bounded=True)

@@ -8,7 +8,7 @@ from pyflink.java_gateway import get_gateway
 from samples import SAMPLES
 
 from job.kafka_job import FanOutItemParams
-from job.routing import lane_keys, max_parallelism, routing_keys
+from job.routing import max_parallelism, routing_keys
 from udfs.records import NO_WATERMARK
 from udfs.wire import encode
 
@@ -37,17 +37,3 @@ def test_the_item_loop_sends_a_record_to_every_replica_but_its_own(parallelism: 
         assert all(row[1] == NO_WATERMARK and orjson.loads(row[2])[1] == record for row in rows)
     user = dict(SAMPLES["ModelSnapshot"], entity_type="USER", replica=parallelism)
     assert list(fan_out(encode("ModelSnapshot", user))) == []  # user vectors stay with their replica
-
-
-@pytest.mark.parametrize("lanes", [1, 2, 3, 5])
-def test_lane_i_goes_to_subtask_i_through_the_keyby_and_the_sql_exchanges(lanes: int) -> None:
-    jvm = get_gateway().jvm
-    assign = jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignKeyToParallelOperator
-    keys = lane_keys(lanes)
-    assert len(set(keys)) == lanes
-    for index, key in enumerate(keys):
-        assert assign(key, max_parallelism(), lanes) == index  # job.batching's JVM keyBy
-        # SQL's hash exchange keys a row by a BinaryRowData of its key columns; the planner's own
-        # routing of each key is checked end to end in tests/test_batching.py
-        as_tuple = jvm.org.apache.flink.api.java.tuple.Tuple1(key)
-        assert assign(as_tuple, max_parallelism(), lanes) == index
