@@ -78,7 +78,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         "",
         f"snapshot records {f(s['snapshot_records'])}  wall {s['wall_s']:.1f} s  "
-        f"throughput {f(s['examples_per_s'])} examples/s (job start-up included)",
+        f"throughput {f(round(rate) if math.isfinite(rate := s['examples_per_s']) else None)} examples/s"
+        " (job start-up included)",
     ]
     return "\n".join(lines)
 
