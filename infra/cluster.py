@@ -561,6 +561,17 @@ def _print_env(cluster: StandaloneCluster) -> None:
     print(f"export PATH={cluster.flink_bin}:$PATH")
 
 
+def _not_negative(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (the error then names the option, not a parameter)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
 def build_parser(prog: str = "python -m infra.cluster") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=str(DEFAULT_HOME), help="cluster folder (default %(default)s)")
@@ -573,7 +584,7 @@ def build_parser(prog: str = "python -m infra.cluster") -> argparse.ArgumentPars
     start.add_argument("--slots", type=int, default=2, help="slots per TaskManager (default %(default)s)")
     start.add_argument("--taskmanagers", type=int, default=1,
                        help="TaskManager JVMs (default %(default)s; in thread mode each runs one Python interpreter)")
-    start.add_argument("--cpus-per-taskmanager", type=int, default=0, metavar="N",
+    start.add_argument("--cpus-per-taskmanager", type=_not_negative, default=0, metavar="N",
                        help="run each TaskManager on N CPUs of its own (default: no pinning)")
     start.add_argument("--prometheus-port", metavar="PORT-PORT",
                        help="expose every daemon's metrics to Prometheus, each on the first free port of this range "

@@ -47,6 +47,11 @@ def _with_properties(builder, kafka_properties: Mapping[str, str] | None):
     return builder
 
 
+def source_name(topic: str) -> str:
+    """The name of the Kafka source reading `topic` (the REST API and the benches find it by it)."""
+    return f"{topic}-kafka"
+
+
 def kafka_events(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str, config: JobConfig,
                  bounded: bool, idleness_s: float, kafka_properties: Mapping[str, str] | None = None) -> DataStream:
     """Raw message bytes of `topic`, timestamped by the Kafka record timestamp (the event time) with
@@ -66,7 +71,7 @@ def kafka_events(env: StreamExecutionEnvironment, bootstrap: str, topic: str, gr
     watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(config.max_disorder_ms))
     if idleness_s > 0:
         watermarks = watermarks.with_idleness(Duration.of_millis(int(idleness_s * 1000)))
-    return env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid(f"source-{topic}")
+    return env.from_source(builder.build(), watermarks, source_name(topic)).uid(f"source-{topic}")
 
 
 def _keep_tombstones(builder) -> None:
@@ -159,7 +164,7 @@ def catalog_updates(env: StreamExecutionEnvironment, bootstrap: str, topic: str,
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     watermarks = WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1))
-    return env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid(f"source-{topic}")
+    return env.from_source(builder.build(), watermarks, source_name(topic)).uid(f"source-{topic}")
 
 
 def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str, topic: str, name: str,

@@ -101,6 +101,15 @@ def test_broker_and_cluster_are_freshrank_commands_with_their_own_options(tmp_pa
     assert status.returncode == 1 and "not running" in status.stdout + status.stderr
 
 
+def test_cluster_cpus_per_taskmanager_is_refused_by_its_option_name(tmp_path: Path) -> None:
+    home = tmp_path / "cluster"
+    for value, reason in (("-1", "must not be negative, not -1"), ("two", "not a whole number: 'two'")):
+        result = freshrank("cluster", "start", "--home", str(home), f"--cpus-per-taskmanager={value}")
+        assert result.returncode == 2
+        assert result.stderr.strip().endswith(f"error: argument --cpus-per-taskmanager: {reason}"), result.stderr
+    assert not home.exists()  # refused before anything started
+
+
 def test_demo_modes_fill_only_what_was_not_given(monkeypatch) -> None:
     """`demo --kafka` has its own defaults; options typed or set in the environment keep their value."""
     from tools.cli import build_parser, resolve_demo_mode

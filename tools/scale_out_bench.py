@@ -6,11 +6,11 @@ alternating rounds, parallelism 1 on one TaskManager pinned to one CPU against p
 TaskManagers pinned to one CPU each (`StandaloneCluster(cpus_per_taskmanager=...)`): on a 2-core
 machine that is the comparison a machine with a core per TaskManager would make.
 
-The rate is the Kafka bench's steady state: (N_big - N_small) / (T_big - T_small), each T from the
-moment all of the bounded job's tasks ran until it finished, so what every job pays once cancels and
-the `flink run` client's start-up (10-15 s here, and the most variable part) is left out; both jobs
-run after a big one that warmed the cluster's JVMs (their JIT compiler, ~6 s of CPU per
-TaskManager in the first 1M impressions, would otherwise take from the one core of each). The
+Each measured job is what a deployment runs: a live (unbounded) job, here catching up on a backlog
+in the topics. Its rate is the impressions source's count over the later part of its run
+(tools.job_progress: after WARM_UP of the backlog, while the JVMs' JIT compiler takes from the one
+core of each TaskManager, until MEASURED_UNTIL), so neither the `flink run` client's start-up (10-15 s
+here, and the most variable part) nor the JIT is in it; then the job is cancelled. The
 broker, the JobManager and the `flink run` client are not pinned: in the parallelism-1 runs they
 have a free core, in the parallelism-2 runs they take from the TaskManagers' cores, so where the
 cores are few the ratio errs low.
@@ -18,9 +18,9 @@ cores are few the ratio errs low.
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -28,18 +28,47 @@ from pathlib import Path
 
 from clients.topics import TopicNames, create_all
 from infra.cluster import StandaloneCluster
-from infra.processes import cpu_seconds
 from job.config import JobConfig
+from job.kafka_job import source_name
 from job.options import DEMO_CHECKPOINT_INTERVAL_S
+from tools.job_progress import SourceProgress
 from tools.kafka_demo import (
     Broker,
-    bounded_on,
     generated_now,
     job_properties_file,
     produce_in_order,
     run_args,
     unique_suffix,
 )
+
+# The share of the backlog a job reads before it is measured: the JVMs' JIT compiles the job's code
+# over the first few hundred thousand impressions (~6 s of C2 compiler CPU per TaskManager in a 1M job,
+# on the TaskManager's own CPU), which a job running for days pays once.
+WARM_UP = 0.4
+MEASURED_UNTIL = 0.95  # the job is cancelled once it has read this share
+
+
+def catch_up_on(cluster: StandaloneCluster, args: list[str], parallelism: int, progress: SourceProgress,
+                backlog: int, timeout_s: float = 1800.0) -> float:
+    """A live (unbounded) `freshrank run` ARGS submitted to `cluster` over a backlog of `backlog`
+    impressions, sampled by `progress` until it has read MEASURED_UNTIL of them, then cancelled:
+    seconds from all its tasks running until then."""
+    job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
+    try:
+        cluster.wait_running(job_id)
+        running = time.monotonic()
+        while not progress.samples or progress.samples[-1].records < MEASURED_UNTIL * backlog:
+            state = cluster.job_status(job_id)
+            if state != "RUNNING":  # a live job only leaves RUNNING when something went wrong
+                raise RuntimeError(f"the job is {state}:\n{cluster.failure(job_id)}")
+            if time.monotonic() - running > timeout_s:
+                raise TimeoutError(f"the job read {progress.samples[-1].records if progress.samples else 0:,} of "
+                                   f"{backlog:,} impressions in {timeout_s:g} s; logs in {cluster.log_dir}")
+            progress.sample(job_id)
+            time.sleep(0.2)
+        return time.monotonic() - running
+    finally:
+        cluster.cancel(job_id)
 
 
 def run_scale_out_bench(
@@ -56,7 +85,8 @@ def run_scale_out_bench(
     kafka_properties: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Steady-state impressions/s at parallelism 1 and 2 (one pinned TaskManager per subtask) in each
-    round, and the median of the rounds' ratios; prints them as it goes."""
+    round, and the median of the rounds' ratios; prints them as it goes. Raises
+    `tools.job_progress.MeasurementError` when the input is read too fast to measure."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
     usable = len(os.sched_getaffinity(0))
@@ -65,19 +95,14 @@ def run_scale_out_bench(
                          f"CPUs; this process may use {usable}")
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
         # Two partitions: a source subtask each at parallelism 2.
-        sent = {}
-        # The small job a fifth of the big one: a job of a few thousand impressions can finish within
-        # the poll that would see all of its tasks running, and its running time is then lost.
-        for size, count in (("big", n_impressions), ("small", n_impressions // 5)):
-            suffix = unique_suffix(f"scale-out-{size}")
-            create_all(servers, TopicNames().suffixed(suffix), partitions=2, kafka_properties=kafka_properties)
-            produced = produce_in_order(servers, TopicNames().suffixed(suffix),
-                                        generated_now(count, seed, heavy_users), kafka_properties)
-            sent[size] = (suffix, produced["impressions"])
-        extra = sent["big"][1] - sent["small"][1]
-        print(f"produced {sent['big'][1]:,} and {sent['small'][1]:,} impressions ({heavy_users} heavy users); "
-              f"{rounds} round(s) of parallelism 1 and 2, each TaskManager on {cpus_per_taskmanager} CPU(s) of its "
-              f"own, checkpoints every {checkpoint_interval_s:g} s")
+        suffix = unique_suffix("scale-out")
+        topics = TopicNames().suffixed(suffix)
+        create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
+        impressions = produce_in_order(servers, topics, generated_now(n_impressions, seed, heavy_users),
+                                       kafka_properties)["impressions"]
+        print(f"produced {impressions:,} impressions ({heavy_users} heavy users); {rounds} round(s) of parallelism "
+              f"1 and 2, each TaskManager on {cpus_per_taskmanager} CPU(s) of its own, checkpoints every "
+              f"{checkpoint_interval_s:g} s")
         work_dir.mkdir(parents=True, exist_ok=True)
         properties_file = job_properties_file(kafka_properties, work_dir)
         rates: dict[int, list[float]] = {1: [], 2: []}
@@ -87,41 +112,28 @@ def run_scale_out_bench(
             for number in range(rounds):
                 # Alternating which goes first cancels a drift of the machine's speed over the run.
                 for parallelism in ((1, 2) if number % 2 == 0 else (2, 1)):
-                    walls, cpus = {}, {}
                     with StandaloneCluster(work_dir / f"cluster-p{parallelism}-{number + 1}", slots=1,
                                            taskmanagers=parallelism,
                                            cpus_per_taskmanager=cpus_per_taskmanager) as cluster:
-                        # The JVMs' JIT compiles the job's code for the first million impressions or so
-                        # (~6 s of C2 compiler CPU per TaskManager in a 1M job, on the TaskManager's own
-                        # CPU), which a job running for days pays once: a first big job warms the JVMs,
-                        # and the two measured jobs run on warm JVMs alike.
-                        for size, topics_of in (("warm-up", "big"), ("big", "big"), ("small", "small")):
-                            cluster.ensure_taskmanagers()  # pinned like the first ones
-                            name = f"freshrank-scale-out-{uuid.uuid4().hex[:8]}"
-                            args = run_args(servers, sent[topics_of][0], replace(job, parallelism=parallelism),
-                                            group_id=name, job_name=name, checkpoint_interval_s=checkpoint_interval_s,
-                                            bounded=True, kafka_properties_file=properties_file)
-                            pids = sorted(cluster.taskmanager_pids())
-                            before = [cpu_seconds([pid]) for pid in pids]
-                            wall_s, startup_s = bounded_on(cluster, args, parallelism)
-                            walls[size] = wall_s - startup_s
-                            if sorted(cluster.taskmanager_pids()) != pids:  # its CPU time went with it
-                                raise RuntimeError(f"a TaskManager died during the {size} job; logs in "
-                                                   f"{cluster.log_dir}")
-                            cpus[size] = [cpu_seconds([pid]) - start for pid, start in zip(pids, before, strict=True)]
-                    seconds = walls["big"] - walls["small"]
-                    rate = extra / seconds if seconds > 0 else math.nan
-                    rates[parallelism].append(rate)
-                    # Each TaskManager's CPU for the extra impressions: with a core each, the busiest one
-                    # bounds the rate (1e6 / its µs per impression).
-                    per_tm = [(big - small) / extra * 1e6
-                              for big, small in zip(cpus["big"], cpus["small"], strict=True)]
-                    cpu_us[parallelism].append(sum(per_tm))
-                    busiest[parallelism].append(max(per_tm))
+                        name = f"freshrank-scale-out-{uuid.uuid4().hex[:8]}"
+                        args = run_args(servers, suffix, replace(job, parallelism=parallelism), group_id=name,
+                                        job_name=name, checkpoint_interval_s=checkpoint_interval_s,
+                                        kafka_properties_file=properties_file)
+                        pids = sorted(cluster.taskmanager_pids())
+                        progress = SourceProgress(cluster.rest, source_name(topics.impressions), pids)
+                        running_s = catch_up_on(cluster, args, parallelism, progress, impressions)
+                        if sorted(cluster.taskmanager_pids()) != pids:  # its CPU time went with it
+                            raise RuntimeError(f"a TaskManager died during the job; logs in {cluster.log_dir}")
+                    steady = progress.steady(impressions, WARM_UP, MEASURED_UNTIL)
+                    rates[parallelism].append(steady.records_per_s)
+                    # Each TaskManager's CPU per impression over the same window: with a core each, the
+                    # busiest one bounds the rate (1e6 / its µs per impression).
+                    cpu_us[parallelism].append(sum(steady.cpu_us_per_record))
+                    busiest[parallelism].append(max(steady.cpu_us_per_record))
                     print(f"round {number + 1}, parallelism {parallelism} on {parallelism} TaskManager(s): "
-                          f"{rate:,.0f} impressions/s at steady state (jobs running {walls['big']:.1f} s and "
-                          f"{walls['small']:.1f} s); TaskManager CPU per impression "
-                          f"{' + '.join(f'{us:.1f}' for us in per_tm)} µs")
+                          f"{steady.records_per_s:,.0f} impressions/s at steady state ({steady.span_s:.1f} s of "
+                          f"{running_s:.1f} s running, {steady.points} samples); TaskManager CPU per "
+                          f"impression {' + '.join(f'{us:.1f}' for us in steady.cpu_us_per_record)} µs")
         finally:
             if properties_file is not None:
                 properties_file.unlink(missing_ok=True)

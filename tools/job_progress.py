@@ -1,0 +1,109 @@
+"""A running job's progress from Flink's REST API: how many records one of its sources has emitted,
+sampled while the job runs, and the rate over the middle of the run.
+
+The Kafka benches take their steady state from it. A bounded job's running time carries what every
+job pays once (start-up, the JIT compiling the JVM operators) and, at its end, the wait for the
+checkpoint that commits its exactly-once sinks, in steps of about a checkpoint interval; rates from
+whole-job times (the difference of a big and a small job) swung by ±30% with that wait. The slope of
+the source's count over the middle of one job has neither: behind the source, bounded buffers and
+backpressure hold it to the pace of the slowest stage (the learner), so once those buffers are full
+the source reads at the job's rate.
+
+Flink's REST API serves metrics it fetched from the TaskManagers at most every
+`metrics.fetcher.update-interval` (flink-conf/config.yaml sets 1 s): only the samples where the count
+moved are kept, each at the moment it was first seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infra.processes import cpu_seconds
+
+STEADY_FROM = 0.2  # the share of the input read before the steady-state window opens
+STEADY_UNTIL = 0.8  # ... and when it closes (the end's checkpoint wait comes after all is read)
+MIN_POINTS = 4  # distinct counts inside the window: fewer would make the slope a guess
+
+
+class MeasurementError(RuntimeError):
+    """A run too short (or a source not found) to measure a steady-state rate from."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    at_s: float  # time.monotonic() when the count was first seen
+    records: int  # records the source emitted so far, all its subtasks
+    cpu_s: tuple[float, ...]  # CPU seconds of each watched process so far
+
+
+@dataclass(frozen=True)
+class SteadyRate:
+    records_per_s: float
+    cpu_us_per_record: tuple[float, ...]  # per watched process, over the same window
+    span_s: float  # how long the window lasted
+    points: int  # distinct counts the slope was fitted to
+
+
+class SourceProgress:
+    """Samples the record count of the source named `source` (`job.kafka_job.source_name`) in a job,
+    through `get` (a REST GET of a path, e.g. `StandaloneCluster.rest`), and the CPU time of `pids`."""
+
+    def __init__(self, get: Callable[[str], Any], source: str, pids: Sequence[int] = ()) -> None:
+        self.get = get
+        self.source = source
+        self.pids = list(pids)
+        self.samples: list[Sample] = []
+        self._metric: tuple[str, str] | None = None  # (vertex id, metric id) once found
+
+    def _find_metric(self, job_id: str) -> tuple[str, str] | None:
+        vertex = next((v for v in self.get(f"/jobs/{job_id}")["vertices"] if self.source in v["name"]), None)
+        if vertex is None:
+            raise MeasurementError(f"no vertex of job {job_id} reads from source {self.source!r}")
+        available = [m["id"] for m in self.get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics")]
+        # The source operator's own output count (its chained successors count theirs): `Source__<name>...`
+        # (Flink replaces spaces and dots, and may shorten long names).
+        wanted = [m for m in available if m.startswith("Source__") and m.endswith(".numRecordsOut")]
+        return (vertex["id"], wanted[0]) if wanted else None  # metrics appear a moment after the task runs
+
+    def sample(self, job_id: str) -> None:
+        """Read the count once (call it every few hundred ms while the job runs); keeps it if it moved."""
+        if self._metric is None:
+            self._metric = self._find_metric(job_id)
+            if self._metric is None:
+                return
+        vertex_id, metric = self._metric
+        answer = self.get(f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics?get={metric}&agg=sum")
+        if not answer:
+            return
+        records = int(float(answer[0]["sum"]))
+        if not self.samples or records != self.samples[-1].records:
+            self.samples.append(Sample(time.monotonic(), records, tuple(cpu_seconds([pid]) for pid in self.pids)))
+
+    def steady(self, total: int, low: float = STEADY_FROM, high: float = STEADY_UNTIL) -> SteadyRate:
+        """The rate over the samples between `low` and `high` of `total` records (a least-squares
+        slope), and each process's CPU per record between the first and the last of them."""
+        return steady_rate(self.samples, total, low, high)
+
+
+def steady_rate(samples: Sequence[Sample], total: int, low: float = STEADY_FROM,
+                high: float = STEADY_UNTIL) -> SteadyRate:
+    """See `SourceProgress.steady`."""
+    window = [s for s in samples if low * total <= s.records <= high * total]
+    if len(window) < MIN_POINTS:
+        raise MeasurementError(
+            f"only {len(window)} distinct record counts between {low:.0%} and {high:.0%} of {total:,} records "
+            f"(need {MIN_POINTS}): the job read them too fast to measure a steady rate; give it more input")
+    mean_t = sum(s.at_s for s in window) / len(window)
+    mean_n = sum(s.records for s in window) / len(window)
+    spread = sum((s.at_s - mean_t) ** 2 for s in window)
+    slope = sum((s.at_s - mean_t) * (s.records - mean_n) for s in window) / spread if spread > 0 else math.nan
+    first, last = window[0], window[-1]
+    read = last.records - first.records
+    if not (slope > 0 and math.isfinite(slope) and read > 0):
+        raise MeasurementError(f"the record count did not grow over the window ({len(window)} samples)")
+    cpu_us = tuple((b - a) / read * 1e6 for a, b in zip(first.cpu_s, last.cpu_s, strict=True))
+    return SteadyRate(slope, cpu_us, last.at_s - first.at_s, len(window))
