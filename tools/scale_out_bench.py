@@ -7,10 +7,10 @@ TaskManagers pinned to one CPU each (`StandaloneCluster(cpus_per_taskmanager=...
 machine that is the comparison a machine with a core per TaskManager would make.
 
 Each measured job is what a deployment runs: a live (unbounded) job, here catching up on a backlog
-in the topics. Its rate is the impressions source's count over the later part of its run
-(tools.job_progress: after WARM_UP of the backlog, while the JVMs' JIT compiler takes from the one
-core of each TaskManager, until MEASURED_UNTIL), so neither the `flink run` client's start-up (10-15 s
-here, and the most variable part) nor the JIT is in it; then the job is cancelled. The
+in the topics. Its rate is the impressions source's count over the middle of its run
+(tools.job_progress: the start-up of the `flink run` client, 10-15 s here and the most variable part,
+is not in it, and the JVMs' JIT compiler, which takes from the one core of each TaskManager, is
+mostly done by then in a job of the default 3M impressions); then the job is cancelled. The
 broker, the JobManager and the `flink run` client are not pinned: in the parallelism-1 runs they
 have a free core, in the parallelism-2 runs they take from the TaskManagers' cores, so where the
 cores are few the ratio errs low.
@@ -41,23 +41,19 @@ from tools.kafka_demo import (
     unique_suffix,
 )
 
-# The share of the backlog a job reads before it is measured: the JVMs' JIT compiles the job's code
-# over the first few hundred thousand impressions (~6 s of C2 compiler CPU per TaskManager in a 1M job,
-# on the TaskManager's own CPU), which a job running for days pays once.
-WARM_UP = 0.4
-MEASURED_UNTIL = 0.95  # the job is cancelled once it has read this share
+CANCEL_AT = 0.95  # the share of the backlog read when a job is cancelled: past the measured window
 
 
 def catch_up_on(cluster: StandaloneCluster, args: list[str], parallelism: int, progress: SourceProgress,
                 backlog: int, timeout_s: float = 1800.0) -> float:
     """A live (unbounded) `freshrank run` ARGS submitted to `cluster` over a backlog of `backlog`
-    impressions, sampled by `progress` until it has read MEASURED_UNTIL of them, then cancelled:
+    impressions, sampled by `progress` until it has read CANCEL_AT of them, then cancelled:
     seconds from all its tasks running until then."""
     job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
     try:
         cluster.wait_running(job_id)
         running = time.monotonic()
-        while not progress.samples or progress.samples[-1].records < MEASURED_UNTIL * backlog:
+        while not progress.samples or progress.samples[-1].records < CANCEL_AT * backlog:
             state = cluster.job_status(job_id)
             if state != "RUNNING":  # a live job only leaves RUNNING when something went wrong
                 raise RuntimeError(f"the job is {state}:\n{cluster.failure(job_id)}")
@@ -124,7 +120,7 @@ def run_scale_out_bench(
                         running_s = catch_up_on(cluster, args, parallelism, progress, impressions)
                         if sorted(cluster.taskmanager_pids()) != pids:  # its CPU time went with it
                             raise RuntimeError(f"a TaskManager died during the job; logs in {cluster.log_dir}")
-                    steady = progress.steady(impressions, WARM_UP, MEASURED_UNTIL)
+                    steady = progress.steady(impressions)
                     rates[parallelism].append(steady.records_per_s)
                     # Each TaskManager's CPU per impression over the same window: with a core each, the
                     # busiest one bounds the rate (1e6 / its µs per impression).
