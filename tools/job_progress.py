@@ -1,13 +1,15 @@
-"""A running job's progress from Flink's REST API: how many records one of its sources has emitted,
-sampled while the job runs, and the rate over the middle of the run.
+"""A live job's progress from Flink's REST API: how many records one of its sources has emitted,
+sampled while the job runs, and the rate over the middle of the run (`bench --kafka --scale-out`).
 
-The Kafka benches take their steady state from it. A bounded job's running time carries what every
-job pays once (start-up, the JIT compiling the JVM operators) and, at its end, the wait for the
-checkpoint that commits its exactly-once sinks, in steps of about a checkpoint interval; rates from
-whole-job times (the difference of a big and a small job) swung by ±30% with that wait. The slope of
-the source's count over the middle of one job has neither: behind the source, bounded buffers and
-backpressure hold it to the pace of the slowest stage (the learner), so once those buffers are full
-the source reads at the job's rate.
+A live job's batching windows are cut by processing time, about every 100 ms: a window that cannot
+hand its batch on blocks, and so does the source behind it, so the source runs ahead of the learner
+by a bounded amount (a window and the network buffers) and its count's slope is the job's rate,
+untouched by the start-up. Not so in a bounded job: its windows are cut by ingestion time and close
+2 s behind it (job.batching.LATE_INGEST_MS), so the source reads ~2 s at its own speed ahead (a
+400k-impression topic within seconds of a 15 s job), and the job's examples are committed only at
+its end (examples committed to the topic came in steps of ~10 s under a backlog, as checkpoint
+barriers queue behind the blocks in flight). The bounded benches keep the difference of a big and a
+small job's running times.
 
 Flink's REST API serves metrics it fetched from the TaskManagers at most every
 `metrics.fetcher.update-interval` (flink-conf/config.yaml sets 1 s): only the samples where the count
@@ -16,10 +18,12 @@ moved are kept, each at the moment it was first seen.
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from infra.processes import cpu_seconds
@@ -29,7 +33,7 @@ from infra.processes import cpu_seconds
 # second job on the same JVMs pays again): over 40-90% of a 1M-impression job it took 7 µs of CPU per
 # impression beside the job's ~24, over 40-90% of a 3M job 2.6 µs. A job running for days pays it once.
 STEADY_FROM = 0.4
-STEADY_UNTIL = 0.9  # ... and when it closes (a bounded job's end waits for a checkpoint after all is read)
+STEADY_UNTIL = 0.9  # ... and when it closes
 MIN_POINTS = 4  # distinct counts inside the window: fewer would make the slope a guess
 
 
@@ -86,6 +90,17 @@ class SourceProgress:
         records = int(float(answer[0]["sum"]))
         if not self.samples or records != self.samples[-1].records:
             self.samples.append(Sample(time.monotonic(), records, tuple(cpu_seconds([pid]) for pid in self.pids)))
+
+    def write_csv(self, path: Path) -> None:
+        """The samples as CSV (seconds from the first, records, CPU seconds of each process): to see
+        how the count moved, e.g. when a rate looks off."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = self.samples[0].at_s if self.samples else 0.0
+        with open(path, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["seconds", "records", *(f"cpu_s_{pid}" for pid in self.pids)])
+            for s in self.samples:
+                writer.writerow([f"{s.at_s - start:.3f}", s.records, *(f"{c:.3f}" for c in s.cpu_s)])
 
     def steady(self, total: int, low: float = STEADY_FROM, high: float = STEADY_UNTIL) -> SteadyRate:
         """The rate over the samples between `low` and `high` of `total` records (a least-squares

@@ -24,7 +24,6 @@ whose free port the MiniCluster's log names, and recognised there by its unique 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import os
@@ -50,11 +49,9 @@ from infra.processes import log_tail
 from infra.waiting import wait_until
 from job.catalog import catalog_from_topic
 from job.config import JobConfig
-from job.kafka_job import source_name
 from job.options import DEMO_CHECKPOINT_INTERVAL_S, job_option_args
-from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, where_the_time_goes
+from tools.bench import latest_stage_costs, parse_us_of, plain_python_learner, small_size, where_the_time_goes
 from tools.generate import GeneratorConfig, generate, write_stream
-from tools.job_progress import STEADY_FROM, STEADY_UNTIL, SourceProgress
 from tools.plain_program import run_plain_program
 from udfs.encoding import json_default
 from udfs.learner_math import DECIDED_MODE
@@ -788,43 +785,32 @@ def produce_in_order(bootstrap: str, topics: TopicNames, stream,
         return dict(producer.sent)
 
 
-def _bounded_locally(args: list[str], name: str, work_dir: Path, folder: str = "bounded",
-                     source: str | None = None) -> tuple[float, float, SourceProgress | None]:
-    """`freshrank run --bounded` on a MiniCluster in a child process: (wall seconds, start-up seconds,
-    the progress of its source named `source`)."""
+def _bounded_locally(args: list[str], name: str, work_dir: Path, folder: str = "bounded") -> tuple[float, float]:
+    """`freshrank run --bounded` on a MiniCluster in a child process: (wall seconds, start-up seconds)."""
     local = LocalJob(args, name, work_dir / folder / "job.log", work_dir)
     local.start()
-    progress = None if source is None else SourceProgress(lambda path: _rest(local.address, path), source)
     try:
         startup_s = local.wait_running()
-        while (code := local.exited()) is None:
-            if progress is not None:
-                with contextlib.suppress(OSError, ValueError):  # the MiniCluster goes when the job ends
-                    progress.sample(local.job_id)
-            time.sleep(0.2)
+        code = local.wait(3600)
     finally:
         local.kill()
     if code != 0:
         raise RuntimeError(f"bounded job exited with code {code}; log:\n{local.log_tail()}")
-    return time.monotonic() - local.started, startup_s, progress
+    return time.monotonic() - local.started, startup_s
 
 
-def _bounded_on_cluster(args: list[str], parallelism: int, taskmanagers: int, home: Path,
-                        source: str | None = None) -> tuple[float, float, SourceProgress | None]:
-    """The same job submitted (`flink run`) to a fresh standalone cluster: (wall seconds, start-up
-    seconds, the progress of its source named `source` with the TaskManagers' CPU)."""
+def _bounded_on_cluster(args: list[str], parallelism: int, taskmanagers: int, home: Path) -> tuple[float, float]:
+    """The same job submitted (`flink run`) to a fresh standalone cluster: (wall seconds, start-up seconds)."""
     from infra.cluster import StandaloneCluster
 
     slots = -(-parallelism // taskmanagers)
     with StandaloneCluster(home, slots=slots, taskmanagers=taskmanagers) as cluster:
-        progress = None if source is None else SourceProgress(cluster.rest, source, cluster.taskmanager_pids())
-        return (*bounded_on(cluster, args, parallelism, progress), progress)
+        return bounded_on(cluster, args, parallelism)
 
 
-def bounded_on(cluster: StandaloneCluster, args: list[str], parallelism: int,
-               progress: SourceProgress | None = None) -> tuple[float, float]:
+def bounded_on(cluster: StandaloneCluster, args: list[str], parallelism: int) -> tuple[float, float]:
     """`freshrank run --bounded` ARGS submitted to a running cluster, until it finishes: (wall seconds
-    from the submission, start-up seconds); `progress` samples it while it runs."""
+    from the submission, start-up seconds)."""
     started = time.monotonic()
     job_id = cluster.submit(args[1:], parallelism=parallelism)  # args[0] is the `run` command
     startup_s = None
@@ -836,8 +822,6 @@ def bounded_on(cluster: StandaloneCluster, args: list[str], parallelism: int,
             return time.monotonic() - started, startup_s if startup_s is not None else math.nan
         if job["state"] in ("FAILED", "CANCELED"):
             raise RuntimeError(f"bounded job {job['state']}:\n{cluster.failure(job_id)}")
-        if progress is not None and startup_s is not None:
-            progress.sample(job_id)
         time.sleep(0.2)
 
 
@@ -941,9 +925,9 @@ def run_kafka_bench(
 
     The bounded run goes to a local MiniCluster (one JVM), or with `taskmanagers` to a standalone
     cluster of that many TaskManager JVMs: in thread mode each embeds one interpreter, so that is how
-    Python work spreads over cores. The steady state is the rate at which the job's impressions source
-    read over the middle of the run (tools.job_progress), untouched by the start-up and by the wait
-    for the checkpoint that commits the sinks at the end."""
+    Python work spreads over cores. The steady state is the file bench's (tools.bench): a second,
+    small bounded run, and (N_big - N_small) / (T_big - T_small) from running, so what every job pays
+    once (the JIT compiling the JVM operators, the final checkpoint and commit) cancels out."""
     figures: dict[str, float] = {}
     with Broker(bootstrap, work_dir / "kafka", print) as servers:
         suffix = unique_suffix("bench")
@@ -960,30 +944,37 @@ def run_kafka_bench(
         started = time.monotonic()
         sent = produce_in_order(servers, topics, stream, kafka_properties)
         figures["produce_events_per_s"] = (sent["impressions"] + sent["clicks"]) / (time.monotonic() - started)
+        n_small = small_size(n_impressions)
+        small_suffix = unique_suffix("bench-small")
+        small_topics = TopicNames().suffixed(small_suffix)
+        create_all(servers, small_topics, partitions=2, kafka_properties=kafka_properties)
+        sent_small = produce_in_order(servers, small_topics, generated_now(n_small, seed, heavy_users),
+                                      kafka_properties)
         work_dir.mkdir(parents=True, exist_ok=True)
         properties_file = job_properties_file(kafka_properties, work_dir)
         # On a standalone cluster without --checkpoint-dir, its own config (its home) names the dirs.
         local_dir = None if taskmanagers else (work_dir / "checkpoints").resolve()
-        name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
-        args = run_args(servers, suffix, job, group_id=name, job_name=name,
-                        checkpoint_interval_s=checkpoint_interval_s, bounded=True,
-                        kafka_properties_file=properties_file, checkpoint_dir=checkpoint_dir or local_dir)
+
+        def bounded(topic_suffix: str, folder: str) -> tuple[float, float]:
+            name = f"freshrank-bench-{uuid.uuid4().hex[:8]}"
+            args = run_args(servers, topic_suffix, job, group_id=name, job_name=name,
+                            checkpoint_interval_s=checkpoint_interval_s, bounded=True,
+                            kafka_properties_file=properties_file, checkpoint_dir=checkpoint_dir or local_dir)
+            if taskmanagers:
+                return _bounded_on_cluster(args, job.parallelism, taskmanagers, work_dir / f"cluster-{folder}")
+            return _bounded_locally(args, name, work_dir, folder)
+
         where = (f"a standalone cluster of {taskmanagers} TaskManager(s)" if taskmanagers
                  else "a local MiniCluster")
         print(f"bounded job over them on {where} (parallelism {job.parallelism}, checkpoints every "
               f"{checkpoint_interval_s:g} s) ...")
-        source = source_name(topics.impressions)
         try:
-            if taskmanagers:
-                wall_s, startup_s, progress = _bounded_on_cluster(args, job.parallelism, taskmanagers,
-                                                                  work_dir / "cluster-bounded", source)
-            else:
-                wall_s, startup_s, progress = _bounded_locally(args, name, work_dir, "bounded", source)
+            wall_s, startup_s = bounded(suffix, "bounded")
+            print(f"bounded job over {sent_small['impressions']:,} impressions (for the steady state) ...")
+            small_wall_s, small_startup_s = bounded(small_suffix, "bounded-small")
         finally:
             if properties_file is not None:
                 properties_file.unlink(missing_ok=True)
-        steady_run = progress.steady(sent["impressions"])
-        steady = steady_run.records_per_s
         examples = read_topic(servers, topics.examples, "LabeledExample", kafka_properties=kafka_properties)
         n_examples = len(examples)
         costs = latest_stage_costs(read_topic(servers, topics.metrics, "Metric", kafka_properties=kafka_properties))
@@ -996,12 +987,14 @@ def run_kafka_bench(
                for schema, topic in (("Impression", topics.impressions), ("Click", topics.clicks))]
         parse_us = parse_us_of(raw, parse_wire)
         del raw
-        running_s = wall_s - startup_s
+        running_s, small_running_s = wall_s - startup_s, small_wall_s - small_startup_s
+        extra_s = running_s - small_running_s
+        steady = (sent["impressions"] - sent_small["impressions"]) / extra_s if extra_s > 0 else math.nan
         figures.update({
             "impressions": sent["impressions"], "examples": n_examples, "job_wall_s": wall_s, "startup_s": startup_s,
             "kafka_impressions_per_s": sent["impressions"] / wall_s,
             "kafka_impressions_per_s_after_startup": sent["impressions"] / running_s,
-            "steady_span_s": steady_run.span_s,
+            "impressions_small": sent_small["impressions"], "small_running_s": small_running_s,
             "kafka_steady_impressions_per_s": steady,
         })
         figures.update(costs)
@@ -1016,9 +1009,8 @@ def run_kafka_bench(
               f"learner-math loop over the job's examples: {learner_rate:,.0f} examples/s (running job / it: "
               f"{figures['kafka_impressions_per_s_after_startup'] / learner_rate:.3f})")
         print(f"steady state: {steady:,.0f} impressions/s, {figures['ratio_kafka_steady_to_plain_program']:.3f} of "
-              f"the plain program (the impressions source's count over the middle of the job, "
-              f"{STEADY_FROM:.0%} to {STEADY_UNTIL:.0%} of the input: {steady_run.span_s:.1f} s, "
-              f"{steady_run.points} samples)")
+              f"the plain program ((N_big - N_small) / (T_big - T_small) from running, with a second bounded job "
+              f"over {sent_small['impressions']:,} impressions: {small_running_s:.1f} s)")
         split = where_the_time_goes(steady, (sent["impressions"] + sent["clicks"]) / sent["impressions"], parse_us,
                                     costs)
         figures.update({f"us_per_impression {stage}": value for stage, value in split.items()})

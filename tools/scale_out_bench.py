@@ -120,6 +120,7 @@ def run_scale_out_bench(
                         running_s = catch_up_on(cluster, args, parallelism, progress, impressions)
                         if sorted(cluster.taskmanager_pids()) != pids:  # its CPU time went with it
                             raise RuntimeError(f"a TaskManager died during the job; logs in {cluster.log_dir}")
+                    progress.write_csv(work_dir / f"progress-p{parallelism}-{number + 1}.csv")
                     steady = progress.steady(impressions)
                     rates[parallelism].append(steady.records_per_s)
                     # Each TaskManager's CPU per impression over the same window: with a core each, the
