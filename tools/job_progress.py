@@ -115,7 +115,8 @@ def steady_rate(samples: Sequence[Sample], total: int, low: float = STEADY_FROM,
     if len(window) < MIN_POINTS:
         raise MeasurementError(
             f"only {len(window)} distinct record counts between {low:.0%} and {high:.0%} of {total:,} records "
-            f"(need {MIN_POINTS}): the job read them too fast to measure a steady rate; give it more input")
+            f"(need {MIN_POINTS}): the job read them too fast to measure a steady rate; give it a larger backlog "
+            f"(`--impressions`)")
     slope = _slope([s.at_s for s in window], [s.records for s in window])
     first, last = window[0], window[-1]
     if not (slope > 0 and math.isfinite(slope) and last.records > first.records):
