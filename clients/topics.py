@@ -40,7 +40,7 @@ RETAIN_FOREVER_MS = -1
 DEFAULT_RETENTION_MS: dict[str, int] = dict.fromkeys(
     ("impressions", "clicks", "items", "examples", "metrics", "dead_letter", "late_clicks", "orphan_clicks"),
     RETAIN_FOREVER_MS,
-)
+) | {"item_loop": HOUR_MS}
 
 # The compacted snapshot topic: roll segments hourly and clean when 10% is superseded, so the topic stays
 # close to the model's size; keep tombstones a day so slow readers still see deletions.
@@ -66,6 +66,9 @@ class TopicNames:
     dead_letter: str = "dead-letter"
     late_clicks: str = "late-clicks"
     orphan_clicks: str = "orphan-clicks"
+    # internal: the learner replicas' item-side parameters for each other (udfs.item_loop), read from
+    # its end, so an hour's retention is plenty
+    item_loop: str = "item-loop"
 
     def as_dict(self) -> dict[str, str]:
         """Field name -> topic name, in declaration order."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import orjson
-from pyflink.common import Duration, Row, WatermarkStrategy
+from pyflink.common import Duration, WatermarkStrategy
 from pyflink.common.serialization import ByteArraySchema
 from pyflink.common.typeinfo import ObjectArrayTypeInfo
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -21,18 +20,19 @@ from pyflink.table import StreamTableEnvironment
 
 from clients.kafka_properties import client_config, java_properties, librdkafka_properties
 from clients.topics import DEFAULT_TOPICS, TopicNames
-from job.batching import NO_WATERMARK, batch_row_type
+from job.batching import batch_row_type
 from job.catalog import Catalog, catalog_from_file, catalog_from_topic
 from job.config import JobConfig
 from job.flink_env import flink_settings, make_environment
 from job.jars import flink_kafka_connector_jar
-from job.pipeline import OUTPUTS, PipelineInputs, build_pipeline
+from job.pipeline import OUTPUTS, ItemLoop, PipelineInputs, build_pipeline
 from job.replay import load_snapshots
 from job.sql import sql_identifier, sql_with_options
 from udfs.encoding import AvroWireEncoder
+from udfs.item_loop import FanOutItemParams
 from udfs.model_store import ModelStore, SnapshotError, snapshot_problem
 from udfs.parse import DEAD_LETTER_MAX_BYTES
-from udfs.records import ITEM_PARAMS, item_side_snapshots, parse_wire
+from udfs.records import parse_wire
 
 # Flink's sink default (1 h) must not exceed the broker's transaction.max.timeout.ms (15 min default).
 TRANSACTION_TIMEOUT_MS = 900_000
@@ -91,30 +91,9 @@ def _keep_tombstones(builder) -> None:
     builder._j_builder.setDeserializer(schema.valueOnly(deserializer))
 
 
-class FanOutItemParams:
-    """Snapshot-topic message -> one batch row per other learner subtask holding its item-side record.
-
-    A replica's own records are not sent back to it: it would only skip them, yet each row costs
-    the learner a call of its own (at parallelism 1, one per item-side record it ever published, in
-    the interpreter the whole job shares). `shards[i]` is the routing key of subtask i, the replica
-    numbered i (job.routing)."""
-
-    def __init__(self, shards: list[str]) -> None:
-        self.shards = shards
-
-    def __call__(self, message: bytes):
-        if len(self.shards) == 1:  # one replica, which wrote every record: not even worth decoding
-            return
-        for record in item_side_snapshots(message):
-            item = orjson.dumps([ITEM_PARAMS, record])
-            for replica, shard in enumerate(self.shards):
-                if replica != record["replica"]:
-                    yield Row(shard, NO_WATERMARK, item)
-
-
 def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group_id: str,
               bounded: bool, kafka_properties: Mapping[str, str] | None = None) -> Callable[[list[str]], DataStream]:
-    """Item-side snapshot records published from now on by every learner replica, as batch rows.
+    """Loop messages (udfs.item_loop) published from now on by every learner replica, as batch rows.
 
     Its watermark must never hold the learner back: the source counts as idle while nothing is
     published (the learner's own watermark is ingestion time; the join watermark is in the batches).
@@ -134,11 +113,12 @@ def item_loop(env: StreamExecutionEnvironment, bootstrap: str, topic: str, group
         if bounded:  # a bounded run ends; the loop then carries nothing
             builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
         watermarks = WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1))
+        # (not the uids of the loop that read the snapshot topic: its savepoints hold that topic's splits)
         return (
-            env.from_source(builder.build(), watermarks, f"{topic}-loop-kafka").uid("source-item-loop")
+            env.from_source(builder.build(), watermarks, f"{topic}-kafka").uid("source-item-params")
             .flat_map(FanOutItemParams(shards), output_type=batch_row_type())
-            .name("fan-out-item-loop")
-            .uid("fan-out-item-loop")
+            .name("fan-out-item-params")
+            .uid("fan-out-item-params")
         )
 
     return rows
@@ -287,7 +267,11 @@ def build_kafka_job(
         timestamps_assigned=True,
         parse_in_batches=True,  # a batch of messages per call (job.batching.message_batches)
         idle_timeout_ms=int(idleness_s * 1000),
-        item_loop=item_loop(env, bootstrap, topics.snapshots, group_id, bounded, kafka_properties),
+        item_loop=ItemLoop(
+            publish=lambda stream: kafka_sink(t_env, stream, bootstrap, topics.item_loop, "item-loop", prefix,
+                                              kafka_properties),
+            rows=item_loop(env, bootstrap, topics.item_loop, group_id, bounded, kafka_properties),
+        ),
         catalog_updates=catalog_updates(env, bootstrap, topics.items, group_id, catalog.topic_ends, bounded,
                                         kafka_properties),
         unbounded=not bounded,

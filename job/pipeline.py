@@ -7,10 +7,11 @@
     clicks ────── parse ─┘
       (unbounded: + ticks, stamped with the clicks' own watermark for the click-stall guard)
                                   │
-    item-side snapshots (Kafka loop, one row per subtask) ─┐
-                                  ▼                         │
+    item-side parameters (Kafka loop, udfs.item_loop) ─┐
+                                  ▼                     │
              join + learn (key: shard, one call per block) ◄┘  (Python, udfs.join_learn)
                  ├─ examples, snapshots, late clicks, orphan clicks
+                 ├─ item-side parameters for the other replicas ─ Kafka loop
                  └─ metric partials ─ metrics (one subtask)
     parse rejects ─ dead letter
 """
@@ -54,6 +55,16 @@ OUTPUTS = ("examples", "snapshots", "metrics", "dead-letter", "late-clicks", "or
 
 
 @dataclass
+class ItemLoop:
+    """Where the learners publish their item-side parameters for each other, and where they read them."""
+
+    # The learner's loop messages (bytes) -> the loop's topic.
+    publish: Callable[[DataStream], None]
+    # The loop's topic as batch rows for the learner, given its routing keys (one per subtask).
+    rows: Callable[[list[str]], DataStream]
+
+
+@dataclass
 class PipelineInputs:
     """Raw event streams (text or bytes) and how to decode one record."""
 
@@ -63,9 +74,8 @@ class PipelineInputs:
     # Kafka sources generate per-partition watermarks from the record timestamps themselves; file
     # sources need watermarks from the parsed event times.
     timestamps_assigned: bool = False
-    # Makes the Kafka loop's input: other replicas' item-side parameters as batch rows, given the
-    # learner's routing keys (one per subtask).
-    item_loop: Callable[[list[str]], DataStream] | None = None
+    # The Kafka loop of item-side parameters between learner replicas (udfs.item_loop).
+    item_loop: ItemLoop | None = None
     # Items published while the job runs (raw messages of the items topic): titles and embeddings of
     # new items reach every learner subtask.
     catalog_updates: DataStream | None = None
@@ -109,6 +119,8 @@ def build_pipeline(
         "snapshots": OutputTag("snapshots", encoder.batch_type("ModelSnapshot")),
         "partial-metrics": OutputTag("partial-metrics", partial_metrics_type()),
     }
+    if inputs.item_loop is not None:
+        tags["item-loop"] = OutputTag("item-loop", Types.PRIMITIVE_ARRAY(Types.BYTE()))
     shards = routing_keys(config.parallelism)
 
     # parse: a block of events per shard, Row(shard, event_time, events); rejects to the dead letter
@@ -144,7 +156,7 @@ def build_pipeline(
     events = parsed["impressions"].union(clicks)
     batched = stamped(env, t_env, events)
     if inputs.item_loop is not None:
-        batched = batched.union(with_key(inputs.item_loop(shards)))
+        batched = batched.union(with_key(inputs.item_loop.rows(shards)))
     if inputs.catalog_updates is not None:
         updates = (
             inputs.catalog_updates
@@ -172,6 +184,9 @@ def build_pipeline(
         .name("join-and-learn")
         .uid("join-and-learn")
     )
+
+    if inputs.item_loop is not None:
+        inputs.item_loop.publish(learned.get_side_output(tags["item-loop"]))
 
     # metrics: encoded Metric records per event-time interval (one subtask merges the partials)
     metrics = (

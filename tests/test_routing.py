@@ -7,10 +7,9 @@ import pytest
 from pyflink.java_gateway import get_gateway
 from samples import SAMPLES
 
-from job.kafka_job import FanOutItemParams
 from job.routing import max_parallelism, routing_keys
+from udfs.item_loop import FanOutItemParams, loop_messages
 from udfs.records import NO_WATERMARK
-from udfs.wire import encode
 
 
 @pytest.mark.parametrize("parallelism", [1, 2, 3, 5])
@@ -27,13 +26,12 @@ def test_key_i_goes_to_subtask_i_under_both_keyings(parallelism: int) -> None:
 
 
 @pytest.mark.parametrize("parallelism", [1, 2, 3])
-def test_the_item_loop_sends_a_record_to_every_replica_but_its_own(parallelism: int) -> None:
+def test_the_item_loop_sends_a_message_to_every_replica_but_its_own(parallelism: int) -> None:
     shards = routing_keys(parallelism)
     fan_out = FanOutItemParams(shards)
     for replica in range(parallelism):
         record = dict(SAMPLES["ModelSnapshot"], replica=replica)
-        rows = list(fan_out(encode("ModelSnapshot", record)))
+        [message] = loop_messages([record], replica)
+        rows = list(fan_out(message))
         assert [row[0] for row in rows] == [shard for index, shard in enumerate(shards) if index != replica]
         assert all(row[1] == NO_WATERMARK and orjson.loads(row[2])[1] == record for row in rows)
-    user = dict(SAMPLES["ModelSnapshot"], entity_type="USER", replica=parallelism)
-    assert list(fan_out(encode("ModelSnapshot", user))) == []  # user vectors stay with their replica

@@ -7,7 +7,8 @@ at the end of the input (only the end of the input moves the job's watermark tha
 watermark the learner decides by travels inside the rows, one per block).
 
 Outputs: main = encoded LabeledExample; side outputs = snapshots, late clicks, orphan clicks and
-metric partials (with the learner's join watermark, so the merger knows when an interval is complete).
+metric partials (with the learner's join watermark, so the merger knows when an interval is complete);
+at parallelism > 1 also the item-side records of each snapshot for the other replicas (udfs.item_loop).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from udfs.batch_learner import END_OF_INPUT, BatchJoinLearner, BatchOutput, Lear
 from udfs.encoding import RecordEncoder
 from udfs.gauges import PushedGauges
 from udfs.interpreter import limit_native_threads, tune_garbage_collector
+from udfs.item_loop import loop_messages
 from udfs.join_logic import JOIN_EVENT_KINDS, ImpressionClickJoin
 from udfs.json_batch import warm_up as warm_up_json
 from udfs.learner_kernel import compile_kernel
@@ -34,7 +36,7 @@ from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.model_store import ModelStore
 from udfs.records import column_length
-from udfs.snapshots import subtask_index
+from udfs.snapshots import subtask_count, subtask_index
 from udfs.text_encoder import make_encoder
 from udfs.text_features import TextFeatures
 
@@ -102,6 +104,8 @@ class JoinAndLearn(KeyedProcessFunction):
             catalog=runtime_context.get_map_state(MapStateDescriptor("catalog", Types.STRING(), raw)),
         )
         self.replica = subtask_index(runtime_context)
+        # The other replicas' copy of this one's item-side parameters (udfs.item_loop), where there are others.
+        self.loop_tag = self.tags.get("item-loop") if subtask_count(runtime_context) > 1 else None
         self.learner: BatchJoinLearner | None = None  # made on the first call: state needs a current key
         self.snapshot_pending = False
         self.next_snapshot_ms = int(time.time() * 1000) + self.snapshot_interval_ms
@@ -172,6 +176,9 @@ class JoinAndLearn(KeyedProcessFunction):
         self.snapshot_counter.inc(len(records))
         for encoded in self.encoder.encode_all("ModelSnapshot", records):
             yield self.tags["snapshots"], encoded
+        if self.loop_tag is not None:
+            for message in loop_messages(records, self.replica):
+                yield self.loop_tag, message
 
     def _push_gauges(self, learner: BatchJoinLearner) -> None:
         gauges = self.gauges

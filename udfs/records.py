@@ -229,7 +229,7 @@ def quick_decoder(decode: Callable[[str, Any], dict[str, Any]], schema_name: str
 # clicks [CLICK, impression_id, user_id, item_id, event_time] (after the kind: the join's tuples, see
 # udfs.join_logic). JSON because the JVM batches them as strings (one Python call per batch, not per
 # event). In Kafka mode a third kind, [ITEM_PARAMS, record], carries another replica's item-side
-# snapshot record to a learner subtask, [TICK] only carries the join watermark (job.batching.ticks),
+# snapshot record to a learner subtask (udfs.item_loop), [TICK] only carries the join watermark (job.batching.ticks),
 # and [CATALOG_ITEM, item_id, title, embedding or null] an item published on the items topic while
 # the job runs (to every learner subtask).
 IMPRESSION, CLICK, ITEM_PARAMS, TICK, CATALOG_ITEM = 0, 1, 2, 3, 4
@@ -287,22 +287,6 @@ def parse_wire(schema_name: str, message: bytes | None) -> dict[str, Any]:
         raise InvalidRecord(f"undecodable {schema_name} message: {error}") from None
     _check_semantics(schema_name, record)
     return record
-
-
-def item_side_snapshots(message: bytes) -> list[dict[str, Any]]:
-    """The item-side parameters in one snapshot-topic message (none for user vectors or bad bytes).
-
-    This is the return path of the Kafka loop; an undecodable message here is not an input record
-    and is skipped (the snapshot topic is written by the job itself).
-    """
-    from udfs.wire import WireError
-
-    decoder = _wire_decoder("ModelSnapshot")
-    try:
-        record = decoder.decode(message)
-    except WireError:
-        return []
-    return [] if record["entity_type"] == "USER" else [record]
 
 
 def column_length(columns: Mapping[str, Sequence]) -> int:

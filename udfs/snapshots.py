@@ -25,6 +25,14 @@ def subtask_index(runtime_context: RuntimeContext) -> int:
     except AttributeError:
         return runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask()
 
+
+def subtask_count(runtime_context: RuntimeContext) -> int:
+    """How many parallel subtasks this operator has (see `subtask_index` for the fallback)."""
+    try:
+        return runtime_context.get_number_of_parallel_subtasks()
+    except AttributeError:
+        return runtime_context._runtime_context.getTaskInfo().getNumberOfParallelSubtasks()
+
 def next_version(previous: int, now_ms: int) -> int:
     """Versions are wall-clock based so they keep growing across restarts, and strictly increase."""
     return max(previous + 1, now_ms)
