@@ -67,6 +67,32 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+# HotSpot's JIT compiler threads ("C2 CompilerThread0", "C1 CompilerThread1"; Linux keeps 15 characters).
+JIT_COMPILER_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def thread_cpu_seconds(pid: int, name_prefixes: tuple[str, ...]) -> float:
+    """User + system CPU seconds so far of the threads of `pid` whose name starts with one of
+    `name_prefixes` (Linux /proc; 0 for a process that is gone). Threads that ended are not counted."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            if not name.startswith(name_prefixes):
+                continue
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after the name, which may hold spaces
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def last_lines(text: str, lines: int) -> str:
     """The last `lines` lines of a command's output, for error messages."""
     return "\n".join(text.splitlines()[-lines:])

@@ -27,10 +27,15 @@ def test_scale_out_bench_measures_both_parallelisms_on_the_same_topics(kafka_bro
     assert 0 < figures["scale_out_p2_busiest_cpu_us_per_impression"] < figures["scale_out_p2_cpu_us_per_impression"]
     assert figures["scale_out_cpu_bound_ratio"] == pytest.approx(
         figures["scale_out_p1_cpu_us_per_impression"] / figures["scale_out_p2_busiest_cpu_us_per_impression"])
+    # The JVMs' JIT compilers were found, and they took part of it, not all
+    assert 0 < figures["scale_out_p1_compiled_cpu_us_per_impression"] < figures["scale_out_p1_cpu_us_per_impression"]
+    assert (0 < figures["scale_out_p2_compiled_busiest_cpu_us_per_impression"]
+            < figures["scale_out_p2_busiest_cpu_us_per_impression"])
     printed = capsys.readouterr().out
     assert "round 1, parallelism 1 on 1 TaskManager(s)" in printed
     assert "round 1, parallelism 2 on 2 TaskManager(s)" in printed
     assert "parallelism 2 / parallelism 1 at steady state" in printed
+    assert "once the JIT compiler is done" in printed
 
 
 def test_scale_out_needs_rounds() -> None:

@@ -24,6 +24,7 @@ from job.options import (
     kafka_properties_of,
     run,
 )
+from tools.job_progress import SCALE_OUT_IMPRESSIONS
 
 GENERATOR_DEFAULTS = {"n_impressions": 100_000, "n_users": 2000, "n_items": 1000}
 DEMO_DEFAULTS = {**GENERATOR_DEFAULTS, "n_impressions": 200_000, "window": JobConfig().window_s,
@@ -212,7 +213,7 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 
     # The file bench's size: a bounded job of 400k ran ~25 s, most of it while the JVM was still compiling.
     # Scale-out measures a later part of longer jobs, where the JIT compiler takes little (tools.job_progress).
-    apply_mode_defaults(args, {"n_impressions": 3_000_000 if args.scale_out else 1_000_000})
+    apply_mode_defaults(args, {"n_impressions": SCALE_OUT_IMPRESSIONS if args.scale_out else 1_000_000})
     if args.scale_out:
         from tools.scale_out_bench import run_scale_out_bench
 
@@ -492,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale-out", action="store_true",
                        help="with --kafka: only the scale-out measurement: parallelism 1 on one TaskManager against "
                             "parallelism 2 on two, each TaskManager pinned to a CPU of its own (needs 2 CPUs): live "
-                            "jobs catching up on a backlog (default 3,000,000 impressions), at steady state in "
-                            "alternating rounds")
+                            f"jobs catching up on a backlog (default {SCALE_OUT_IMPRESSIONS:,} impressions), at "
+                            "steady state in alternating rounds")
     bench.add_argument("--rounds", type=int, default=3, help="with --scale-out: rounds (default %(default)s)")
     bench.set_defaults(func=cmd_bench)
     _add_kafka_commands(commands)

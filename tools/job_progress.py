@@ -26,15 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.processes import cpu_seconds
+from infra.processes import JIT_COMPILER_THREADS, cpu_seconds, thread_cpu_seconds
 
 # The share of the input read before the steady-state window opens: before it, the JVMs' JIT compiler
 # is busy with the job's code (Flink's SQL operators are generated and compiled for each job, so a
 # second job on the same JVMs pays again): over 40-90% of a 1M-impression job it took 7 µs of CPU per
-# impression beside the job's ~24, over 40-90% of a 3M job 2.6 µs. A job running for days pays it once.
+# impression beside the job's ~24, over 40-90% of a 3M job 2.6 µs (3.2-3.9 in each of parallelism
+# 2's TaskManagers), over 70-93% of a 6M job 0.35 (0.6 and 1.1). A job running for days pays it once.
 STEADY_FROM = 0.4
 STEADY_UNTIL = 0.9  # ... and when it closes
 MIN_POINTS = 4  # distinct counts inside the window: fewer would make the slope a guess
+# The scale-out bench's default backlog: in a smaller one the JIT compiler's share of the window (above)
+# falls on parallelism 2 twice, once per JVM, and makes it look worse than a long-running job.
+SCALE_OUT_IMPRESSIONS = 6_000_000
 
 
 class MeasurementError(RuntimeError):
@@ -46,12 +50,14 @@ class Sample:
     at_s: float  # time.monotonic() when the count was first seen
     records: int  # records the source emitted so far, all its subtasks
     cpu_s: tuple[float, ...]  # CPU seconds of each watched process so far
+    jit_cpu_s: tuple[float, ...] = ()  # ... of which its JIT compiler threads took (JIT_COMPILER_THREADS)
 
 
 @dataclass(frozen=True)
 class SteadyRate:
     records_per_s: float
     cpu_us_per_record: tuple[float, ...]  # per watched process, fitted over the same window
+    jit_us_per_record: tuple[float, ...]  # ... of which its JIT compiler threads took
     span_s: float  # how long the window lasted
     points: int  # distinct counts the slope was fitted to
 
@@ -89,7 +95,8 @@ class SourceProgress:
             return
         records = int(float(answer[0]["sum"]))
         if not self.samples or records != self.samples[-1].records:
-            self.samples.append(Sample(time.monotonic(), records, tuple(cpu_seconds([pid]) for pid in self.pids)))
+            self.samples.append(Sample(time.monotonic(), records, tuple(cpu_seconds([pid]) for pid in self.pids),
+                                       tuple(thread_cpu_seconds(pid, JIT_COMPILER_THREADS) for pid in self.pids)))
 
     def write_csv(self, path: Path) -> None:
         """The samples as CSV (seconds from the first, records, CPU seconds of each process): to see
@@ -98,9 +105,10 @@ class SourceProgress:
         start = self.samples[0].at_s if self.samples else 0.0
         with open(path, "w", newline="") as out:
             writer = csv.writer(out)
-            writer.writerow(["seconds", "records", *(f"cpu_s_{pid}" for pid in self.pids)])
+            writer.writerow(["seconds", "records", *(f"cpu_s_{pid}" for pid in self.pids),
+                             *(f"jit_cpu_s_{pid}" for pid in self.pids)])
             for s in self.samples:
-                writer.writerow([f"{s.at_s - start:.3f}", s.records, *(f"{c:.3f}" for c in s.cpu_s)])
+                writer.writerow([f"{s.at_s - start:.3f}", s.records, *(f"{c:.3f}" for c in s.cpu_s + s.jit_cpu_s)])
 
     def steady(self, total: int, low: float = STEADY_FROM, high: float = STEADY_UNTIL) -> SteadyRate:
         """The rate over the samples between `low` and `high` of `total` records (a least-squares
@@ -123,9 +131,10 @@ def steady_rate(samples: Sequence[Sample], total: int, low: float = STEADY_FROM,
         raise MeasurementError(f"the record count did not grow over the window ({len(window)} samples)")
     # CPU time fitted like the count (a count is a little older than the moment it is first seen, the
     # CPU time read with it is not: two endpoints alone would carry that lag, a slope averages it out).
-    cpu_us = tuple(_slope([s.at_s for s in window], [s.cpu_s[k] for s in window]) / slope * 1e6
-                   for k in range(len(first.cpu_s)))
-    return SteadyRate(slope, cpu_us, last.at_s - first.at_s, len(window))
+    times = [s.at_s for s in window]
+    cpu_us = tuple(_slope(times, [s.cpu_s[k] for s in window]) / slope * 1e6 for k in range(len(first.cpu_s)))
+    jit_us = tuple(_slope(times, [s.jit_cpu_s[k] for s in window]) / slope * 1e6 for k in range(len(first.jit_cpu_s)))
+    return SteadyRate(slope, cpu_us, jit_us, last.at_s - first.at_s, len(window))
 
 
 def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
