@@ -190,6 +190,23 @@ def kafka_sink(t_env: StreamTableEnvironment, stream: DataStream, bootstrap: str
     statements.attach_as_datastream()
 
 
+def require_topic(bootstrap: str, topic: str, kafka_properties: Mapping[str, str] | None = None,
+                  timeout_s: float = 30.0) -> None:
+    """A clear error now for a topic the job will write to but that does not exist (the broker does not
+    create topics on use here): the sink would otherwise fail a minute into the job, and again after
+    every restart."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(client_config(bootstrap, kafka_properties, **{"group.id": "freshrank-topic-check"}))
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    finally:
+        consumer.close()
+    if metadata.error is not None:
+        raise RuntimeError(f"topic {topic} is missing ({metadata.error}); create the topics first: "
+                           "`freshrank topics create`, or `freshrank run --create-topics`")
+
+
 def load_kafka_catalog(bootstrap: str, topics: TopicNames, items: Path | None,
                        kafka_properties: Mapping[str, str] | None = None,
                        max_payload_bytes: int = DEAD_LETTER_MAX_BYTES) -> Catalog:
@@ -260,6 +277,8 @@ def build_kafka_job(
     if from_snapshot_topic:
         initial_model = load_snapshot_topic(bootstrap, topics.snapshots, config.learner.dim, kafka_properties)
     catalog = load_kafka_catalog(bootstrap, topics, items, kafka_properties, config.dead_letter_max_bytes)
+    if config.parallelism > 1:  # the learners write the item loop (a deployment from before it lacks the topic)
+        require_topic(bootstrap, topics.item_loop, kafka_properties)
     inputs = PipelineInputs(
         kafka_events(env, bootstrap, topics.impressions, group_id, config, bounded, idleness_s, kafka_properties),
         kafka_events(env, bootstrap, topics.clicks, group_id, config, bounded, idleness_s, kafka_properties),

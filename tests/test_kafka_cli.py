@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clients.topics import TopicNames, snapshot_key
+from job.kafka_job import require_topic
 from tools.cli import main
 from tools.generate import GeneratorConfig, generate, write_stream
 from tools.kafka_demo import freshness_of, read_topic
@@ -39,6 +40,10 @@ def test_topics_create_then_produce_a_generated_stream(kafka_broker: str, capsys
     created = capsys.readouterr().out
     assert all(name in created for name in topics.as_dict().values())
     assert "cleanup.policy=compact" in created  # the snapshot topic
+
+    require_topic(kafka_broker, topics.item_loop)  # the learners' loop, which the job checks for at parallelism > 1
+    with pytest.raises(RuntimeError, match=f"topic {topics.item_loop}-not-created is missing.*topics create"):
+        require_topic(kafka_broker, f"{topics.item_loop}-not-created", timeout_s=10)
 
     config = GeneratorConfig(n_impressions=300, n_users=20, n_items=30, seed=11)
     assert main(["produce", "--generate", "300", "--generate-users", "20", "--generate-items", "30", "--seed", "11",
