@@ -56,11 +56,22 @@ def loop_messages(records: list[dict[str, Any]], replica: int, max_bytes: int = 
 
 
 def message_parts(message: bytes | None) -> tuple[int, bytes] | None:
-    """(publishing replica, events) of a loop message; None for bytes that are not one."""
+    """(publishing replica, events) of a loop message; None for bytes that are not one.
+
+    The events are decoded once here, in the fan-out, so that the learners, which decode them as a
+    batch, never see anything but item-side events: a malformed message reaching a learner would fail
+    its call and restart the job from its checkpoint, onto the same message, again and again. Each
+    record's content is the learner's to check (udfs.model_store.snapshot_problem), as for hot starts."""
     if not message:
         return None
     head, comma, events = message.partition(b",")
     if not comma or not head.isdigit() or not events.startswith(b"["):
+        return None
+    try:
+        decoded = orjson.loads(b"[" + events + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if not all(type(event) is list and len(event) == 2 and event[0] == ITEM_PARAMS for event in decoded):
         return None
     return int(head), events
 
