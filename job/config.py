@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from job.routing import user_shares
 from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
 
@@ -21,6 +22,10 @@ class JobConfig:
     # knob (every event waits up to this long, plus the watermark interval, before it is learned).
     batch_s: float = 0.1
     parallelism: int = 1
+    # Kafka runs at parallelism > 1: the work of the one-lane stages (the raw records' batching and parse,
+    # job.batching.message_batches) relative to all learners', which the learner subtask beside them
+    # takes off its share of the users (job.routing.user_shares). Like the parallelism, fixed for a job's state.
+    lane_load: float = 0.2
     # Click-outage guard (unbounded runs, udfs.click_stall): how far (event time) negatives may wait
     # for a stalled click stream (0: no guard), and after how long without click progress
     # (wall clock) a stall is reported.
@@ -39,6 +44,9 @@ class JobConfig:
     text_encoder: str = "use"
     # The stability guard on published snapshot versions (udfs.model_guard).
     guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __post_init__(self) -> None:
+        user_shares(self.parallelism, self.lane_load)  # refuses a parallelism or lane load out of range
 
     @property
     def window_ms(self) -> int:

@@ -86,6 +86,11 @@ def add_job_options(parser: argparse.ArgumentParser, mode_dependent: frozenset[s
                             "(default %(default)s = 30 days)")
     group.add_argument("--parallelism", type=int, default=default("parallelism", defaults.parallelism),
                        help="operator parallelism (default %(default)s)")
+    group.add_argument("--lane-load", type=float, default=default("lane_load", defaults.lane_load),
+                       help="Kafka runs at parallelism > 1: the work of the one-lane stages (batching and parse of "
+                            "the raw records) relative to all learners'; the learner subtask that shares their slot "
+                            "takes that much fewer users. 0 splits users evenly. Fixed for a job's state, like the "
+                            "parallelism (default %(default)s)")
     group.add_argument("--dim", type=int, default=default("dim", learner.dim),
                        help="model dimension (default %(default)s)")
     group.add_argument("--learning-rate", type=float, default=default("learning_rate", learner.learning_rate),
@@ -158,6 +163,7 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         metrics_interval_s=args.metrics_interval,
         batch_s=args.batch,
         parallelism=args.parallelism,
+        lane_load=args.lane_load,
         click_stall_limit_s=args.click_stall_limit,
         click_stall_report_s=args.click_stall_report,
         state_ttl_s=args.state_ttl,
@@ -182,7 +188,7 @@ def job_option_args(config: JobConfig) -> list[str]:
     values = {
         "--window": config.window_s, "--max-disorder": config.max_disorder_s, "--retention": config.retention_s,
         "--snapshot-interval": config.snapshot_interval_s, "--metrics-interval": config.metrics_interval_s,
-        "--batch": config.batch_s, "--parallelism": config.parallelism,
+        "--batch": config.batch_s, "--parallelism": config.parallelism, "--lane-load": config.lane_load,
         "--click-stall-limit": config.click_stall_limit_s, "--click-stall-report": config.click_stall_report_s,
         "--state-ttl": config.state_ttl_s, "--max-event-ahead": config.max_event_ahead_s,
         "--dead-letter-max-bytes": config.dead_letter_max_bytes,

@@ -40,7 +40,7 @@ from job.batching import (
 )
 from job.catalog import Catalog
 from job.config import JobConfig
-from job.routing import routing_keys
+from job.routing import routing_keys, user_routes
 from udfs.encoding import RecordEncoder
 from udfs.join_learn import JoinAndLearn
 from udfs.join_logic import ImpressionClickJoin
@@ -122,15 +122,17 @@ def build_pipeline(
     if inputs.item_loop is not None:
         tags["item-loop"] = OutputTag("item-loop", Types.PRIMITIVE_ARRAY(Types.BYTE()))
     shards = routing_keys(config.parallelism)
+    carried = inputs.parse_in_batches and inputs.timestamps_assigned
+    # Only a lane (Kafka runs) loads learner subtask 0's slot beyond its users; file runs parse in parallel.
+    routes = user_routes(shards, config.lane_load if carried else 0.0)
 
     # parse: a block of events per shard, Row(shard, event_time, events); rejects to the dead letter
     parsed = {}
     rejects = []
     if inputs.parse_in_batches and inputs.unbounded and not inputs.timestamps_assigned:
         raise ValueError("unbounded inputs parsed in batches need their own watermarks (as Kafka sources have)")
-    carried = inputs.parse_in_batches and inputs.timestamps_assigned
     for source, schema in (("impressions", "Impression"), ("clicks", "Click")):
-        parse_args = (source, schema, dead_letter_tag, encoder, shards, inputs.decode, config.max_event_ahead_ms,
+        parse_args = (source, schema, dead_letter_tag, encoder, routes, inputs.decode, config.max_event_ahead_ms,
                       config.dead_letter_max_bytes)
         raw = getattr(inputs, source)
         if carried:
@@ -178,7 +180,7 @@ def build_pipeline(
                          catalog.embeddings if catalog else None,
                          initial_model, config.click_stall_limit_ms, config.click_stall_report_ms,
                          config.state_ttl_ms, config.guard, config.text_encoder,
-                         catalog.titles if catalog else None),
+                         catalog.titles if catalog else None, routes),
             output_type=encoder.batch_type("LabeledExample"),
         )
         .name("join-and-learn")

@@ -138,7 +138,7 @@ def test_a_configuration_survives_the_trip_through_options() -> None:
     from udfs.model_guard import GuardConfig
 
     config = JobConfig(window_s=61.5, max_disorder_s=3.0, retention_s=99.0, snapshot_interval_s=2.0,
-                       metrics_interval_s=7.0, batch_s=0.25, parallelism=2, click_stall_limit_s=11.0,
+                       metrics_interval_s=7.0, batch_s=0.25, parallelism=2, lane_load=0.3, click_stall_limit_s=11.0,
                        click_stall_report_s=5.0, state_ttl_s=0.0, max_event_ahead_s=60.0,
                        dead_letter_max_bytes=123, learner=LearnerConfig(dim=8, learning_rate=0.07, l2=3e-5),
                        guard=GuardConfig(logloss_margin=0.7, auc_margin=0.2, ctr_factor=4.0, min_examples=300))

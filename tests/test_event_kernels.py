@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 
 import orjson
 import pytest
 from operator_context import RuntimeContext
 from samples import SAMPLES
 
+from job.routing import user_routes
 from udfs.avro_events import avro_event_kernel
 from udfs.encoding import JsonLinesEncoder
 from udfs.event_blocks import ShardBlocks
@@ -148,8 +150,8 @@ def _by_shard(events: list[str]) -> list[str]:
     return sorted(events, key=lambda event: event.split("\t")[0])
 
 
-def _per_record(schema: str, messages: list, decode=parse_wire) -> tuple[list[str], list, int]:
-    parse = ParseEvents("impressions", schema, DEAD, JsonLinesEncoder(), SHARDS, decode, DAY_MS)
+def _per_record(schema: str, messages: list, decode=parse_wire, routes=SHARDS) -> tuple[list[str], list, int]:
+    parse = ParseEvents("impressions", schema, DEAD, JsonLinesEncoder(), routes, decode, DAY_MS)
     context = RuntimeContext()
     parse.open(context)
     events, dead = [], []
@@ -158,8 +160,9 @@ def _per_record(schema: str, messages: list, decode=parse_wire) -> tuple[list[st
     return _by_shard(events), dead, context.group.counters["accepted"].count
 
 
-def _batched(schema: str, messages: list, rng: random.Random, decode=parse_wire) -> tuple[list[str], list, int]:
-    parse = ParseEventBatches("impressions", schema, DEAD, JsonLinesEncoder(), SHARDS, decode, DAY_MS)
+def _batched(schema: str, messages: list, rng: random.Random, decode=parse_wire,
+             routes=SHARDS) -> tuple[list[str], list, int]:
+    parse = ParseEventBatches("impressions", schema, DEAD, JsonLinesEncoder(), routes, decode, DAY_MS)
     context = RuntimeContext()
     parse.open(context)
     assert parse.compiled is not None  # the kernel runs, not the record-by-record fallback
@@ -176,11 +179,17 @@ def _batched(schema: str, messages: list, rng: random.Random, decode=parse_wire)
 @pytest.mark.parametrize("schema", ["Impression", "Click"])
 def test_the_compiled_pass_gives_the_events_and_dead_letters_of_the_record_parse(schema: str) -> None:
     messages = _messages(schema, 4000, seed=len(schema))
-    expected_events, expected_dead, expected_count = _per_record(schema, messages)
+    # A weighted routing table (job.routing): the kernel's bucket must be the record parse's
+    routes = user_routes(SHARDS, lane_load=0.2)
+    assert len(routes) > len(SHARDS)
+    expected_events, expected_dead, expected_count = _per_record(schema, messages, routes=routes)
     for seed in range(3):
-        assert _batched(schema, messages, random.Random(seed)) == (expected_events, expected_dead, expected_count)
+        assert _batched(schema, messages, random.Random(seed), routes=routes) == (
+            expected_events, expected_dead, expected_count)
     # the stream holds every case: events on each shard, strings that need escaping, and rejects
-    assert {event.split("\t")[0] for event in expected_events} == set(SHARDS)
+    per_shard = Counter(event.split("\t")[0] for event in expected_events)
+    assert set(per_shard) == set(SHARDS)
+    assert per_shard["s0"] < 0.75 * min(per_shard["s1"], per_shard["s2"])  # shares 0.2, 0.4, 0.4
     assert any("\\u0000" in event for event in expected_events) and any("\\n" in event for event in expected_events)
     reasons = " ".join(reason for reason, _ in expected_dead)
     for why in ("tombstone", "unknown fingerprint", "beyond the bound", "event_time is negative", "corrupt",

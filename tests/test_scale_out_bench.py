@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 
 import pytest
 
 from job.config import JobConfig
-from tools.scale_out_bench import run_scale_out_bench
+from tools.scale_out_bench import impressions_per_subtask, run_scale_out_bench
 
 
 @pytest.mark.flink
@@ -36,6 +37,17 @@ def test_scale_out_bench_measures_both_parallelisms_on_the_same_topics(kafka_bro
     assert "round 1, parallelism 2 on 2 TaskManager(s)" in printed
     assert "parallelism 2 / parallelism 1 at steady state" in printed
     assert "by CPU time" in printed and "once the JIT compiler is done" in printed
+    assert "at parallelism 2 the learners get" in printed
+
+
+def test_the_bench_tells_each_learners_share_of_the_impressions() -> None:
+    # Three users of 100 impressions each and one of 300: whose shard gets what is the routing's
+    users = [f"u{i}" for i in range(3) for _ in range(100)] + ["heavy"] * 300
+    on_first = sum(zlib.crc32(user.encode()) % 2 == 0 for user in users) / len(users)
+    assert impressions_per_subtask(users, 2, lane_load=0.0) == pytest.approx([on_first, 1 - on_first])
+    assert impressions_per_subtask(users, 1, lane_load=0.15) == [1.0]
+    many = [f"user-{i}" for i in range(20_000)]
+    assert impressions_per_subtask(many, 2, lane_load=0.15)[0] == pytest.approx(0.425, abs=0.015)
 
 
 def test_scale_out_needs_rounds() -> None:

@@ -30,6 +30,7 @@ import os
 import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from infra.cluster import StandaloneCluster
 from job.config import JobConfig
 from job.kafka_job import source_name
 from job.options import DEMO_CHECKPOINT_INTERVAL_S
+from job.routing import user_routes
 from tools.job_progress import SourceProgress
 from tools.kafka_demo import (
     Broker,
@@ -48,8 +50,17 @@ from tools.kafka_demo import (
     run_args,
     unique_suffix,
 )
+from udfs.parse import shard_of
 
 CANCEL_AT = 0.95  # the share of the backlog read when a job is cancelled: past the measured window
+
+
+def impressions_per_subtask(user_ids: list[str], parallelism: int, lane_load: float) -> list[float]:
+    """Each learner subtask's share of impressions whose users are `user_ids` (one per impression) at
+    `parallelism` under the job's routing table: what bounds the learners' balance, whatever the engine."""
+    routes = user_routes([str(index) for index in range(parallelism)], lane_load)
+    counts = Counter(shard_of(user_id, routes) for user_id in user_ids)
+    return [counts[str(index)] / max(1, len(user_ids)) for index in range(parallelism)]
 
 
 def catch_up_on(cluster: StandaloneCluster, args: list[str], parallelism: int, progress: SourceProgress,
@@ -102,11 +113,14 @@ def run_scale_out_bench(
         suffix = unique_suffix("scale-out")
         topics = TopicNames().suffixed(suffix)
         create_all(servers, topics, partitions=2, kafka_properties=kafka_properties)
-        impressions = produce_in_order(servers, topics, generated_now(n_impressions, seed, heavy_users),
-                                       kafka_properties)["impressions"]
+        stream = generated_now(n_impressions, seed, heavy_users)
+        impressions = produce_in_order(servers, topics, stream, kafka_properties)["impressions"]
+        split = impressions_per_subtask([record["user_id"] for record in stream.impressions], 2, job.lane_load)
         print(f"produced {impressions:,} impressions ({heavy_users} heavy users); {rounds} round(s) of parallelism "
               f"1 and 2, each TaskManager on {cpus_per_taskmanager} CPU(s) of its own, checkpoints every "
-              f"{checkpoint_interval_s:g} s")
+              f"{checkpoint_interval_s:g} s; at parallelism 2 the learners get "
+              f"{' and '.join(f'{share:.1%}' for share in split)} of the impressions (subtask 0 beside the lane, "
+              f"--lane-load {job.lane_load:g})")
         work_dir.mkdir(parents=True, exist_ok=True)
         properties_file = job_properties_file(kafka_properties, work_dir)
         rates: dict[int, list[float]] = {1: [], 2: []}

@@ -137,8 +137,9 @@ def _parse_messages_native(layout_p, fields, names_p, name_ends_p, header_p, hea
 _PARSE_MESSAGES = kernel_entry(_parse_messages_native)
 
 
-def avro_event_kernel(schema_name: str, shards: Sequence[str],
+def avro_event_kernel(schema_name: str, routes: Sequence[str],
                       to_event: Callable[[dict[str, Any]], list]) -> EventKernel | None:
     """The compiled pass over messages written with `schema_name`'s current schema for a parse over
-    `shards` whose events `to_event` makes; None where it does not apply."""
-    return event_kernel(_PARSE_MESSAGES, schema_name, current_header(schema_name), shards, to_event)
+    the users' routing table `routes` (udfs.parse.shard_of) whose events `to_event` makes; None where it
+    does not apply."""
+    return event_kernel(_PARSE_MESSAGES, schema_name, current_header(schema_name), routes, to_event)

@@ -1,6 +1,6 @@
 """What the compiled parse passes share (udfs.avro_events, udfs.json_events): which records they take,
 and how they write a parse output line, "shard<TAB>event_time<TAB>event JSON\\n", as the record parse
-would (udfs.parse: zlib's CRC-32 picks the shard, orjson writes the event).
+would (udfs.parse.shard_of: zlib's CRC-32 picks the routing table's bucket, orjson writes the event).
 
 A kernel applies to a record schema whose fields are all strings, ints and longs, each optionally in
 a union with null, and whose event is [kind, every field in schema order] (impressions and clicks).
@@ -199,12 +199,12 @@ def write_line(out: np.ndarray, at: int, layout: np.ndarray, prefix: np.ndarray,
                lengths: np.ndarray) -> int:
     """One record's output line at `at` in `out`; where it ends. A field is null where its length is -1,
     a string `lengths[f]` bytes of `text` from `starts[f]`, an integer the value in `starts[f]`."""
-    shard = 0
+    bucket = 0  # of the routing table (udfs.parse.shard_of)
     if shard_ends.shape[0] > 1:
         user = starts[user_field]
         crc = _crc32(text, user, user + lengths[user_field], CRC32_TABLE)
-        shard = np.int64(crc % np.uint32(shard_ends.shape[0]))
-    for k in range(0 if shard == 0 else shard_ends[shard - 1], shard_ends[shard]):
+        bucket = np.int64(crc % np.uint32(shard_ends.shape[0]))
+    for k in range(0 if bucket == 0 else shard_ends[bucket - 1], shard_ends[bucket]):
         out[at] = shard_names[k]
         at += 1
     out[at] = 9  # tab
@@ -312,7 +312,7 @@ class EventKernel:
     """A compiled parse pass over one record schema: a kernel with udfs.json_events' or
     udfs.avro_events' signature, and what it needs besides the records."""
 
-    def __init__(self, kernel: Any, schema_name: str, kind: int, shards: Sequence[str], header: bytes) -> None:
+    def __init__(self, kernel: Any, schema_name: str, kind: int, routes: Sequence[str], header: bytes) -> None:
         self.kernel = kernel
         self.layout = _layout(schema_name)
         fields = parsed_schema(schema_name)["fields"]
@@ -324,7 +324,8 @@ class EventKernel:
         self.header = np.frombuffer(header or b"\0", dtype=np.uint8)
         self.header_size = len(header)
         self.prefix = np.frombuffer(f"[{kind},".encode(), dtype=np.uint8)
-        encoded = [shard.encode() for shard in shards]
+        # The routing table: the shard name of each bucket, one after the other.
+        encoded = [shard.encode() for shard in routes]
         self.shard_names = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
         self.shard_ends = np.cumsum(np.array([len(name) for name in encoded], dtype=np.int64))
         # Per record at most: the shard, two tabs, a sign and 20 digits, the prefix, per field a comma and
@@ -357,12 +358,12 @@ class EventKernel:
         return stop, out[:out_end].tobytes(), accepted, progress_ms, progress_wall_ms
 
 
-def event_kernel(kernel: Any, schema_name: str, header: bytes, shards: Sequence[str],
+def event_kernel(kernel: Any, schema_name: str, header: bytes, routes: Sequence[str],
                  to_event: Callable[[dict[str, Any]], list]) -> EventKernel | None:
-    """`kernel` over `schema_name`'s records for a parse over `shards` whose events `to_event` makes; None
-    where a kernel does not apply (then the parse decodes record by record)."""
+    """`kernel` over `schema_name`'s records for a parse over the routing table `routes` whose events
+    `to_event` makes; None where a kernel does not apply (then the parse decodes record by record)."""
     layout = _layout(schema_name)
-    if layout is None or not shards:
+    if layout is None or not routes:
         return None
     names = [field["name"] for field in parsed_schema(schema_name)["fields"]]
     if "user_id" not in names or "event_time" not in names:
@@ -370,4 +371,4 @@ def event_kernel(kernel: Any, schema_name: str, header: bytes, shards: Sequence[
     if layout[RULE, names.index("user_id")] != ID or layout[KIND, names.index("event_time")] != LONG:
         return None
     kind = _event_kind(names, to_event)
-    return None if kind is None else EventKernel(kernel, schema_name, kind, shards, header)
+    return None if kind is None else EventKernel(kernel, schema_name, kind, routes, header)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import orjson
@@ -35,6 +36,7 @@ from udfs.learner_kernel import compile_kernel
 from udfs.learner_math import LearnerConfig
 from udfs.model_guard import GuardConfig
 from udfs.model_store import ModelStore
+from udfs.parse import routes_id
 from udfs.records import column_length
 from udfs.snapshots import subtask_count, subtask_index
 from udfs.text_encoder import make_encoder
@@ -63,6 +65,7 @@ class JoinAndLearn(KeyedProcessFunction):
         guard: GuardConfig | None = None,
         text_encoder: str = "none",
         titles: dict[str, str] | None = None,
+        routes: list[str] | None = None,
     ) -> None:
         self.join = join
         self.config = config
@@ -77,6 +80,7 @@ class JoinAndLearn(KeyedProcessFunction):
         self.guard = guard
         self.text_encoder = text_encoder
         self.titles = titles
+        self.routes = routes  # the users' routing table (udfs.parse.shard_of), which the state must match
 
     def open(self, runtime_context: RuntimeContext) -> None:
         compile_kernel()  # once per worker, before the first batch (numba caches it on disk)
@@ -142,9 +146,13 @@ class JoinAndLearn(KeyedProcessFunction):
 
     def _learner(self, ctx) -> BatchJoinLearner:
         if self.learner is None:
-            self.learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica,
-                                            self.state, self.embeddings, self.initial_model, *self.click_stall,
-                                            self.state_ttl_ms, self.guard, self.text)
+            restored = self.state.meta.value() is not None
+            learner = BatchJoinLearner(self.join, self.config, self.metrics_interval_ms, self.replica, self.state,
+                                       self.embeddings, self.initial_model, *self.click_stall, self.state_ttl_ms,
+                                       self.guard, self.text)
+            if self.routes is not None:
+                check_routes(learner.meta, self.routes, restored)
+            self.learner = learner
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return self.learner
 
@@ -205,3 +213,19 @@ class JoinAndLearn(KeyedProcessFunction):
             yield self.tags["orphan-clicks"], encode("Click", click)
         # One row a call, whatever closed in it: the merger writes its state once for it.
         yield self.tags["partial-metrics"], Row(self.replica, out.partials, out.watermark)
+
+
+def check_routes(meta: dict[str, Any], routes: list[str], restored: bool) -> None:
+    """Record in the learner's `meta` the users' routing table its state is built on, or refuse state
+    built on another: restored under another table (another parallelism or --lane-load) a subtask would
+    hold users that now go elsewhere, and learn them again from nothing while their old state lingers.
+    State from before tables were recorded was routed by crc32 % n, the table of each shard once."""
+    expected = routes_id(routes)
+    stored = meta.get("user_routes", routes_id(list(dict.fromkeys(routes))) if restored else expected)
+    if stored != expected:
+        raise ValueError(
+            f"this job's state routes users by another table ({stored}) than this run's ({expected}): a savepoint "
+            "or checkpoint restores with the --parallelism and --lane-load it was taken with (state from before "
+            "freshrank recorded its routing: --lane-load 0); to change them, start a new job from the model "
+            "snapshots (--from-snapshot or --from-snapshot-topic)")
+    meta["user_routes"] = expected

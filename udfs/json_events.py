@@ -296,8 +296,8 @@ def _parse_lines_native(layout_p, fields, names_p, name_ends_p, header_p, header
 _PARSE_LINES = kernel_entry(_parse_lines_native)
 
 
-def json_event_kernel(schema_name: str, shards: Sequence[str],
+def json_event_kernel(schema_name: str, routes: Sequence[str],
                       to_event: Callable[[dict[str, Any]], list]) -> EventKernel | None:
-    """The compiled pass over `schema_name`'s JSON lines for a parse over `shards` whose events `to_event`
-    makes; None where it does not apply."""
-    return event_kernel(_PARSE_LINES, schema_name, b"", shards, to_event)
+    """The compiled pass over `schema_name`'s JSON lines for a parse over the users' routing table `routes`
+    (udfs.parse.shard_of) whose events `to_event` makes; None where it does not apply."""
+    return event_kernel(_PARSE_LINES, schema_name, b"", routes, to_event)

@@ -84,23 +84,33 @@ TO_EVENT: dict[str, Callable[[dict[str, Any]], list]] = {
 }
 
 
-def shard_of(user_id: str, shards: list[str]) -> str:
-    """The learner shard of a user: a stable hash (the same in every process, unlike `hash`)."""
-    return shards[zlib.crc32(user_id.encode()) % len(shards)]
+def shard_of(user_id: str, routes: list[str]) -> str:
+    """The learner shard of a user: `routes` is the routing table, the shard of each bucket
+    (job.routing.user_routes; plain shards are a table of one bucket each), and a user's bucket a
+    stable hash (the same in every process, unlike `hash`)."""
+    return routes[zlib.crc32(user_id.encode()) % len(routes)]
 
 
-def parse_event(schema_name: str, value: Any, shards: list[str],
+def routes_id(routes: list[str]) -> str:
+    """A short id of the routing `routes` makes: tables that route every user alike have the same id
+    (a table repeated routes as the table itself)."""
+    n = len(routes)
+    period = next(p for p in range(1, n + 1) if n % p == 0 and routes == routes[:p] * (n // p))
+    return f"{period}:{zlib.crc32(chr(10).join(routes[:period]).encode()):08x}"
+
+
+def parse_event(schema_name: str, value: Any, routes: list[str],
                 decode: Callable[[str, Any], dict[str, Any]] = parse_json) -> tuple[str, int, str]:
     """One raw record as (shard, event_time, event JSON), or `InvalidRecord` with the reason: the
     per-record work of `ParseEvents` but the event-time bound, which needs the subtask's progress."""
     record = decode(schema_name, value)
     event = orjson.dumps(TO_EVENT[schema_name](record)).decode()
-    return shard_of(record["user_id"], shards), record["event_time"], event
+    return shard_of(record["user_id"], routes), record["event_time"], event
 
 
 class ParseEvents(ProcessFunction):
     """Raw record -> a block of one event, Row(shard, event_time, event JSON as UTF-8) (job.batching); a
-    bad record goes to `dead_letter_tag` with its reason."""
+    bad record goes to `dead_letter_tag` with its reason. `routes` is the users' routing table (`shard_of`)."""
 
     def __init__(
         self,
@@ -108,7 +118,7 @@ class ParseEvents(ProcessFunction):
         schema_name: str,
         dead_letter_tag: OutputTag,
         encoder: RecordEncoder,
-        shards: list[str],
+        routes: list[str],
         decode: Callable[[str, Any], dict[str, Any]] = parse_json,
         max_event_ahead_ms: int = 86_400_000,
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
@@ -117,7 +127,8 @@ class ParseEvents(ProcessFunction):
         self.schema_name = schema_name
         self.dead_letter_tag = dead_letter_tag
         self.encoder = encoder
-        self.shards = shards
+        self.routes = routes
+        self.shards = list(dict.fromkeys(routes))  # each shard once
         self.decode = decode
         self.max_event_ahead_ms = max_event_ahead_ms
         self.dead_letter_max_bytes = dead_letter_max_bytes
@@ -151,7 +162,7 @@ class ParseEvents(ProcessFunction):
         """(shard, event_time, event JSON) of a valid record within the event-time bound, else the
         reason it is rejected."""
         try:
-            shard, event_time, event = parse_event(self.schema_name, value, self.shards, self.decode)
+            shard, event_time, event = parse_event(self.schema_name, value, self.routes, self.decode)
         except InvalidRecord as error:
             return str(error)
         # A far-future event time would move the watermark past every open window (and near 2^63
@@ -190,11 +201,11 @@ class ParseEventBatches(ParseEvents):
         if self.decode is parse_wire:
             from udfs.avro_events import avro_event_kernel
 
-            return avro_event_kernel(self.schema_name, self.shards, TO_EVENT[self.schema_name])
+            return avro_event_kernel(self.schema_name, self.routes, TO_EVENT[self.schema_name])
         if self.decode is parse_json:
             from udfs.json_events import json_event_kernel
 
-            return json_event_kernel(self.schema_name, self.shards, TO_EVENT[self.schema_name])
+            return json_event_kernel(self.schema_name, self.routes, TO_EVENT[self.schema_name])
         return None
 
     def process_element(self, value, ctx: ProcessFunction.Context) -> Iterator:
@@ -208,8 +219,8 @@ class ParseEventBatches(ParseEvents):
         quick, fast = quick_decoder(self.decode, self.schema_name), fast_validator(self.schema_name)
         if fast is None:
             quick = None
-        to_event, shards = TO_EVENT[self.schema_name], self.shards
-        single = shards[0] if len(shards) == 1 else None
+        to_event, routes = TO_EVENT[self.schema_name], self.routes
+        single = routes[0] if len(routes) == 1 else None
         for line in value[0] or ():  # (a batch of ticks only has no messages)
             if quick is not None and self.progress_ms is not None:
                 record = quick(line)  # None where the full path must say why
@@ -223,7 +234,7 @@ class ParseEventBatches(ParseEvents):
                         if within:
                             self.progress_ms, self.progress_wall_ms = event_time, now_ms
                     if within:
-                        shard = single or shard_of(record["user_id"], shards)
+                        shard = single or shard_of(record["user_id"], routes)
                         events.append(f"{shard}\t{event_time}\t{orjson.dumps(to_event(record)).decode()}")
                         continue
             parsed = self._event_or_reason(line)
