@@ -48,9 +48,9 @@ def user_shares(parallelism: int, lane_load: float) -> list[float]:
     merger), which do `lane_load` as much work as all learners together; it takes that much fewer users,
     so that every slot has the same work. A share cannot go below 0."""
     if parallelism < 1:
-        raise ValueError(f"parallelism must be at least 1, not {parallelism}")
+        raise ValueError(f"parallelism (--parallelism) must be at least 1, not {parallelism}")
     if not 0.0 <= lane_load < 1.0:
-        raise ValueError(f"lane_load must be at least 0 and below 1, not {lane_load}")
+        raise ValueError(f"lane_load (--lane-load) must be at least 0 and below 1, not {lane_load}")
     if parallelism == 1:
         return [1.0]
     first = max(0.0, (1.0 - (parallelism - 1) * lane_load) / parallelism)
